@@ -1,0 +1,43 @@
+// swift-tools-version:5.9
+import PackageDescription
+
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+
+let package = Package(
+    name: "distcnn",
+    products: [
+        .executable(name: "distcnn", targets: ["distcnn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: System libraries (found through pkg-config, no hard-coded paths)
+        .systemLibrary(name: "CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib",
+                       providers: [.apt(["zlib1g-dev"])]),
+
+        // MARK: Libraries
+        .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: optimize),
+        .target(name: "Data", dependencies: ["Engine", "CZlib"], swiftSettings: optimize),
+        .target(name: "Collective", dependencies: ["CMPI"], swiftSettings: optimize),
+        .target(name: "Training", dependencies: ["Engine", "Data", "Collective"],
+                swiftSettings: optimize),
+
+        // MARK: Command-line tool
+        .executableTarget(name: "distcnn", dependencies: [
+            "Training",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // MARK: Tests
+        .testTarget(name: "EngineTests", dependencies: ["Engine"],
+                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "DataTests", dependencies: ["Data"]),
+        .testTarget(name: "CollectiveTests", dependencies: ["Collective"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "distcnn"]),
+    ]
+)

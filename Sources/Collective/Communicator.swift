@@ -1,0 +1,68 @@
+/// A group of ranks that run the same program and meet in collective operations.
+///
+/// Every rank must call the same collectives in the same order with matching sizes;
+/// only flat buffers travel, never layer or tensor types. One thread per rank drives
+/// the collectives (the properties may be read and set from any thread).
+public protocol Communicator: AnyObject {
+    /// This process's index in the group, `0 ..< size`.
+    var rank: Int { get }
+    /// Number of ranks in the group.
+    var size: Int { get }
+    /// Index among the ranks on this node (MPI_Comm_split_type SHARED).
+    var localRank: Int { get }
+    /// Number of ranks on this node, to share its cores among them.
+    var localSize: Int { get }
+    /// Name of the node this rank runs on.
+    var hostName: String { get }
+    /// Name of what the caller is doing now ("gradient all-reduce", "batch-norm forward", ...), named in timeout errors.
+    var phase: String { get set }
+    /// Seconds a collective may make no progress before it throws `CollectiveError.timeout`; nil = wait forever.
+    var timeout: Double? { get set }
+
+    /// Replaces `buffer` on every rank with the element-wise sum over all ranks.
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
+    /// Replaces `buffer` on every rank with the element-wise sum over all ranks.
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+    /// Replaces `buffer` on every rank with the element-wise maximum over all ranks.
+    func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+    /// Root's bytes replace everyone else's (length travels too).
+    func broadcast(_ bytes: inout [UInt8], root: Int) throws
+    /// Every rank's bytes, in rank order, on every rank.
+    func allGather(_ bytes: [UInt8]) throws -> [[UInt8]]
+    /// Returns once every rank has entered the barrier.
+    func barrier() throws
+    /// Ends the whole job (MPI_Abort with MPI; exit for one process).
+    func abort(code: Int32) -> Never
+    /// Releases the communicator (MPI_Finalize with MPI); call once, at the end.
+    func finalize()
+}
+
+// MARK: Conveniences built on the requirements
+
+extension Communicator {
+    /// True on rank 0, the rank that prints, logs and writes files.
+    public var isRoot: Bool { rank == 0 }
+
+    /// Runs `body` with `phase` set to `name`, restoring the previous phase afterwards.
+    public func withPhase<T>(_ name: String, _ body: () throws -> T) rethrows -> T {
+        let previous = phase
+        phase = name
+        defer { phase = previous }
+        return try body()
+    }
+
+    /// Sums `values` element-wise over all ranks, in place.
+    public func allReduceSum(_ values: inout [Float]) throws {
+        try values.withUnsafeMutableBufferPointer { try allReduceSum($0) }
+    }
+
+    /// Sums `values` element-wise over all ranks, in place.
+    public func allReduceSum(_ values: inout [Double]) throws {
+        try values.withUnsafeMutableBufferPointer { try allReduceSum($0) }
+    }
+
+    /// Takes the element-wise maximum of `values` over all ranks, in place.
+    public func allReduceMax(_ values: inout [Double]) throws {
+        try values.withUnsafeMutableBufferPointer { try allReduceMax($0) }
+    }
+}

@@ -1,0 +1,232 @@
+import CMPI
+import Foundation
+
+/// The ranks of an MPI job (Open MPI), on a private duplicate of `MPI_COMM_WORLD`.
+///
+/// Every MPI return code is checked and thrown as `CollectiveError.mpi`. Collectives
+/// are nonblocking calls (`MPI_Iallreduce`, `MPI_Ibcast`, `MPI_Ibarrier`, ...) polled
+/// until done, so that a waiting rank sleeps instead of spinning and `timeout` can end
+/// the wait. A timed-out request cannot be cancelled: the communicator then refuses
+/// further collectives, and the caller should report the error and `abort(code:)`.
+public final class MPICommunicator: Communicator {
+    public let rank: Int
+    public let size: Int
+    public let localRank: Int
+    public let localSize: Int
+    public let hostName: String
+
+    /// Largest element count handed to one MPI call; bigger buffers go in pieces.
+    static let maxElementsPerCall = 1 << 28
+
+    private let comm: MPI_Comm
+    private let polling = MPIRequestPolling()
+    private struct State {
+        var phase = "startup"
+        var timeout: Double?
+        /// Set once a collective timed out (its request is still pending) or after finalize.
+        var unusableReason: String?
+    }
+    private let state = Locked(State())
+
+    /// True when this process was started by `mpirun`/`mpiexec` (or a PMIx launcher such as `srun --mpi=pmix`).
+    public static func isLaunchedByMPIRun(
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) -> Bool {
+        environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+    }
+
+    /// Initialises MPI if needed and returns a communicator over all ranks of the job.
+    ///
+    /// Without a launcher, Open MPI makes a singleton world of size 1; prefer
+    /// `makeCommunicator()`, which only uses MPI under a launcher. Each call duplicates
+    /// `MPI_COMM_WORLD` (collectively: every rank must call it).
+    public static func start() throws -> MPICommunicator {
+        try MPIRuntime.startIfNeeded()
+        return try MPICommunicator()
+    }
+
+    private init() throws {
+        var comm: MPI_Comm? = cmpi_comm_null()
+        try checkMPI(MPIRuntime.serialized { MPI_Comm_dup(cmpi_comm_world(), &comm) }, "MPI_Comm_dup")
+        try checkMPI(MPIRuntime.serialized { MPI_Comm_set_errhandler(comm, cmpi_errors_return()) },
+                     "MPI_Comm_set_errhandler")
+        self.comm = comm!
+
+        var rank: Int32 = 0, size: Int32 = 0
+        try checkMPI(MPIRuntime.serialized { MPI_Comm_rank(comm, &rank) }, "MPI_Comm_rank")
+        try checkMPI(MPIRuntime.serialized { MPI_Comm_size(comm, &size) }, "MPI_Comm_size")
+        self.rank = Int(rank)
+        self.size = Int(size)
+
+        // Ranks that share memory are the ranks of this node.
+        var node: MPI_Comm? = cmpi_comm_null()
+        try checkMPI(MPIRuntime.serialized {
+            MPI_Comm_split_type(comm, cmpi_comm_type_shared(), rank, cmpi_info_null(), &node)
+        }, "MPI_Comm_split_type")
+        var localRank: Int32 = 0, localSize: Int32 = 0
+        try checkMPI(MPIRuntime.serialized { MPI_Comm_rank(node, &localRank) }, "MPI_Comm_rank")
+        try checkMPI(MPIRuntime.serialized { MPI_Comm_size(node, &localSize) }, "MPI_Comm_size")
+        try checkMPI(MPIRuntime.serialized { MPI_Comm_free(&node) }, "MPI_Comm_free")
+        self.localRank = Int(localRank)
+        self.localSize = Int(localSize)
+
+        var name = [CChar](repeating: 0, count: Int(cmpi_max_processor_name()) + 1)
+        var length: Int32 = 0
+        try checkMPI(MPIRuntime.serialized { MPI_Get_processor_name(&name, &length) }, "MPI_Get_processor_name")
+        hostName = String(cString: name)
+    }
+
+    public var phase: String {
+        get { state.current.phase }
+        set { state.withLock { $0.phase = newValue } }
+    }
+
+    public var timeout: Double? {
+        get { state.current.timeout }
+        set {
+            precondition(newValue.map { $0 > 0 } ?? true, "timeout must be positive, got \(newValue!)")
+            state.withLock { $0.timeout = newValue }
+        }
+    }
+
+    // MARK: Collectives
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try allReduce(UnsafeMutableRawBufferPointer(buffer), count: buffer.count,
+                      type: cmpi_float(), op: cmpi_op_sum())
+    }
+
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
+        try allReduce(UnsafeMutableRawBufferPointer(buffer), count: buffer.count,
+                      type: cmpi_double(), op: cmpi_op_sum())
+    }
+
+    public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
+        try allReduce(UnsafeMutableRawBufferPointer(buffer), count: buffer.count,
+                      type: cmpi_double(), op: cmpi_op_max())
+    }
+
+    public func broadcast(_ bytes: inout [UInt8], root: Int) throws {
+        precondition((0 ..< size).contains(root), "broadcast root \(root) is outside 0..<\(size)")
+        var length = Int64(bytes.count)  // meaningful on root only
+        try withUnsafeMutablePointer(to: &length) { length in
+            try run("MPI_Ibcast") { MPI_Ibcast(length, 1, cmpi_int64(), Int32(root), comm, &$0) }
+        }
+        if rank != root { bytes = [UInt8](repeating: 0, count: Int(length)) }
+        try bytes.withUnsafeMutableBytes { bytes in
+            try forEachPiece(of: bytes.count) { offset, count in
+                try run("MPI_Ibcast") {
+                    MPI_Ibcast(bytes.baseAddress! + offset, count, cmpi_byte(), Int32(root), comm, &$0)
+                }
+            }
+        }
+    }
+
+    public func allGather(_ bytes: [UInt8]) throws -> [[UInt8]] {
+        var lengths = [Int64](repeating: 0, count: size)  // (size) bytes sent by each rank
+        var mine = Int64(bytes.count)
+        try withUnsafeMutablePointer(to: &mine) { mine in
+            try lengths.withUnsafeMutableBufferPointer { lengths in
+                try run("MPI_Iallgather") {
+                    MPI_Iallgather(mine, 1, cmpi_int64(), lengths.baseAddress, 1, cmpi_int64(), comm, &$0)
+                }
+            }
+        }
+        let total = lengths.reduce(0, +)
+        precondition(total <= Int64(Int32.max), "allGather of \(total) bytes exceeds MPI's Int32 counts")
+        var counts = lengths.map { Int32($0) }                    // (size)
+        var offsets = [Int32](repeating: 0, count: size)          // (size) start of each rank's bytes
+        for r in 1 ..< max(size, 1) { offsets[r] = offsets[r - 1] + counts[r - 1] }
+        var gathered = [UInt8](repeating: 0, count: Int(total))  // (total) ranks' bytes back to back
+        if total > 0 {
+            try bytes.withUnsafeBytes { send in
+                try gathered.withUnsafeMutableBytes { receive in
+                    try counts.withUnsafeMutableBufferPointer { counts in
+                        try offsets.withUnsafeMutableBufferPointer { offsets in
+                            try run("MPI_Iallgatherv") {
+                                MPI_Iallgatherv(send.baseAddress, Int32(send.count), cmpi_byte(),
+                                                receive.baseAddress, counts.baseAddress, offsets.baseAddress,
+                                                cmpi_byte(), comm, &$0)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (0 ..< size).map { r in
+            let start = Int(offsets[r])
+            return Array(gathered[start ..< start + Int(counts[r])])
+        }
+    }
+
+    public func barrier() throws {
+        try run("MPI_Ibarrier") { MPI_Ibarrier(comm, &$0) }
+    }
+
+    // MARK: Ending
+
+    public func abort(code: Int32) -> Never {
+        MPIRuntime.abortJob(code: code)
+    }
+
+    /// Frees the communicator and finalizes MPI for the process.
+    ///
+    /// After a timeout this does nothing: a request is still pending, and
+    /// `MPI_Finalize` would wait for ranks that may never come. The process then
+    /// exits without finalizing, which makes `mpirun` end the whole job.
+    public func finalize() {
+        let wasUsable = state.withLock { state -> Bool in
+            defer { state.unusableReason = state.unusableReason ?? "the communicator was finalized" }
+            return state.unusableReason == nil
+        }
+        guard wasUsable else { return }
+        var comm: MPI_Comm? = self.comm
+        _ = MPIRuntime.serialized { MPI_Comm_free(&comm) }
+        MPIRuntime.finalizeIfRunning()
+    }
+
+    // MARK: Helpers
+
+    /// Reduces `count` elements of `type` in place, in pieces MPI's Int32 counts can hold.
+    private func allReduce(_ buffer: UnsafeMutableRawBufferPointer, count: Int,
+                           type: MPI_Datatype, op: MPI_Op) throws {
+        guard count > 0 else { return }  // every rank passes the same count
+        let stride = buffer.count / count
+        try forEachPiece(of: count) { offset, pieceCount in
+            try run("MPI_Iallreduce") {
+                MPI_Iallreduce(cmpi_in_place(), buffer.baseAddress! + offset * stride, pieceCount,
+                               type, op, comm, &$0)
+            }
+        }
+    }
+
+    /// Calls `body(offset, count)` for consecutive pieces of at most `maxElementsPerCall` elements.
+    private func forEachPiece(of count: Int, _ body: (Int, Int32) throws -> Void) rethrows {
+        var offset = 0
+        while offset < count {
+            let piece = min(count - offset, Self.maxElementsPerCall)
+            try body(offset, Int32(piece))
+            offset += piece
+        }
+    }
+
+    /// Starts one nonblocking operation and waits for it under the current phase and timeout.
+    ///
+    /// Buffers the operation uses must stay valid until this returns, so callers keep
+    /// their `withUnsafe…` scopes around the whole call.
+    private func run(_ call: String, _ start: (inout MPI_Request?) -> Int32) throws {
+        let (phase, timeout, unusableReason) = state.withLock { ($0.phase, $0.timeout, $0.unusableReason) }
+        if let unusableReason {
+            throw CollectiveError.unusable(phase: phase, reason: unusableReason)
+        }
+        var request: MPI_Request? = cmpi_request_null()
+        try checkMPI(MPIRuntime.serialized { start(&request) }, call)
+        let deadline = timeout.map { monotonicNanoseconds() + UInt64($0 * 1e9) }
+        if try polling.wait(for: &request, call: call, deadline: deadline) { return }
+        state.withLock {
+            $0.unusableReason = $0.unusableReason
+                ?? "an earlier \(call) timed out during \(phase) and is still pending"
+        }
+        throw CollectiveError.timeout(phase: phase, seconds: timeout!)
+    }
+}

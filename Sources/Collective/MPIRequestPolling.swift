@@ -1,0 +1,49 @@
+import CMPI
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// How a rank waits for a nonblocking MPI operation: test, yield, then sleep with backoff.
+///
+/// Open MPI's blocking calls spin on a core; with several ranks on one small node the
+/// waiting rank would steal the core a slower rank needs to reach the collective. So
+/// we poll `MPI_Test` (which also drives the operation's progress): tightly for a
+/// short while, since most collectives finish quickly once everyone has arrived, then
+/// with sleeps growing to `maxSleepNanoseconds`, which bounds the added latency.
+struct MPIRequestPolling {
+    /// Polls with `sched_yield` between tests for this long before sleeping.
+    var spinNanoseconds: UInt64 = 200_000
+    /// First sleep between tests once spinning is over; doubles up to `maxSleepNanoseconds`.
+    var minSleepNanoseconds: UInt64 = 10_000
+    var maxSleepNanoseconds: UInt64 = 200_000
+
+    /// Waits until `request` completes (true) or `deadline` (monotonic nanoseconds) passes (false).
+    func wait(for request: inout MPI_Request?, call: String, deadline: UInt64?) throws -> Bool {
+        let start = monotonicNanoseconds()
+        var sleep = minSleepNanoseconds
+        while true {
+            var done: Int32 = 0
+            let code = MPIRuntime.serialized { MPI_Test(&request, &done, cmpi_status_ignore()) }
+            try checkMPI(code, call)
+            if done != 0 { return true }
+            let now = monotonicNanoseconds()
+            if let deadline, now >= deadline { return false }
+            if now - start < spinNanoseconds {
+                sched_yield()
+            } else {
+                var pause = timespec(tv_sec: 0, tv_nsec: Int(sleep))
+                nanosleep(&pause, nil)
+                sleep = min(sleep * 2, maxSleepNanoseconds)
+            }
+        }
+    }
+}
+
+/// Nanoseconds on the monotonic clock (immune to wall-clock changes).
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}

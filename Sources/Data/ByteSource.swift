@@ -1,0 +1,96 @@
+#if canImport(Glibc)
+import Glibc
+private let posixRead = Glibc.read
+#elseif canImport(Darwin)
+import Darwin
+private let posixRead = Darwin.read
+#endif
+
+/// A forward-only stream of a file's bytes: the raw file, or its decompressed content.
+protocol ByteSource: AnyObject {
+    /// Fills `buffer` from the stream, stopping early only where the stream ends;
+    /// returns the number of bytes written.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+    /// How many bytes are left, when known without reading them (raw files, not gzip).
+    var remainingIfKnown: Int? { get }
+    /// Throws if the stream did not end cleanly (for gzip: no end marker and checksum).
+    func checkEnd() throws
+}
+
+extension ByteSource {
+    /// Reads to the end, keeping nothing, and returns how many bytes there were.
+    func countRemaining() throws -> Int {
+        try withUnsafeTemporaryAllocation(byteCount: 64 * 1024, alignment: 16) { scratch in
+            var total = 0
+            while true {
+                let n = try read(into: scratch)
+                total += n
+                if n < scratch.count { return total }
+            }
+        }
+    }
+}
+
+/// A file opened read-only, read sequentially with POSIX `read`.
+final class FileReader: ByteSource {
+    let path: String
+    /// The file's size when it was opened.
+    let size: Int
+    private let descriptor: Int32
+    private var offset = 0
+
+    /// Opens `path`, refusing missing files, folders and anything unreadable.
+    init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            if code == ENOENT { throw DataError.notFound(path: path) }
+            throw DataError.unreadable(path: path, reason: String(cString: strerror(code)))
+        }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else {
+            let code = errno
+            close(fd)
+            throw DataError.unreadable(path: path, reason: String(cString: strerror(code)))
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            let reason = (info.st_mode & S_IFMT) == S_IFDIR ? "it is a folder, not a file" : "not a regular file"
+            throw DataError.unreadable(path: path, reason: reason)
+        }
+        descriptor = fd
+        size = Int(info.st_size)
+    }
+
+    deinit { close(descriptor) }
+
+    /// The first `count` bytes of the file (fewer if it is shorter), without moving the read position.
+    func peek(_ count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, 0) }
+        guard n >= 0 else { throw DataError.unreadable(path: path, reason: String(cString: strerror(errno))) }
+        return Array(bytes[0..<n])
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        var filled = 0
+        while filled < buffer.count {
+            // Linux moves at most ~2 GiB per call; ask for 1 GiB at a time.
+            let want = min(buffer.count - filled, 1 << 30)
+            let n = posixRead(descriptor, buffer.baseAddress! + filled, want)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw DataError.unreadable(path: path, reason: String(cString: strerror(errno)))
+            }
+            if n == 0 { break }
+            filled += n
+        }
+        offset += filled
+        return filled
+    }
+
+    var remainingIfKnown: Int? { max(0, size - offset) }
+
+    func checkEnd() throws {}
+}

@@ -1,0 +1,157 @@
+import Foundation
+
+/// Batch normalisation over channels (after a conv) or features (after a dense layer).
+///
+/// Training normalises with the batch's mean and biased variance; with a `StatisticsReducer`
+/// those are the *global* batch's (SyncBatchNorm): forward sums `[count | Σx | Σx²]` per
+/// channel in Double in one call, backward sums `[Σdy | Σdy·x̂]` in one call. γ and β
+/// gradients stay local; the trainer's gradient all-reduce sums them.
+/// Running statistics follow Keras: r = m·r + (1−m)·batch, with the unbiased variance.
+public final class BatchNorm: Layer {
+    public let inputShape: Shape
+    public var outputShape: Shape { inputShape }
+    public let momentum: Float, epsilon: Float
+    public var kind: String { "batchnorm" }
+    var channels: Int { inputShape.c }
+
+    var gamma: UnsafeMutablePointer<Float>!, beta: UnsafeMutablePointer<Float>!
+    var dGamma: UnsafeMutablePointer<Float>!, dBeta: UnsafeMutablePointer<Float>!
+    var runningMean: UnsafeMutablePointer<Float>!, runningVar: UnsafeMutablePointer<Float>!
+
+    // Cached by a training forward for backward.
+    var batchMean: [Float], batchInvStd: [Float]
+    var globalCount: Double = 0
+    var hasTrainingForward = false
+    /// Reduction scratch: [count | Σx (C) | Σx² (C)] forward, [Σdy (C) | Σdy·x̂ (C)] backward.
+    var sums: [Double]
+    /// The batch statistics of the last training forward are also this rank's contribution to
+    /// averaged running statistics in `--bn-sync local` mode; the count tells its weight.
+    public private(set) var lastLocalCount = 0
+
+    public init(input: Shape, momentum: Float, epsilon: Float) {
+        self.inputShape = input; self.momentum = momentum; self.epsilon = epsilon
+        batchMean = [Float](repeating: 0, count: input.c)
+        batchInvStd = [Float](repeating: 0, count: input.c)
+        sums = [Double](repeating: 0, count: 1 + 2 * input.c)
+    }
+
+    public var slots: [TensorSlot] {
+        let c = channels
+        return [
+            TensorSlot(name: "weight", shape: [c], region: .parameters, offset: 0, isKernel: false),
+            TensorSlot(name: "bias", shape: [c], region: .parameters, offset: c, isKernel: false),
+            TensorSlot(name: "running_mean", shape: [c], region: .state, offset: 0, isKernel: false),
+            TensorSlot(name: "running_var", shape: [c], region: .state, offset: c, isKernel: false),
+        ]
+    }
+
+    public var forwardFlops: Int { 2 * inputShape.count }
+
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                     state: UnsafeMutablePointer<Float>) {
+        gamma = parameters; beta = parameters + channels
+        dGamma = gradients; dBeta = gradients + channels
+        runningMean = state; runningVar = state + channels
+    }
+
+    public func initialize(rng: CounterRNG, layerIndex: Int) {
+        gamma.update(repeating: 1, count: channels); beta.update(repeating: 0, count: channels)
+        runningMean.update(repeating: 0, count: channels); runningVar.update(repeating: 1, count: channels)
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                        context: PassContext) throws {
+        let C = channels, S = inputShape.spatial
+        if !context.training {
+            for c in 0..<C {
+                let inv = 1 / (runningVar[c] + epsilon).squareRoot()
+                batchMean[c] = runningMean[c]; batchInvStd[c] = inv
+            }
+            normalize(x, y, batch: batch)
+            return
+        }
+        // Local sums: [count | Σx | Σx²] in Double.
+        sums[0] = Double(batch * S)
+        for c in 0..<C {
+            var s = 0.0, q = 0.0
+            for n in 0..<batch {
+                let p = x + (n * C + c) * S
+                var fs: Float = 0, fq: Float = 0   // short runs in Float, merged in Double
+                for i in 0..<S { let v = p[i]; fs += v; fq += v * v }
+                s += Double(fs); q += Double(fq)
+            }
+            sums[1 + c] = s; sums[1 + C + c] = q
+        }
+        lastLocalCount = batch
+        if let reducer = context.reducer {
+            try sums.withUnsafeMutableBufferPointer { try reducer.sum($0, phase: "batch-norm forward") }
+        }
+        let count = sums[0]
+        globalCount = count
+        guard count > 0 else { hasTrainingForward = true; return }
+        for c in 0..<C {
+            let mean = sums[1 + c] / count
+            let variance = max(sums[1 + C + c] / count - mean * mean, 0)
+            batchMean[c] = Float(mean)
+            batchInvStd[c] = Float(1 / (variance + Double(epsilon)).squareRoot())
+            let unbiased = count > 1 ? variance * count / (count - 1) : variance
+            runningMean[c] = momentum * runningMean[c] + (1 - momentum) * Float(mean)
+            runningVar[c] = momentum * runningVar[c] + (1 - momentum) * Float(unbiased)
+        }
+        normalize(x, y, batch: batch)
+        hasTrainingForward = true
+    }
+
+    /// y = γ·(x − mean)·invstd + β with the cached mean and invstd.
+    func normalize(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int) {
+        let C = channels, S = inputShape.spatial
+        for n in 0..<batch {
+            for c in 0..<C {
+                let scale = gamma[c] * batchInvStd[c]
+                let shift = beta[c] - batchMean[c] * scale
+                let p = x + (n * C + c) * S, q = y + (n * C + c) * S
+                for i in 0..<S { q[i] = p[i] * scale + shift }
+            }
+        }
+    }
+
+    public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                         _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
+        precondition(hasTrainingForward, "BatchNorm.backward without a training forward")
+        let C = channels, S = inputShape.spatial
+        // Local [Σdy | Σdy·x̂].
+        for c in 0..<C {
+            let mean = batchMean[c], inv = batchInvStd[c]
+            var sdy = 0.0, sdyx = 0.0
+            for n in 0..<batch {
+                let p = x + (n * C + c) * S, g = dy + (n * C + c) * S
+                var a: Float = 0, b: Float = 0
+                for i in 0..<S { a += g[i]; b += g[i] * (p[i] - mean) * inv }
+                sdy += Double(a); sdyx += Double(b)
+            }
+            sums[c] = sdy; sums[C + c] = sdyx
+            dBeta[c] += Float(sdy); dGamma[c] += Float(sdyx)
+        }
+        guard let dx else { return }
+        if let reducer = context.reducer {
+            try sums.withUnsafeMutableBufferPointer {
+                try reducer.sum(UnsafeMutableBufferPointer(rebasing: $0[0..<(2 * C)]), phase: "batch-norm backward")
+            }
+        }
+        let m = globalCount
+        guard m > 0 else { return }
+        // dx = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M)
+        for c in 0..<C {
+            let mean = batchMean[c], inv = batchInvStd[c]
+            let meanDy = Float(sums[c] / m), meanDyX = Float(sums[C + c] / m)
+            let k = gamma[c] * inv
+            for n in 0..<batch {
+                let p = x + (n * C + c) * S, g = dy + (n * C + c) * S, d = dx + (n * C + c) * S
+                for i in 0..<S {
+                    let xhat = (p[i] - mean) * inv
+                    d[i] = k * (g[i] - meanDy - xhat * meanDyX)
+                }
+            }
+        }
+    }
+}

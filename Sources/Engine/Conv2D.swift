@@ -1,0 +1,219 @@
+/// 2-D convolution by im2col + sgemm, one image at a time so the column matrix stays in
+/// cache. Weight layout is PyTorch's `[out, in, kh, kw]`; activations are NCHW.
+public final class Conv2D: Layer {
+    public let inputShape: Shape
+    public let outputShape: Shape
+    public let filters: Int, kernel: Int
+    public let rows: AxisGeometry, cols: AxisGeometry
+    public let activation: Activation
+    public let useBias: Bool
+    public let l2: Float
+    public var kind: String { "conv2d" }
+
+    /// K = in·kh·kw, the inner dimension of the GEMM; P = oh·ow output pixels per image.
+    var patch: Int { inputShape.c * kernel * kernel }
+    var pixels: Int { outputShape.spatial }
+
+    var weight: UnsafeMutablePointer<Float>!       // (out, in, kh, kw) = (out, K)
+    var bias: UnsafeMutablePointer<Float>?         // (out)
+    var dWeight: UnsafeMutablePointer<Float>!
+    var dBias: UnsafeMutablePointer<Float>?
+    var column = FloatBuffer(count: 0)             // (K, P) for one image
+
+    public init(input: Shape, filters: Int, kernel: Int, stride: Int, padding: Padding,
+                activation: Activation, useBias: Bool, l2: Float) throws {
+        guard let r = AxisGeometry(input: input.h, kernel: kernel, stride: stride, padding: padding),
+              let c = AxisGeometry(input: input.w, kernel: kernel, stride: stride, padding: padding)
+        else {
+            throw ModelError.shape("conv2d kernel \(kernel) stride \(stride) padding \(padding.rawValue) does not fit input \(input)")
+        }
+        self.inputShape = input; self.filters = filters; self.kernel = kernel
+        self.rows = r; self.cols = c
+        self.outputShape = Shape(c: filters, h: r.output, w: c.output)
+        self.activation = activation; self.useBias = useBias; self.l2 = l2
+    }
+
+    public var slots: [TensorSlot] {
+        var s = [TensorSlot(name: "weight", shape: [filters, inputShape.c, kernel, kernel],
+                            region: .parameters, offset: 0, isKernel: true)]
+        if useBias {
+            s.append(TensorSlot(name: "bias", shape: [filters], region: .parameters,
+                                offset: filters * patch, isKernel: false))
+        }
+        return s
+    }
+
+    public var forwardFlops: Int { filters * patch * pixels }
+
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                     state: UnsafeMutablePointer<Float>) {
+        weight = parameters; dWeight = gradients
+        if useBias { bias = parameters + filters * patch; dBias = gradients + filters * patch }
+    }
+
+    public func initialize(rng: CounterRNG, layerIndex: Int) {
+        glorotUniform(weight, count: filters * patch, fanIn: patch, fanOut: filters * kernel * kernel,
+                      rng: rng, layerIndex: layerIndex)
+        if let bias { bias.update(repeating: 0, count: filters) }
+    }
+
+    /// A 1×1, stride-1, unpadded conv needs no column matrix: the image already is one.
+    var isPointwise: Bool { kernel == 1 && rows.stride == 1 && cols.stride == 1 }
+
+    public func reserve(batch: Int) {
+        let need = isPointwise ? 0 : patch * pixels
+        if column.count < need { column = FloatBuffer(count: need) }
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                        context: PassContext) throws {
+        let inCount = inputShape.count, outCount = outputShape.count
+        for n in 0..<batch {
+            let xn = x + n * inCount, yn = y + n * outCount
+            let col = columns(for: xn)
+            // y_n (out, P) = W (out, K) · col (K, P)
+            BLAS.gemm(m: filters, n: pixels, k: patch, weight, lda: patch, col, ldb: pixels,
+                      beta: 0, yn, ldc: pixels)
+            if let bias {
+                for o in 0..<filters {
+                    let b = bias[o], row = yn + o * pixels
+                    for p in 0..<pixels { row[p] += b }
+                }
+            }
+            ActivationFunction.apply(activation, alpha: 1, yn, count: outCount)
+        }
+    }
+
+    public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                         _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
+        let inCount = inputShape.count, outCount = outputShape.count
+        ActivationFunction.backward(activation, alpha: 1, y: y, dy, count: batch * outCount)
+        for n in 0..<batch {
+            let xn = x + n * inCount, dz = dy + n * outCount   // dz: (out, P)
+            if let dBias {
+                for o in 0..<filters {
+                    let row = dz + o * pixels
+                    var s: Float = 0
+                    for p in 0..<pixels { s += row[p] }
+                    dBias[o] += s
+                }
+            }
+            // dW (out, K) += dz (out, P) · colᵀ (P, K); the column matrix is rebuilt, not stored.
+            let col = columns(for: xn)
+            BLAS.gemm(transB: true, m: filters, n: patch, k: pixels, dz, lda: pixels, col, ldb: pixels,
+                      beta: 1, dWeight, ldc: patch)
+            guard let dx else { continue }
+            let dxn = dx + n * inCount
+            if isPointwise {
+                BLAS.gemm(transA: true, m: patch, n: pixels, k: filters, weight, lda: patch, dz, ldb: pixels,
+                          beta: 0, dxn, ldc: pixels)
+            } else {
+                // dcol (K, P) = Wᵀ (K, out) · dz (out, P), then scattered back to the image.
+                BLAS.gemm(transA: true, m: patch, n: pixels, k: filters, weight, lda: patch, dz, ldb: pixels,
+                          beta: 0, column.pointer, ldc: pixels)
+                col2im(column.pointer, dxn)
+            }
+        }
+    }
+
+    @inline(__always)
+    func columns(for xn: UnsafePointer<Float>) -> UnsafePointer<Float> {
+        if isPointwise { return xn }
+        im2col(xn, column.pointer)
+        return UnsafePointer(column.pointer)
+    }
+
+    /// col[(ci·kh + ky)·kw + kx][oy·ow + ox] = x[ci][oy·s − padTop + ky][ox·s − padLeft + kx], 0 outside.
+    func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
+        let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
+        let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
+        var row = col
+        for ci in 0..<inputShape.c {
+            let plane = x + ci * H * W
+            for ky in 0..<kernel {
+                let oyRange = rows.validOutputs(offset: ky)
+                for kx in 0..<kernel {
+                    let oxRange = cols.validOutputs(offset: kx)
+                    for oy in 0..<OH {
+                        let out = row + oy * OW
+                        guard oyRange.contains(oy), !oxRange.isEmpty else {
+                            out.update(repeating: 0, count: OW); continue
+                        }
+                        let src = plane + (oy * sy - pt + ky) * W
+                        if oxRange.lowerBound > 0 { out.update(repeating: 0, count: oxRange.lowerBound) }
+                        if sx == 1 {
+                            let ix0 = oxRange.lowerBound - pl + kx
+                            (out + oxRange.lowerBound).update(from: src + ix0, count: oxRange.count)
+                        } else {
+                            for ox in oxRange { out[ox] = src[ox * sx - pl + kx] }
+                        }
+                        if oxRange.upperBound < OW {
+                            (out + oxRange.upperBound).update(repeating: 0, count: OW - oxRange.upperBound)
+                        }
+                    }
+                    row += OH * OW
+                }
+            }
+        }
+    }
+
+    /// The adjoint of im2col: dx[ci][iy][ix] = Σ of the column entries that read it.
+    func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>) {
+        let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
+        let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
+        dx.update(repeating: 0, count: inputShape.count)
+        var row = col
+        for ci in 0..<inputShape.c {
+            let plane = dx + ci * H * W
+            for ky in 0..<kernel {
+                let oyRange = rows.validOutputs(offset: ky)
+                for kx in 0..<kernel {
+                    let oxRange = cols.validOutputs(offset: kx)
+                    for oy in oyRange {
+                        let src = row + oy * OW
+                        let dst = plane + (oy * sy - pt + ky) * W
+                        if sx == 1 {
+                            let off = -pl + kx
+                            for ox in oxRange { dst[ox + off] += src[ox] }
+                        } else {
+                            for ox in oxRange { dst[ox * sx - pl + kx] += src[ox] }
+                        }
+                    }
+                    row += OH * OW
+                }
+            }
+        }
+    }
+}
+
+/// Direct convolution, kept beside the im2col one as the reference a test holds it to.
+public enum NaiveConvolution {
+    /// y (N, out, OH, OW) from x (N, in, H, W), weight (out, in, k, k), bias (out).
+    public static func forward(_ conv: Conv2D, x: [Float], weight: [Float], bias: [Float]?, batch: Int) -> [Float] {
+        let s = conv.inputShape, o = conv.outputShape, k = conv.kernel
+        var y = [Float](repeating: 0, count: batch * o.count)
+        for n in 0..<batch {
+            for co in 0..<o.c {
+                for oy in 0..<o.h {
+                    for ox in 0..<o.w {
+                        var acc: Double = Double(bias?[co] ?? 0)
+                        for ci in 0..<s.c {
+                            for ky in 0..<k {
+                                let iy = oy * conv.rows.stride - conv.rows.padBefore + ky
+                                if iy < 0 || iy >= s.h { continue }
+                                for kx in 0..<k {
+                                    let ix = ox * conv.cols.stride - conv.cols.padBefore + kx
+                                    if ix < 0 || ix >= s.w { continue }
+                                    acc += Double(x[((n * s.c + ci) * s.h + iy) * s.w + ix])
+                                         * Double(weight[((co * s.c + ci) * k + ky) * k + kx])
+                                }
+                            }
+                        }
+                        y[((n * o.c + co) * o.h + oy) * o.w + ox] = Float(acc)
+                    }
+                }
+            }
+        }
+        return y
+    }
+}

@@ -1,0 +1,67 @@
+/// Fully connected layer: y (N, out) = x (N, in) · Wᵀ + b, W in PyTorch's `[out, in]` layout.
+public final class Dense: Layer {
+    public let inputShape: Shape, outputShape: Shape
+    public let activation: Activation
+    public let useBias: Bool
+    public let l2: Float
+    public var kind: String { "dense" }
+    var inputs: Int { inputShape.count }
+    var units: Int { outputShape.c }
+
+    var weight: UnsafeMutablePointer<Float>!, dWeight: UnsafeMutablePointer<Float>!
+    var bias: UnsafeMutablePointer<Float>?, dBias: UnsafeMutablePointer<Float>?
+
+    public init(input: Shape, units: Int, activation: Activation, useBias: Bool, l2: Float) {
+        inputShape = input; outputShape = Shape(features: units)
+        self.activation = activation; self.useBias = useBias; self.l2 = l2
+    }
+
+    public var slots: [TensorSlot] {
+        var s = [TensorSlot(name: "weight", shape: [units, inputs], region: .parameters, offset: 0, isKernel: true)]
+        if useBias {
+            s.append(TensorSlot(name: "bias", shape: [units], region: .parameters, offset: units * inputs,
+                                isKernel: false))
+        }
+        return s
+    }
+
+    public var forwardFlops: Int { units * inputs }
+
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                     state: UnsafeMutablePointer<Float>) {
+        weight = parameters; dWeight = gradients
+        if useBias { bias = parameters + units * inputs; dBias = gradients + units * inputs }
+    }
+
+    public func initialize(rng: CounterRNG, layerIndex: Int) {
+        glorotUniform(weight, count: units * inputs, fanIn: inputs, fanOut: units, rng: rng, layerIndex: layerIndex)
+        bias?.update(repeating: 0, count: units)
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                        context: PassContext) throws {
+        guard batch > 0 else { return }
+        BLAS.gemm(transB: true, m: batch, n: units, k: inputs, x, lda: inputs, weight, ldb: inputs,
+                  beta: 0, y, ldc: units)
+        if let bias {
+            for n in 0..<batch { let row = y + n * units; for u in 0..<units { row[u] += bias[u] } }
+        }
+        ActivationFunction.apply(activation, alpha: 1, y, count: batch * units)
+    }
+
+    public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                         _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
+        guard batch > 0 else { return }
+        ActivationFunction.backward(activation, alpha: 1, y: y, dy, count: batch * units)
+        if let dBias {
+            for n in 0..<batch { let row = dy + n * units; for u in 0..<units { dBias[u] += row[u] } }
+        }
+        // dW (out, in) += dyᵀ (out, N) · x (N, in)
+        BLAS.gemm(transA: true, m: units, n: inputs, k: batch, dy, lda: units, x, ldb: inputs,
+                  beta: 1, dWeight, ldc: inputs)
+        // dx (N, in) = dy (N, out) · W (out, in)
+        if let dx {
+            BLAS.gemm(m: batch, n: inputs, k: units, dy, lda: units, weight, ldb: inputs, beta: 0, dx, ldc: inputs)
+        }
+    }
+}

@@ -1,0 +1,88 @@
+/// Sums per-channel statistics across the ranks that share a global batch. The engine knows
+/// nothing of MPI: the trainer injects one into batch-norm layers for SyncBatchNorm.
+public protocol StatisticsReducer: AnyObject {
+    /// Replaces every element by its sum over all ranks (same length and order everywhere).
+    func sum(_ buffer: UnsafeMutableBufferPointer<Double>, phase: String) throws
+}
+
+/// What a forward pass needs besides its input.
+public struct PassContext {
+    /// Training mode: batch statistics, dropout, caches kept for backward.
+    public var training: Bool
+    /// Draws dropout masks; keyed by `step` and the global example index.
+    public var rng: CounterRNG
+    /// Global step, part of every random key.
+    public var step: Int
+    /// Position of this rank's first example within the global batch.
+    public var exampleOffset: Int
+    /// Sums batch-norm statistics over ranks (nil: statistics of this rank's shard only).
+    public var reducer: StatisticsReducer?
+
+    public init(training: Bool, rng: CounterRNG = CounterRNG(seed: 0), step: Int = 0,
+                exampleOffset: Int = 0, reducer: StatisticsReducer? = nil) {
+        self.training = training; self.rng = rng; self.step = step
+        self.exampleOffset = exampleOffset; self.reducer = reducer
+    }
+}
+
+/// Where a named tensor of a layer lives: in the trainable parameters or in the state
+/// (batch-norm running statistics), at an offset within the layer's slice.
+public struct TensorSlot: Equatable, Sendable {
+    public enum Region: String, Sendable { case parameters, state }
+    public var name: String        // "weight", "bias", "running_mean", "running_var"
+    public var shape: [Int]        // PyTorch layout: conv [out, in, kh, kw], dense [out, in]
+    public var region: Region
+    public var offset: Int         // within the layer's slice of the region
+    public var count: Int { shape.reduce(1, *) }
+    /// A kernel (conv or dense weight): the target of L2 regularisation and weight decay.
+    public var isKernel: Bool
+}
+
+/// One layer of the network. Forward and backward sit next to each other in each layer's
+/// file; backward *adds* into parameter gradients (the trainer zeroes them) and *writes* the
+/// input gradient. Backward may overwrite `dy` (it belongs to this layer by then).
+public protocol Layer: AnyObject {
+    var kind: String { get }
+    var inputShape: Shape { get }
+    var outputShape: Shape { get }
+    var slots: [TensorSlot] { get }
+    /// Keras `kernel_regularizer=l2(λ)`: loss += λ·Σw² over this layer's kernel.
+    var l2: Float { get }
+
+    /// Points the layer at its slices of the flat parameter, gradient and state buffers.
+    func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+              state: UnsafeMutablePointer<Float>)
+    /// Sets the layer's parameters and state to their initial values.
+    func initialize(rng: CounterRNG, layerIndex: Int)
+    /// Sizes workspaces for batches of up to `batch` examples (called outside the step).
+    func reserve(batch: Int)
+    /// x: (N, inputShape) → y: (N, outputShape)
+    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                 context: PassContext) throws
+    /// dy: (N, outputShape) → dx: (N, inputShape), nil when nobody needs it (first layer).
+    func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                  _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws
+    /// Multiply–adds of one example's forward pass (for GFLOP/s figures).
+    var forwardFlops: Int { get }
+}
+
+extension Layer {
+    public var parameterCount: Int { slots.filter { $0.region == .parameters }.reduce(0) { $0 + $1.count } }
+    public var stateCount: Int { slots.filter { $0.region == .state }.reduce(0) { $0 + $1.count } }
+    public var l2: Float { 0 }
+    public var forwardFlops: Int { 0 }
+    public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                     state: UnsafeMutablePointer<Float>) {}
+    public func initialize(rng: CounterRNG, layerIndex: Int) {}
+    public func reserve(batch: Int) {}
+}
+
+/// Glorot (Xavier) uniform, Keras's default kernel initializer.
+func glorotUniform(_ w: UnsafeMutablePointer<Float>, count: Int, fanIn: Int, fanOut: Int,
+                   rng: CounterRNG, layerIndex: Int) {
+    let limit = (6.0 / Double(fanIn + fanOut)).squareRoot()
+    for i in 0..<count {
+        let u = rng.uniformDouble(.initialization, UInt64(layerIndex), UInt64(i))
+        w[i] = Float((2 * u - 1) * limit)
+    }
+}

@@ -1,0 +1,69 @@
+/// Max pooling with TensorFlow's `same`/`valid` geometry. Forward stores the argmax of each
+/// window (index into the input plane), so backward is a scatter.
+public final class MaxPool2D: Layer {
+    public let inputShape: Shape, outputShape: Shape
+    public let size: Int
+    let rows: AxisGeometry, cols: AxisGeometry
+    public var kind: String { "maxpool2d" }
+    public var slots: [TensorSlot] { [] }
+    /// (N, C, OH, OW) argmax positions within each input plane; -1 for an all-padding window.
+    var argmax: [Int32] = []
+    var hasTrainingForward = false
+
+    public init(input: Shape, size: Int, stride: Int, padding: Padding) throws {
+        guard let r = AxisGeometry(input: input.h, kernel: size, stride: stride, padding: padding),
+              let c = AxisGeometry(input: input.w, kernel: size, stride: stride, padding: padding)
+        else { throw ModelError.shape("maxpool2d size \(size) stride \(stride) does not fit input \(input)") }
+        inputShape = input; self.size = size; rows = r; cols = c
+        outputShape = Shape(c: input.c, h: r.output, w: c.output)
+    }
+
+    public func reserve(batch: Int) {
+        let need = batch * outputShape.count
+        if argmax.count < need { argmax = [Int32](repeating: 0, count: need) }
+    }
+
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                        context: PassContext) throws {
+        let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
+        precondition(argmax.count >= batch * outputShape.count, "MaxPool2D: reserve(batch:) first")
+        argmax.withUnsafeMutableBufferPointer { arg in
+            for plane in 0..<(batch * inputShape.c) {
+                let xp = x + plane * H * W, yp = y + plane * OH * OW
+                let ap = arg.baseAddress! + plane * OH * OW
+                for oy in 0..<OH {
+                    let y0 = max(oy * rows.stride - rows.padBefore, 0)
+                    let y1 = min(oy * rows.stride - rows.padBefore + size, H)
+                    for ox in 0..<OW {
+                        let x0 = max(ox * cols.stride - cols.padBefore, 0)
+                        let x1 = min(ox * cols.stride - cols.padBefore + size, W)
+                        var best = -Float.infinity, at: Int32 = -1
+                        for iy in y0..<max(y0, y1) {
+                            for ix in x0..<max(x0, x1) where xp[iy * W + ix] > best || at < 0 {
+                                best = xp[iy * W + ix]; at = Int32(iy * W + ix)
+                            }
+                        }
+                        yp[oy * OW + ox] = at < 0 ? 0 : best
+                        ap[oy * OW + ox] = at
+                    }
+                }
+            }
+        }
+        hasTrainingForward = true
+    }
+
+    public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                         _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
+        precondition(hasTrainingForward, "MaxPool2D.backward without a forward")
+        guard let dx else { return }
+        let inPlane = inputShape.spatial, outPlane = outputShape.spatial
+        dx.update(repeating: 0, count: batch * inputShape.count)
+        argmax.withUnsafeBufferPointer { arg in
+            for plane in 0..<(batch * inputShape.c) {
+                let d = dx + plane * inPlane, g = dy + plane * outPlane
+                let ap = arg.baseAddress! + plane * outPlane
+                for o in 0..<outPlane where ap[o] >= 0 { d[Int(ap[o])] += g[o] }
+            }
+        }
+    }
+}

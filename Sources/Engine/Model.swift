@@ -1,0 +1,286 @@
+import Foundation
+
+/// A named tensor of the model and where it lives in the flat buffers.
+public struct NamedTensor: Sendable {
+    public var name: String                // "layers.3.weight"
+    public var shape: [Int]
+    public var region: TensorSlot.Region
+    public var offset: Int                 // into parameters or state
+    public var count: Int { shape.reduce(1, *) }
+    public var isKernel: Bool
+    public var l2: Float
+}
+
+/// A network built from a `ModelSpec`: its layers, one flat buffer each for parameters,
+/// gradients and state (batch-norm running statistics), and activation buffers sized once per
+/// batch size. Layers hold views into the flat buffers, so the gradient all-reduce is one call
+/// and the optimizer one loop.
+public final class Model {
+    public let spec: ModelSpec
+    public let inputShape: Shape
+    public let layers: [Layer]
+    public let tensors: [NamedTensor]
+    public let parameterCount: Int, stateCount: Int
+
+    /// (P) trainable parameters.
+    public let parameters: FloatBuffer
+    /// (P + scalars + S) gradients, followed by room the trainer uses to fuse small reductions
+    /// into the gradient all-reduce: `reductionScalars` floats, then a copy of the state.
+    public let reductionBuffer: FloatBuffer
+    public let reductionScalars: Int
+    /// (S) non-trainable state: running means and variances.
+    public let state: FloatBuffer
+
+    public var gradients: UnsafeMutablePointer<Float> { reductionBuffer.pointer }
+    public var classes: Int { layers.last!.outputShape.count }
+
+    public private(set) var capacity = 0
+    /// (N, input) the batch to run; fill it before `forward`.
+    public private(set) var input = FloatBuffer(count: 0)
+    var activations: [FloatBuffer] = []   // layer i's output, (N, outputShape_i)
+    var gradA = FloatBuffer(count: 0), gradB = FloatBuffer(count: 0)   // ping-pong (N, max shape)
+
+    public init(spec: ModelSpec, reductionScalars: Int = 0) throws {
+        self.spec = spec
+        guard spec.input.count == 3, spec.input.allSatisfy({ $0 > 0 && $0 <= 4096 }) else {
+            throw ModelError.spec("model '\(spec.name)': input must be [height, width, channels] with sizes in 1...4096, got \(spec.input)")
+        }
+        guard !spec.layers.isEmpty, spec.layers.count <= 1000 else {
+            throw ModelError.spec("model '\(spec.name)': needs 1 to 1000 layers, has \(spec.layers.count)")
+        }
+        inputShape = Shape(c: spec.input[2], h: spec.input[0], w: spec.input[1])
+        var built: [Layer] = []
+        var shape = inputShape
+        for (i, ls) in spec.layers.enumerated() {
+            let layer = try Model.makeLayer(ls, index: i, input: shape)
+            built.append(layer)
+            shape = layer.outputShape
+            guard shape.count > 0, shape.count <= 1 << 26 else {
+                throw ModelError.shape("layer \(i) (\(ls.type)) output \(shape) is empty or too large")
+            }
+        }
+        guard shape.isFlat, shape.count >= 2 else {
+            throw ModelError.spec("model '\(spec.name)': the last layer must give class scores (a dense layer), gives \(shape)")
+        }
+        layers = built
+
+        var named: [NamedTensor] = []
+        var pOffset = 0, sOffset = 0
+        var layerOffsets: [(Int, Int)] = []
+        for (i, layer) in layers.enumerated() {
+            layerOffsets.append((pOffset, sOffset))
+            for slot in layer.slots {
+                let base = slot.region == .parameters ? pOffset : sOffset
+                named.append(NamedTensor(name: "layers.\(i).\(slot.name)", shape: slot.shape, region: slot.region,
+                                         offset: base + slot.offset, isKernel: slot.isKernel,
+                                         l2: slot.isKernel ? layer.l2 : 0))
+            }
+            pOffset += layer.parameterCount; sOffset += layer.stateCount
+        }
+        guard pOffset <= 1 << 28 else {
+            throw ModelError.spec("model '\(spec.name)' has \(pOffset) parameters; more than 2^28 is refused")
+        }
+        tensors = named
+        parameterCount = pOffset; stateCount = sOffset
+        self.reductionScalars = reductionScalars
+        parameters = FloatBuffer(count: pOffset)
+        reductionBuffer = FloatBuffer(count: pOffset + reductionScalars + sOffset)
+        state = FloatBuffer(count: sOffset)
+        for (layer, (p, s)) in zip(layers, layerOffsets) {
+            layer.bind(parameters: parameters.pointer + p, gradients: reductionBuffer.pointer + p,
+                       state: state.pointer + s)
+        }
+    }
+
+    static func makeLayer(_ s: LayerSpec, index i: Int, input: Shape) throws -> Layer {
+        func need(_ v: Int?, _ field: String, _ range: ClosedRange<Int>) throws -> Int {
+            guard let v else { throw ModelError.field(layer: i, type: s.type, message: "missing '\(field)'") }
+            guard range.contains(v) else {
+                throw ModelError.field(layer: i, type: s.type, message: "'\(field)' = \(v) is outside \(range.lowerBound)...\(range.upperBound)")
+            }
+            return v
+        }
+        func unit(_ v: Double?, _ field: String, default d: Double, _ range: ClosedRange<Double>) throws -> Double {
+            let v = v ?? d
+            guard range.contains(v), v.isFinite else {
+                throw ModelError.field(layer: i, type: s.type, message: "'\(field)' = \(v) is outside \(range.lowerBound)...\(range.upperBound)")
+            }
+            return v
+        }
+        switch s.type {
+        case "conv2d":
+            let filters = try need(s.filters, "filters", 1...65536)
+            let k = try need(s.kernel, "kernel", 1...64)
+            let stride = try need(s.stride ?? 1, "stride", 1...64)
+            return try Conv2D(input: input, filters: filters, kernel: k, stride: stride, padding: s.padding ?? .valid,
+                              activation: s.activation ?? .linear, useBias: s.useBias ?? true,
+                              l2: Float(try unit(s.l2, "l2", default: 0, 0...1e3)))
+        case "dense":
+            guard input.isFlat else {
+                throw ModelError.field(layer: i, type: s.type, message: "input \(input) is not flat; add a flatten layer before it")
+            }
+            let units = try need(s.units, "units", 1...1 << 20)
+            return Dense(input: input, units: units, activation: s.activation ?? .linear, useBias: s.useBias ?? true,
+                         l2: Float(try unit(s.l2, "l2", default: 0, 0...1e3)))
+        case "batchnorm":
+            return BatchNorm(input: input, momentum: Float(try unit(s.momentum, "momentum", default: 0.99, 0...1)),
+                             epsilon: Float(try unit(s.epsilon, "epsilon", default: 1e-3, 1e-12...1)))
+        case "maxpool2d":
+            let size = try need(s.size, "size", 1...64)
+            return try MaxPool2D(input: input, size: size, stride: try need(s.stride ?? size, "stride", 1...64),
+                                 padding: s.padding ?? .valid)
+        case "flatten":
+            return FlattenLayer(input: input)
+        case "dropout":
+            return Dropout(input: input, rate: Float(try unit(s.rate, "rate", default: 0.5, 0...0.99)), layerIndex: i)
+        case "relu":
+            return ActivationLayer(.relu, input: input)
+        case "elu":
+            return ActivationLayer(.elu, alpha: Float(try unit(s.alpha, "alpha", default: 1, 0...100)), input: input)
+        default:
+            throw ModelError.unknownLayer(layer: i, type: s.type)
+        }
+    }
+
+    /// Sets every parameter and running statistic to its initial value, drawn from `seed`.
+    public func initialize(seed: UInt64) {
+        let rng = CounterRNG(seed: seed)
+        for (i, layer) in layers.enumerated() { layer.initialize(rng: rng, layerIndex: i) }
+    }
+
+    /// Sizes activations and workspaces for batches of up to `batch` examples.
+    public func reserve(batch: Int) {
+        guard batch > capacity else { return }
+        capacity = batch
+        input = FloatBuffer(count: batch * inputShape.count)
+        activations = layers.map { FloatBuffer(count: batch * $0.outputShape.count) }
+        let widest = max(inputShape.count, layers.map { $0.outputShape.count }.max() ?? 0)
+        gradA = FloatBuffer(count: batch * widest); gradB = FloatBuffer(count: batch * widest)
+        for layer in layers { layer.reserve(batch: batch) }
+    }
+
+    /// (N, classes) logits of the batch in `input`.
+    @discardableResult
+    public func forward(batch: Int, context: PassContext) throws -> UnsafeMutablePointer<Float> {
+        precondition(batch <= capacity, "Model.forward: reserve(batch:) first")
+        var x = UnsafePointer(input.pointer)
+        for (layer, y) in zip(layers, activations) {
+            try layer.forward(x, y.pointer, batch: batch, context: context)
+            x = UnsafePointer(y.pointer)
+        }
+        return activations.last!.pointer
+    }
+
+    public var logits: UnsafeMutablePointer<Float> { activations.last!.pointer }
+
+    /// Back-propagates dlogits (N, classes), adding into the gradient buffer. The input's own
+    /// gradient is written to `inputGradient` when asked for (tests), else skipped.
+    public func backward(batch: Int, dlogits: UnsafePointer<Float>, context: PassContext,
+                         inputGradient: UnsafeMutablePointer<Float>? = nil) throws {
+        var dy = gradA.pointer, spare = gradB.pointer
+        dy.update(from: dlogits, count: batch * classes)
+        for i in stride(from: layers.count - 1, through: 0, by: -1) {
+            let x = i == 0 ? UnsafePointer(input.pointer) : UnsafePointer(activations[i - 1].pointer)
+            let dx: UnsafeMutablePointer<Float>? = i == 0 ? inputGradient : spare
+            try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
+            swap(&dy, &spare)
+        }
+    }
+
+    public func zeroGradients() { reductionBuffer.zero() }
+
+    /// Keras L2: Σ λ·Σw² over kernels (Double), and its gradient 2λw added into `gradients`.
+    public func l2Loss() -> Double {
+        var total = 0.0
+        for t in tensors where t.l2 > 0 {
+            var s = 0.0
+            let w = parameters.pointer + t.offset
+            for i in 0..<t.count { s += Double(w[i]) * Double(w[i]) }
+            total += Double(t.l2) * s
+        }
+        return total
+    }
+
+    public func addL2Gradients() {
+        for t in tensors where t.l2 > 0 {
+            let w = parameters.pointer + t.offset, g = gradients + t.offset, k = 2 * t.l2
+            for i in 0..<t.count { g[i] += k * w[i] }
+        }
+    }
+
+    /// Multiply–adds of one example's forward pass.
+    public var forwardFlopsPerExample: Int { layers.reduce(0) { $0 + $1.forwardFlops } }
+
+    /// FLOPs (2 per multiply–add) of one example's training step in the GEMM layers: forward,
+    /// weight gradient, and input gradient except for the first layer, which needs none.
+    public var trainingFlopsPerExample: Int {
+        layers.enumerated().reduce(0) { total, item in
+            let (i, layer) = item
+            guard layer is Conv2D || layer is Dense else { return total }
+            return total + 2 * layer.forwardFlops * (i == 0 ? 2 : 3)
+        }
+    }
+
+    /// The layers of one kind, with their index in the spec.
+    public func layers<T: Layer>(of type: T.Type) -> [(Int, T)] {
+        layers.enumerated().compactMap { i, l in (l as? T).map { (i, $0) } }
+    }
+
+    /// SHA-256 of the parameter buffer's little-endian bytes (what `weights_sha256` reports).
+    public func weightsSHA256() -> String {
+        SHA256.hex(SHA256.hash(UnsafeRawBufferPointer(start: parameters.pointer, count: parameterCount * 4)))
+    }
+
+    public func tensor(named name: String) -> NamedTensor? { tensors.first { $0.name == name } }
+
+    /// A pointer to a tensor's values in the parameter or state buffer.
+    public func pointer(to t: NamedTensor) -> UnsafeMutablePointer<Float> {
+        (t.region == .parameters ? parameters.pointer : state.pointer) + t.offset
+    }
+}
+
+extension ModelSpec {
+    /// A preset's name or a JSON model file's path.
+    public static func load(_ nameOrPath: String) throws -> ModelSpec {
+        if let preset = presets[nameOrPath] { return preset }
+        guard FileManager.default.fileExists(atPath: nameOrPath) else {
+            throw ModelError.spec("model '\(nameOrPath)': not a preset (\(presets.keys.sorted().joined(separator: ", "))) and no such file")
+        }
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: nameOrPath),
+              let size = attributes[.size] as? Int, size <= 1 << 20 else {
+            throw ModelError.spec("\(nameOrPath): model file is unreadable or larger than 1 MiB")
+        }
+        guard let data = FileManager.default.contents(atPath: nameOrPath) else {
+            throw ModelError.spec("\(nameOrPath): cannot read the model file")
+        }
+        return try decode(data, source: nameOrPath)
+    }
+
+    /// Decodes a JSON model, turning decoder errors into one line that names the place.
+    public static func decode(_ data: Data, source: String) throws -> ModelSpec {
+        do {
+            return try JSONDecoder().decode(ModelSpec.self, from: data)
+        } catch let DecodingError.dataCorrupted(ctx) {
+            throw ModelError.spec("\(source): not valid JSON (\(ctx.debugDescription)) at \(path(ctx.codingPath))")
+        } catch let DecodingError.keyNotFound(key, ctx) {
+            throw ModelError.spec("\(source): missing '\(key.stringValue)' at \(path(ctx.codingPath))")
+        } catch let DecodingError.typeMismatch(_, ctx) {
+            throw ModelError.spec("\(source): wrong type at \(path(ctx.codingPath)): \(ctx.debugDescription)")
+        } catch let DecodingError.valueNotFound(_, ctx) {
+            throw ModelError.spec("\(source): null value at \(path(ctx.codingPath))")
+        } catch {
+            throw ModelError.spec("\(source): cannot read model: \(error)")
+        }
+    }
+
+    static func path(_ p: [CodingKey]) -> String {
+        p.isEmpty ? "top level" : p.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+    }
+
+    /// Canonical JSON (sorted keys), stored in checkpoints and hashed to compare ranks.
+    public func canonicalJSON() -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return String(decoding: try! enc.encode(self), as: UTF8.self)
+    }
+}

@@ -1,0 +1,111 @@
+import Collective
+import Data
+import Dispatch
+import Engine
+import Foundation
+
+/// Training throughput through the same step the trainer runs, on synthetic data; under mpirun
+/// the global batch is sharded and the figures are the job's aggregate.
+public struct BenchResult: Codable, Sendable {
+    public var model: String
+    public var worldSize: Int
+    public var threadsPerRank: Int
+    public var batchSize: Int
+    public var steps: Int
+    public var seconds: Double
+    public var imagesPerSecond: Double
+    public var gflops: Double
+    public var sgemmPeakGflops: Double
+    public var peakShare: Double
+    public var allReduceShare: Double
+    public var stepMilliseconds: [Double]
+
+    enum CodingKeys: String, CodingKey {
+        case model, worldSize = "world_size", threadsPerRank = "threads_per_rank", batchSize = "batch_size", steps, seconds
+        case imagesPerSecond = "images_per_second", gflops, sgemmPeakGflops = "sgemm_peak_gflops", peakShare = "peak_share"
+        case allReduceShare = "all_reduce_share", stepMilliseconds = "step_milliseconds"
+    }
+}
+
+extension Tool {
+    public static func bench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, json: Bool) -> Int32 {
+        let comm: Communicator
+        do { comm = try makeCommunicator() } catch { Console.error("cannot start MPI: \(error)"); return 1 }
+        defer { comm.finalize() }
+        do {
+            let r = try runBench(model: name, batchSize: batchSize, steps: steps, warmup: warmup, threads: threads, comm: comm)
+            guard comm.rank == 0 else { return 0 }
+            if json {
+                let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try enc.encode(r), as: UTF8.self))
+            } else {
+                print(String(format: "%@: %d rank(s) × %d thread(s), batch %d: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), all-reduce %.1f%% of step",
+                             r.model, r.worldSize, r.threadsPerRank, r.batchSize, r.imagesPerSecond, r.gflops,
+                             r.peakShare * 100, r.sgemmPeakGflops, r.allReduceShare * 100))
+            }
+            return 0
+        } catch {
+            return fail(error, comm: comm)
+        }
+    }
+
+    static func runBench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?,
+                         comm: Communicator) throws -> BenchResult {
+        let spec = try ModelSpec.load(name)
+        let threads = threads ?? max(1, systemCores() / max(comm.localSize, 1))
+        BLAS.setThreads(threads)
+        let batch = batchSize ?? spec.batchSize ?? 128
+        let model = try Model(spec: spec, reductionScalars: TrainingStep.extraFixed)
+        model.initialize(seed: 1)
+        let adam = Adam(parameterCount: model.parameterCount, config: AdamConfig())
+        let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: .global, seed: 1)
+        step.reserve(batch: (batch + comm.size - 1) / comm.size)
+        let data = syntheticDataset(count: batch, shape: model.inputShape, classes: model.classes)
+        let mine = shard(batch, rank: comm.rank, size: comm.size)
+        let indices = Array(0..<batch)
+        var times: [Double] = [], allReduce = 0.0
+        for s in 0..<(warmup + steps) {
+            step.reducer.seconds = 0
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try step.run(dataset: data, normalizer: .unit, indices: indices[mine], offset: mine.lowerBound,
+                             globalBatch: batch, globalStep: s, learningRate: 1e-4, stopRequested: false)
+            if s >= warmup {
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+                allReduce += step.reducer.seconds
+            }
+        }
+        // The job is as fast as its slowest rank.
+        var worst = [times.reduce(0, +), allReduce]
+        comm.phase = "bench results"
+        try comm.allReduceMax(&worst)
+        let seconds = worst[0]
+        let peak = sgemmPeak()
+        let images = Double(batch * steps)
+        let gflops = images * Double(model.trainingFlopsPerExample) / seconds * 1e-9
+        return BenchResult(model: spec.name, worldSize: comm.size, threadsPerRank: threads, batchSize: batch, steps: steps,
+                           seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,
+                           sgemmPeakGflops: peak * Double(comm.size), peakShare: gflops / (peak * Double(comm.size)),
+                           allReduceShare: worst[1] / seconds, stepMilliseconds: times.map { $0 * 1000 })
+    }
+
+    /// Images of keyed random pixels with keyed random labels.
+    static func syntheticDataset(count: Int, shape: Shape, classes: Int) -> Dataset {
+        let rng = CounterRNG(seed: 7)
+        let pixels = (0..<(count * shape.count)).map { UInt8(truncatingIfNeeded: rng.bits(.augmentation, UInt64($0))) }
+        let labels = (0..<count).map { UInt8(rng.bits(.augmentation, 1 << 40, UInt64($0)) % UInt64(classes)) }
+        return Dataset(images: pixels, labels: labels, height: shape.h, width: shape.w, channels: shape.c, classes: classes)
+    }
+
+    /// GFLOP/s of one large square sgemm with the current BLAS threads (median of 5).
+    static func sgemmPeak(size n: Int = 1024) -> Double {
+        let a = FloatBuffer(count: n * n), b = FloatBuffer(count: n * n), c = FloatBuffer(count: n * n)
+        for i in 0..<(n * n) { a.pointer[i] = Float(i % 7) * 0.1; b.pointer[i] = Float(i % 5) * 0.1 }
+        var rates: [Double] = []
+        for _ in 0..<6 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            BLAS.gemm(m: n, n: n, k: n, a.pointer, lda: n, b.pointer, ldb: n, beta: 0, c.pointer, ldc: n)
+            rates.append(2 * Double(n * n * n) / (Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9) * 1e-9)
+        }
+        return rates.dropFirst().sorted()[2]
+    }
+}

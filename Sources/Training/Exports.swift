@@ -1,0 +1,2 @@
+// The command-line tool talks only to Training; these engine types appear in its API.
+@_exported import struct Engine.ModelSpec

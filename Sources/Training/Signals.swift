@@ -1,0 +1,17 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// SIGTERM and SIGINT (what Slurm preemption and Ctrl-C send) only raise a flag; the trainer
+/// sends it through the next step's all-reduce so every rank stops at the same step.
+enum StopSignal {
+    nonisolated(unsafe) static var received: Int32 = 0
+
+    static func install() {
+        signal(SIGTERM) { sig in StopSignal.received = sig }
+        signal(SIGINT) { sig in StopSignal.received = sig }
+    }
+
+    static var requested: Bool { received != 0 }
+    static var name: String { received == SIGINT ? "SIGINT" : "SIGTERM" }
+}

@@ -1,0 +1,89 @@
+import Collective
+import Data
+import Dispatch
+import Engine
+
+/// One synchronized training step, shared by `train` and `bench`: this rank's shard forward
+/// and backward with the loss scaled by 1/(global batch), one fused all-reduce of
+/// `[gradients | loss sum | correct | stop flag | (local BN running stats)]`, L2 gradients
+/// added after it, and the same Adam step on every rank.
+final class TrainingStep {
+    let model: Model
+    let adam: Adam
+    let comm: Communicator
+    let reducer: CommunicatorReducer
+    let bnSync: TrainConfig.BatchNormSync
+    let rng: CounterRNG
+    var labels: [Int32] = []
+    var dlogits = FloatBuffer(count: 0)
+
+    /// Offsets of the fused extras after the P gradients.
+    static let extraLoss = 0, extraCorrect = 1, extraStop = 2, extraFixed = 3
+
+    /// Seconds spent in collectives (gradient and batch-norm) since the last reset.
+    var allReduceSeconds: Double { reducer.seconds }
+
+    struct Result {
+        var lossSum: Double      // Σ cross-entropy over the global batch
+        var correct: Double
+        var stopRequested: Bool
+        var count: Int           // global batch size
+    }
+
+    init(model: Model, adam: Adam, comm: Communicator, bnSync: TrainConfig.BatchNormSync, seed: UInt64) {
+        self.model = model; self.adam = adam; self.comm = comm; self.bnSync = bnSync
+        reducer = CommunicatorReducer(comm)
+        rng = CounterRNG(seed: seed)
+    }
+
+    /// Sizes buffers for local shards of up to `batch` examples.
+    func reserve(batch: Int) {
+        model.reserve(batch: batch)
+        if labels.count < batch { labels = [Int32](repeating: 0, count: batch) }
+        if dlogits.count < batch * model.classes { dlogits = FloatBuffer(count: batch * model.classes) }
+    }
+
+    /// Runs one step on this rank's examples `indices` of `dataset`, which sit at positions
+    /// `offset ..< offset + indices.count` of a global batch of `globalBatch` examples.
+    func run(dataset: Dataset, normalizer: Normalizer, indices: ArraySlice<Int>, offset: Int,
+             globalBatch: Int, globalStep: Int, learningRate: Double, stopRequested: Bool) throws -> Result {
+        let n = indices.count
+        normalizer.fill(model.input.pointer, from: dataset, indices: indices)
+        for (j, i) in indices.enumerated() { labels[j] = Int32(dataset.labels[i]) }
+        model.zeroGradients()
+        let context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: offset,
+                                  reducer: bnSync == .global ? reducer : nil)
+        let logits = try model.forward(batch: n, context: context)
+        let (lossSum, correct) = labels.withUnsafeBufferPointer {
+            SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: $0.baseAddress!, batch: n,
+                                                classes: model.classes, scale: 1 / Float(globalBatch),
+                                                dlogits: dlogits.pointer)
+        }
+        try model.backward(batch: n, dlogits: dlogits.pointer, context: context)
+
+        let P = model.parameterCount
+        let extras = model.gradients + P
+        extras[TrainingStep.extraLoss] = Float(lossSum)
+        extras[TrainingStep.extraCorrect] = Float(correct)
+        extras[TrainingStep.extraStop] = stopRequested ? 1 : 0
+        var fused = P + TrainingStep.extraFixed
+        if bnSync == .local && model.stateCount > 0 {
+            // Running statistics averaged with weights n_rank / B: the same update a single
+            // process would make from the per-rank batch statistics.
+            let w = Float(n) / Float(globalBatch), s = model.state.pointer
+            let dst = extras + TrainingStep.extraFixed
+            for i in 0..<model.stateCount { dst[i] = s[i] * w }
+            fused += model.stateCount
+        }
+        try reducer.sum(UnsafeMutableBufferPointer(start: model.gradients, count: fused), phase: "gradient all-reduce")
+        if bnSync == .local && model.stateCount > 0 {
+            model.state.pointer.update(from: extras + TrainingStep.extraFixed, count: model.stateCount)
+        }
+        let result = Result(lossSum: Double(extras[TrainingStep.extraLoss]),
+                            correct: Double(extras[TrainingStep.extraCorrect]),
+                            stopRequested: extras[TrainingStep.extraStop] > 0, count: globalBatch)
+        model.addL2Gradients()
+        adam.update(model.parameters.pointer, model.gradients, learningRate: learningRate)
+        return result
+    }
+}

@@ -1,0 +1,56 @@
+import ArgumentParser
+import Training
+
+struct Evaluate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Score a checkpoint on the test set: loss, accuracy, confusion matrix.")
+    @Option(help: "Checkpoint file (safetensors).") var checkpoint: String
+    @Option(help: "Data folder (default: the one the checkpoint was trained on).") var data: String?
+    @Option(help: "Images per forward pass.") var batchSize = 500
+    @Flag(help: "Print JSON.") var json = false
+    func validate() throws { guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") } }
+    func run() throws { try finish(Tool.evaluate(checkpoint: checkpoint, data: data, batchSize: batchSize, json: json)) }
+}
+
+struct Summary: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Keras-style model table: output shapes, parameters, memory.")
+    @OptionGroup var modelOption: ModelOption
+    @Option(help: "Input as HxWxC (e.g. 200x300x3), replacing the model's.") var input: String?
+    @Option(help: "Batch size for the training-memory estimate.") var batchSize = 32
+    @Flag(help: "Print JSON.") var json = false
+
+    var parsedInput: [Int]? {
+        input.map { $0.lowercased().split(separator: "x").compactMap { Int($0) } }
+    }
+    func validate() throws {
+        if let p = parsedInput, p.count != 3 || p.contains(where: { $0 < 1 }) {
+            throw ValidationError("--input must look like 28x28x1 (height x width x channels)")
+        }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") }
+    }
+    func run() throws { try finish(Tool.summary(model: modelOption.model, input: parsedInput, batchSize: batchSize, json: json)) }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Tell what a checkpoint holds and whether it is valid.")
+    @Argument(help: "Checkpoint file.") var file: String
+    @Flag(help: "Print JSON.") var json = false
+    func run() throws { try finish(Tool.inspect(path: file, json: json)) }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure training throughput (images/s, GFLOP/s); works under mpirun.")
+    @OptionGroup var modelOption: ModelOption
+    @Option(help: "Global batch size (default: the model's).") var batchSize: Int?
+    @Option(help: "Timed steps.") var steps = 50
+    @Option(help: "Untimed warm-up steps.") var warmup = 5
+    @Option(help: "BLAS threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
+    @Flag(help: "Print JSON.") var json = false
+    func validate() throws {
+        guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be at least 1 and --warmup 0 or more") }
+        if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
+    }
+    func run() throws {
+        try finish(Tool.bench(model: modelOption.model, batchSize: batchSize, steps: steps, warmup: warmup,
+                              threads: threads, json: json))
+    }
+}

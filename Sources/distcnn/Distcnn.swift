@@ -1,0 +1,28 @@
+import ArgumentParser
+import Foundation
+import Training
+
+@main
+struct Distcnn: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "distcnn",
+        abstract: "Data-parallel CNN training on CPUs, for MNIST-style data; run under mpirun or alone.",
+        discussion: """
+            Examples:
+              distcnn train --model ref --data data/mnist --epochs 3 --run-dir runs/ref
+              mpirun -np 2 distcnn train --model ref --data data/mnist --run-dir runs/ref2
+              distcnn evaluate --checkpoint runs/ref/checkpoints/final.safetensors
+            """,
+        subcommands: [Train.self, Evaluate.self, Summary.self, Bench.self, Inspect.self])
+}
+
+/// Exits with `code` unless it is 0.
+func finish(_ code: Int32) throws {
+    if code != 0 { throw ExitCode(code) }
+}
+
+/// `seed`, `ref`, or a JSON model file.
+struct ModelOption: ParsableArguments {
+    @Option(name: .long, help: "Model: a preset (seed, ref) or a JSON model file.")
+    var model: String = "ref"
+}

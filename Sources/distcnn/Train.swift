@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import Training
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model; data-parallel across the ranks when started by mpirun.",
+        discussion: """
+            Every rank runs the same command. Rank 0 prints and writes RUN_DIR: summary.json,
+            metrics.csv and checkpoints/ (step-*.safetensors, best.safetensors, final.safetensors).
+            The number of ranks does not change what is trained: -np 1, 2 or 3 give the same
+            weights up to float summation order.
+            """)
+
+    @OptionGroup var modelOption: ModelOption
+    @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
+    @Option(help: "Epochs to train.") var epochs = 3
+    @Option(help: "Global batch size, split across ranks (default: the model's).") var batchSize: Int?
+    @Option(help: "Adam learning rate (default: the model's).") var lr: Double?
+    @Option(help: "Augmentation: none (seed and standard come with the accuracy work).") var augment = "none"
+    @Flag(help: "Standardise inputs with the training split's mean and std (Keras featurewise).") var standardize = false
+    @Option(help: "Training examples held out (from the end) for validation.") var validationSplit = 5000
+    @Option(help: "Early stopping: epochs without improvement before stopping; 0 turns it off.") var patience = 0
+    @Option(help: "Early stopping: smallest change that counts as an improvement.") var minDelta = 0.0
+    @Option(help: "Metric for early stopping and best.safetensors: val_loss or val_accuracy.") var monitor = "val_loss"
+    @Option(name: .customLong("restore-best-weights"), help: "With early stopping, end with the best epoch's weights (true/false).")
+    var restoreBestWeights = true
+    @Option(help: "Random seed: initial weights, shuffling, dropout.") var seed: UInt64 = 1
+    @Option(help: "Stop after this many global steps (evaluates and writes final files).") var maxSteps: Int?
+    @Option(help: "Train on only the first N training examples.") var trainLimit: Int?
+    @Option(help: "Batch norm statistics: global (SyncBatchNorm across ranks) or local (per rank).") var bnSync = "global"
+    @Option(help: "Run folder (rank 0 writes it).") var runDir = "runs/latest"
+    @Option(help: "Also write a checkpoint every N global steps (one is always written at each epoch end).") var checkpointEvery: Int?
+    @Option(help: "Step checkpoints to keep.") var keep = 3
+    @Flag(help: "Continue from the newest valid checkpoint in the run dir (starts fresh if there is none).") var resume = false
+    @Option(help: "Continue from this checkpoint file.") var resumeFrom: String?
+    @Option(help: "BLAS threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
+    @Option(help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
+    @Option(help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
+    @Flag(help: "Print only errors and the final line.") var quiet = false
+    @Flag(help: "Print more.") var verbose = false
+
+    func validate() throws {
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
+        if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number") }
+        guard augment == "none" else { throw ValidationError("--augment \(augment): only 'none' is available in this build") }
+        guard validationSplit >= 0 else { throw ValidationError("--validation-split must be 0 or more") }
+        guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or more") }
+        guard minDelta >= 0 else { throw ValidationError("--min-delta must be 0 or more") }
+        guard TrainConfig.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_loss or val_accuracy") }
+        guard TrainConfig.BatchNormSync(rawValue: bnSync) != nil else { throw ValidationError("--bn-sync must be global or local") }
+        if patience > 0 && validationSplit == 0 { throw ValidationError("--patience needs a validation set; set --validation-split above 0") }
+        if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be at least 1") }
+        if let t = trainLimit, t < 1 { throw ValidationError("--train-limit must be at least 1") }
+        if let c = checkpointEvery, c < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        if let t = stepTimeout, !(t > 0) { throw ValidationError("--step-timeout must be positive") }
+        guard keep >= 1 else { throw ValidationError("--keep must be at least 1") }
+        guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1") }
+        if resume && resumeFrom != nil { throw ValidationError("--resume and --resume-from do not go together; pick one") }
+        if quiet && verbose { throw ValidationError("--quiet and --verbose do not go together") }
+    }
+
+    func run() throws {
+        let spec: ModelSpec
+        do { spec = try ModelSpec.load(modelOption.model) } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8)); throw ExitCode(1)
+        }
+        var c = TrainConfig(model: spec)
+        c.dataDirectory = data; c.epochs = epochs
+        c.batchSize = batchSize ?? spec.batchSize ?? 128
+        c.learningRate = lr ?? spec.learningRate ?? 1e-3
+        c.adam.learningRate = c.learningRate
+        c.seed = seed; c.validationSplit = validationSplit; c.standardize = standardize; c.augment = augment
+        c.bnSync = TrainConfig.BatchNormSync(rawValue: bnSync)!
+        c.patience = patience; c.minDelta = minDelta; c.monitor = TrainConfig.Monitor(rawValue: monitor)!
+        c.restoreBestWeights = restoreBestWeights; c.maxSteps = maxSteps; c.trainLimit = trainLimit
+        var o = RunOptions()
+        o.runDirectory = runDir
+        o.resume = resumeFrom.map { .file($0) } ?? (resume ? .latest : .none)
+        o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = threads; o.stepTimeout = stepTimeout
+        o.logEvery = logEvery
+        o.level = quiet ? .quiet : verbose ? .verbose : .normal
+        try finish(Tool.train(config: c, options: o))
+    }
+}
