@@ -34,10 +34,10 @@ let package = Package(
         ]),
 
         // MARK: Tests
-        .testTarget(name: "EngineTests", dependencies: ["Engine"],
-                    resources: [.copy("Fixtures")]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "DataTests", dependencies: ["Data"]),
         .testTarget(name: "CollectiveTests", dependencies: ["Collective"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "distcnn"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "distcnn"],
+                    exclude: ["Fixtures"]),
     ]
 )

@@ -241,6 +241,7 @@ cmd_down() {
     if [[ -d $sd/uts ]]; then umount "$sd/uts" 2>/dev/null || true; fi
     rm -rf "$sd"
     rmdir "$STATE_ROOT" 2>/dev/null || true
+    rmdir /etc/netns 2>/dev/null || true   # only if empty (we may have created it)
     log "down: cluster '$PREFIX' removed"
 }
 

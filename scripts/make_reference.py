@@ -4,7 +4,7 @@
     python3 scripts/make_reference.py            # writes both fixtures
     python3 scripts/make_reference.py --no-check # skip the self-checks
 
-Writes Tests/EngineTests/Fixtures/reference_<model>.safetensors for the preset models
+Writes Tests/TrainingTests/Fixtures/reference_<model>.safetensors for the preset models
 `seed` and `ref` (mirrored by hand from Sources/Engine/ModelSpec.swift in SPECS below:
 keep the two in step). The network is built from functional ops, not nn.Module, so every
 convention the engine follows is visible here:
@@ -502,7 +502,7 @@ def check_file(path, tensors, meta):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                  "..", "Tests", "EngineTests", "Fixtures"))
+                                                  "..", "Tests", "TrainingTests", "Fixtures"))
     ap.add_argument("--models", nargs="*", default=list(SPECS))
     ap.add_argument("--no-check", action="store_true", help="skip the self-checks")
     args = ap.parse_args()

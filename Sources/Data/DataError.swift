@@ -35,8 +35,11 @@ public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .notFound(path):
             return "\(path): not found (check --data)"
         case let .missingFiles(directory, missing):
-            return "\(directory): missing \(missing.joined(separator: ", ")) (a dataset folder holds "
-                + "\(MNISTFiles.baseNames.joined(separator: ", ")), each raw or gzipped as .gz; check --data)"
+            if missing.count == MNISTFiles.baseNames.count {
+                return "\(directory): no dataset files (expected \(MNISTFiles.baseNames.joined(separator: ", ")), "
+                    + "each raw or gzipped as .gz; check --data)"
+            }
+            return "\(directory): missing \(missing.joined(separator: ", ")) (each raw or gzipped as .gz; check --data)"
         case let .unreadable(path, reason):
             return "\(path): cannot read: \(reason) (check the path and its permissions, or --data)"
         case let .badMagic(path, found, expected):
@@ -50,7 +53,7 @@ public enum DataError: Error, CustomStringConvertible, Equatable, Sendable {
             var hint = "re-download the file or check --data"
             if found == 1 && expected != "1" { hint = "this looks like a label file: are the image and label files swapped?" }
             if found >= 3 && expected == "1" { hint = "this looks like an image file: are the image and label files swapped?" }
-            return "\(path): IDX header declares \(found) dimensions, expected \(expected) (\(hint))"
+            return "\(path): IDX header declares \(found) dimension\(found == 1 ? "" : "s"), expected \(expected) (\(hint))"
         case let .badDimensions(path, dimensions, problem):
             let shape = dimensions.map(String.init).joined(separator: "×")
             return "\(path): IDX dimensions \(shape) refused: \(problem) (the file is corrupt or not image data; re-download it or check --data)"

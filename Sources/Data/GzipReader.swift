@@ -139,7 +139,7 @@ final class GzipReader: ByteSource {
             return
         }
         let extra = available + (file.remainingIfKnown ?? 0)
-        throw DataError.corruptGzip(path: file.path, problem: "\(extra) bytes of non-gzip data after the end of the compressed stream")
+        throw DataError.corruptGzip(path: file.path, problem: "\(extra) byte\(extra == 1 ? "" : "s") of non-gzip data after the end of the compressed stream")
     }
 
     /// zlib's own words for a data error, with the checksum ones spelled out.

@@ -72,7 +72,10 @@ public final class BatchNorm: Layer {
         }
         // Local sums: [count | Σx | Σx²] in Double.
         sums[0] = Double(batch * S)
-        for c in 0..<C {
+        sums.withUnsafeMutableBufferPointer { sp in
+          let sums = sp
+          Parallel.chunks(C, cost: batch * S * 2) { _, channels in
+          for c in channels {
             var s = 0.0, q = 0.0
             for n in 0..<batch {
                 let p = x + (n * C + c) * S
@@ -81,6 +84,8 @@ public final class BatchNorm: Layer {
                 s += Double(fs); q += Double(fq)
             }
             sums[1 + c] = s; sums[1 + C + c] = q
+          }
+          }
         }
         lastLocalCount = batch
         if let reducer = context.reducer {
@@ -105,13 +110,15 @@ public final class BatchNorm: Layer {
     /// y = γ·(x − mean)·invstd + β with the cached mean and invstd.
     func normalize(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int) {
         let C = channels, S = inputShape.spatial
-        for n in 0..<batch {
+        Parallel.chunks(batch, cost: C * S * 2) { _, images in
+          for n in images {
             for c in 0..<C {
                 let scale = gamma[c] * batchInvStd[c]
                 let shift = beta[c] - batchMean[c] * scale
                 let p = x + (n * C + c) * S, q = y + (n * C + c) * S
                 for i in 0..<S { q[i] = p[i] * scale + shift }
             }
+          }
         }
     }
 
@@ -120,7 +127,10 @@ public final class BatchNorm: Layer {
         precondition(hasTrainingForward, "BatchNorm.backward without a training forward")
         let C = channels, S = inputShape.spatial
         // Local [Σdy | Σdy·x̂].
-        for c in 0..<C {
+        sums.withUnsafeMutableBufferPointer { sp in
+          let sums = sp
+          Parallel.chunks(C, cost: batch * S * 3) { _, channels in
+          for c in channels {
             let mean = batchMean[c], inv = batchInvStd[c]
             var sdy = 0.0, sdyx = 0.0
             for n in 0..<batch {
@@ -131,6 +141,8 @@ public final class BatchNorm: Layer {
             }
             sums[c] = sdy; sums[C + c] = sdyx
             dBeta[c] += Float(sdy); dGamma[c] += Float(sdyx)
+          }
+          }
         }
         guard let dx else { return }
         if let reducer = context.reducer {
@@ -141,7 +153,8 @@ public final class BatchNorm: Layer {
         let m = globalCount
         guard m > 0 else { return }
         // dx = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M)
-        for c in 0..<C {
+        Parallel.chunks(C, cost: batch * S * 4) { _, channels in
+          for c in channels {
             let mean = batchMean[c], inv = batchInvStd[c]
             let meanDy = Float(sums[c] / m), meanDyX = Float(sums[C + c] / m)
             let k = gamma[c] * inv
@@ -152,6 +165,7 @@ public final class BatchNorm: Layer {
                     d[i] = k * (g[i] - meanDy - xhat * meanDyX)
                 }
             }
+          }
         }
     }
 }

@@ -18,7 +18,8 @@ public final class Conv2D: Layer {
     var bias: UnsafeMutablePointer<Float>?         // (out)
     var dWeight: UnsafeMutablePointer<Float>!
     var dBias: UnsafeMutablePointer<Float>?
-    var column = FloatBuffer(count: 0)             // (K, P) for one image
+    var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
+    var partials: [FloatBuffer] = []               // workers 1…: (out·K + out) partial dW, db
 
     public init(input: Shape, filters: Int, kernel: Int, stride: Int, padding: Padding,
                 activation: Activation, useBias: Bool, l2: Float) throws {
@@ -61,16 +62,24 @@ public final class Conv2D: Layer {
     var isPointwise: Bool { kernel == 1 && rows.stride == 1 && cols.stride == 1 }
 
     public func reserve(batch: Int) {
-        let need = isPointwise ? 0 : patch * pixels
-        if column.count < need { column = FloatBuffer(count: need) }
+        let workers = Parallel.workers
+        if columns.count != workers || (columns.first?.count ?? 0) < patch * pixels {
+            columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) }
+            partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
+        }
     }
 
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
+        precondition(columns.count == Parallel.workers, "Conv2D: reserve(batch:) first")
+        Parallel.chunks(batch, cost: forwardFlops) { t, images in forward(x, y, images: images, worker: t) }
+    }
+
+    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>, worker: Int) {
         let inCount = inputShape.count, outCount = outputShape.count
-        for n in 0..<batch {
+        for n in images {
             let xn = x + n * inCount, yn = y + n * outCount
-            let col = columns(for: xn)
+            let col = columns(for: xn, worker: worker)
             // y_n (out, P) = W (out, K) · col (K, P)
             BLAS.gemm(m: filters, n: pixels, k: patch, weight, lda: patch, col, ldb: pixels,
                       beta: 0, yn, ldc: pixels)
@@ -86,10 +95,29 @@ public final class Conv2D: Layer {
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
+        Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
+            // Worker 0 accumulates straight into the gradient buffer, the others into partials
+            // that are added afterwards in worker order.
+            let dW = t == 0 ? dWeight! : partials[t - 1].pointer
+            let dB = t == 0 ? dBias : partials[t - 1].pointer + filters * patch
+            if t > 0 { partials[t - 1].zero() }
+            backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB)
+        }
+        let used = min(Parallel.workers, batch)
+        for t in stride(from: 1, to: used, by: 1) {
+            let p = partials[t - 1].pointer
+            for i in 0..<(filters * patch) { dWeight[i] += p[i] }
+            if let dBias { for o in 0..<filters { dBias[o] += p[filters * patch + o] } }
+        }
+    }
+
+    func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
+                  _ dx: UnsafeMutablePointer<Float>?, images: Range<Int>, worker: Int,
+                  dW dWeight: UnsafeMutablePointer<Float>, dB dBias: UnsafeMutablePointer<Float>?) {
         let inCount = inputShape.count, outCount = outputShape.count
-        ActivationFunction.backward(activation, alpha: 1, y: y, dy, count: batch * outCount)
-        for n in 0..<batch {
+        for n in images {
             let xn = x + n * inCount, dz = dy + n * outCount   // dz: (out, P)
+            ActivationFunction.backward(activation, alpha: 1, y: y + n * outCount, dz, count: outCount)
             if let dBias {
                 for o in 0..<filters {
                     let row = dz + o * pixels
@@ -99,7 +127,7 @@ public final class Conv2D: Layer {
                 }
             }
             // dW (out, K) += dz (out, P) · colᵀ (P, K); the column matrix is rebuilt, not stored.
-            let col = columns(for: xn)
+            let col = columns(for: xn, worker: worker)
             BLAS.gemm(transB: true, m: filters, n: patch, k: pixels, dz, lda: pixels, col, ldb: pixels,
                       beta: 1, dWeight, ldc: patch)
             guard let dx else { continue }
@@ -109,18 +137,19 @@ public final class Conv2D: Layer {
                           beta: 0, dxn, ldc: pixels)
             } else {
                 // dcol (K, P) = Wᵀ (K, out) · dz (out, P), then scattered back to the image.
+                let column = columns[worker].pointer
                 BLAS.gemm(transA: true, m: patch, n: pixels, k: filters, weight, lda: patch, dz, ldb: pixels,
-                          beta: 0, column.pointer, ldc: pixels)
-                col2im(column.pointer, dxn)
+                          beta: 0, column, ldc: pixels)
+                col2im(column, dxn)
             }
         }
     }
 
     @inline(__always)
-    func columns(for xn: UnsafePointer<Float>) -> UnsafePointer<Float> {
+    func columns(for xn: UnsafePointer<Float>, worker: Int) -> UnsafePointer<Float> {
         if isPointwise { return xn }
-        im2col(xn, column.pointer)
-        return UnsafePointer(column.pointer)
+        im2col(xn, columns[worker].pointer)
+        return UnsafePointer(columns[worker].pointer)
     }
 
     /// col[(ci·kh + ky)·kw + kx][oy·ow + ox] = x[ci][oy·s − padTop + ky][ox·s − padLeft + kx], 0 outside.

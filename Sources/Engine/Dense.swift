@@ -41,12 +41,15 @@ public final class Dense: Layer {
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
         guard batch > 0 else { return }
-        BLAS.gemm(transB: true, m: batch, n: units, k: inputs, x, lda: inputs, weight, ldb: inputs,
-                  beta: 0, y, ldc: units)
-        if let bias {
-            for n in 0..<batch { let row = y + n * units; for u in 0..<units { row[u] += bias[u] } }
+        Parallel.chunks(batch, cost: forwardFlops) { _, rows in
+            let xr = x + rows.lowerBound * inputs, yr = y + rows.lowerBound * units
+            BLAS.gemm(transB: true, m: rows.count, n: units, k: inputs, xr, lda: inputs, weight, ldb: inputs,
+                      beta: 0, yr, ldc: units)
+            if let bias {
+                for n in 0..<rows.count { let row = yr + n * units; for u in 0..<units { row[u] += bias[u] } }
+            }
+            ActivationFunction.apply(activation, alpha: 1, yr, count: rows.count * units)
         }
-        ActivationFunction.apply(activation, alpha: 1, y, count: batch * units)
     }
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
@@ -56,12 +59,17 @@ public final class Dense: Layer {
         if let dBias {
             for n in 0..<batch { let row = dy + n * units; for u in 0..<units { dBias[u] += row[u] } }
         }
-        // dW (out, in) += dyᵀ (out, N) · x (N, in)
-        BLAS.gemm(transA: true, m: units, n: inputs, k: batch, dy, lda: units, x, ldb: inputs,
-                  beta: 1, dWeight, ldc: inputs)
+        // dW (out, in) += dyᵀ (out, N) · x (N, in), each worker a disjoint block of output rows.
+        Parallel.chunks(units, cost: batch * inputs) { _, u in
+            BLAS.gemm(transA: true, m: u.count, n: inputs, k: batch, dy + u.lowerBound, lda: units, x, ldb: inputs,
+                      beta: 1, dWeight + u.lowerBound * inputs, ldc: inputs)
+        }
         // dx (N, in) = dy (N, out) · W (out, in)
         if let dx {
-            BLAS.gemm(m: batch, n: inputs, k: units, dy, lda: units, weight, ldb: inputs, beta: 0, dx, ldc: inputs)
+            Parallel.chunks(batch, cost: forwardFlops) { _, rows in
+                BLAS.gemm(m: rows.count, n: inputs, k: units, dy + rows.lowerBound * units, lda: units, weight, ldb: inputs,
+                          beta: 0, dx + rows.lowerBound * inputs, ldc: inputs)
+            }
         }
     }
 }

@@ -131,25 +131,12 @@ public struct SHA256: Sendable {
 
     // MARK: Compression function (FIPS 180-4 §6.2.2)
 
-    /// Round constants K(0)…K(63): the first 32 bits of the fractional parts of the cube
-    /// roots of the first 64 primes.
-    private static let roundConstants: [UInt32] = [
-        0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,
-        0xd807_aa98, 0x1283_5b01, 0x2431_85be, 0x550c_7dc3, 0x72be_5d74, 0x80de_b1fe, 0x9bdc_06a7, 0xc19b_f174,
-        0xe49b_69c1, 0xefbe_4786, 0x0fc1_9dc6, 0x240c_a1cc, 0x2de9_2c6f, 0x4a74_84aa, 0x5cb0_a9dc, 0x76f9_88da,
-        0x983e_5152, 0xa831_c66d, 0xb003_27c8, 0xbf59_7fc7, 0xc6e0_0bf3, 0xd5a7_9147, 0x06ca_6351, 0x1429_2967,
-        0x27b7_0a85, 0x2e1b_2138, 0x4d2c_6dfc, 0x5338_0d13, 0x650a_7354, 0x766a_0abb, 0x81c2_c92e, 0x9272_2c85,
-        0xa2bf_e8a1, 0xa81a_664b, 0xc24b_8b70, 0xc76c_51a3, 0xd192_e819, 0xd699_0624, 0xf40e_3585, 0x106a_a070,
-        0x19a4_c116, 0x1e37_6c08, 0x2748_774c, 0x34b0_bcb5, 0x391c_0cb3, 0x4ed8_aa4a, 0x5b9c_ca4f, 0x682e_6ff3,
-        0x748f_82ee, 0x78a5_636f, 0x84c8_7814, 0x8cc7_0208, 0x90be_fffa, 0xa450_6ceb, 0xbef9_a3f7, 0xc671_78f2,
-    ]
-
-    @inline(__always)
+    @_transparent
     private static func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x &>> n) | (x &<< (32 &- n)) }
 
     /// One round, written for fixed registers: the caller rotates the roles of a…h
     /// instead of moving eight words each round.
-    @inline(__always)
+    @_transparent
     private static func round(_ a: UInt32, _ b: UInt32, _ c: UInt32, _ d: inout UInt32,
                               _ e: UInt32, _ f: UInt32, _ g: UInt32, _ h: inout UInt32,
                               _ constantPlusWord: UInt32) {
@@ -160,44 +147,59 @@ public struct SHA256: Sendable {
     }
 
     /// Folds `count` consecutive 64-byte blocks at `blocks` into `state`.
-    ///
-    /// Optimised even in debug builds, where tests hash tens of megabytes.
-    @_optimize(speed)
     private static func compress(_ state: inout SIMD8<UInt32>, blocks: UnsafeRawPointer, count: Int) {
-        roundConstants.withUnsafeBufferPointer { constants in
-            withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { schedule in  // W(0…63)
-                let k = constants.baseAddress!, w = schedule.baseAddress!
-                var h0 = state[0], h1 = state[1], h2 = state[2], h3 = state[3]
-                var h4 = state[4], h5 = state[5], h6 = state[6], h7 = state[7]
-                for blockIndex in 0..<count {
-                    let block = blocks + blockIndex &* 64
-                    for t in 0..<16 {
-                        w[t] = UInt32(bigEndian: block.loadUnaligned(fromByteOffset: 4 &* t, as: UInt32.self))
-                    }
-                    for t in 16..<64 {
-                        let x = w[t &- 15], y = w[t &- 2]
-                        let s0 = rotr(x, 7) ^ rotr(x, 18) ^ (x &>> 3)
-                        let s1 = rotr(y, 17) ^ rotr(y, 19) ^ (y &>> 10)
-                        w[t] = w[t &- 16] &+ s0 &+ w[t &- 7] &+ s1
-                    }
-                    var a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7
-                    var t = 0
-                    while t < 64 {
-                        round(a, b, c, &d, e, f, g, &h, k[t] &+ w[t])
-                        round(h, a, b, &c, d, e, f, &g, k[t &+ 1] &+ w[t &+ 1])
-                        round(g, h, a, &b, c, d, e, &f, k[t &+ 2] &+ w[t &+ 2])
-                        round(f, g, h, &a, b, c, d, &e, k[t &+ 3] &+ w[t &+ 3])
-                        round(e, f, g, &h, a, b, c, &d, k[t &+ 4] &+ w[t &+ 4])
-                        round(d, e, f, &g, h, a, b, &c, k[t &+ 5] &+ w[t &+ 5])
-                        round(c, d, e, &f, g, h, a, &b, k[t &+ 6] &+ w[t &+ 6])
-                        round(b, c, d, &e, f, g, h, &a, k[t &+ 7] &+ w[t &+ 7])
-                        t &+= 8
-                    }
-                    h0 &+= a; h1 &+= b; h2 &+= c; h3 &+= d
-                    h4 &+= e; h5 &+= f; h6 &+= g; h7 &+= h
+        let k = sha256RoundConstants
+        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { schedule in  // W(0…63), on the stack
+            let w = schedule.baseAddress!
+            var h0 = state[0], h1 = state[1], h2 = state[2], h3 = state[3]
+            var h4 = state[4], h5 = state[5], h6 = state[6], h7 = state[7]
+            for blockIndex in 0..<count {
+                let block = blocks + blockIndex &* 64
+                for t in 0..<16 {
+                    w[t] = UInt32(bigEndian: block.loadUnaligned(fromByteOffset: 4 &* t, as: UInt32.self))
                 }
-                state = SIMD8(h0, h1, h2, h3, h4, h5, h6, h7)
+                for t in 16..<64 {
+                    let x = w[t &- 15], y = w[t &- 2]
+                    let s0 = rotr(x, 7) ^ rotr(x, 18) ^ (x &>> 3)
+                    let s1 = rotr(y, 17) ^ rotr(y, 19) ^ (y &>> 10)
+                    w[t] = w[t &- 16] &+ s0 &+ w[t &- 7] &+ s1
+                }
+                var a = h0, b = h1, c = h2, d = h3, e = h4, f = h5, g = h6, h = h7
+                var t = 0
+                while t < 64 {
+                    round(a, b, c, &d, e, f, g, &h, k[t] &+ w[t])
+                    round(h, a, b, &c, d, e, f, &g, k[t &+ 1] &+ w[t &+ 1])
+                    round(g, h, a, &b, c, d, e, &f, k[t &+ 2] &+ w[t &+ 2])
+                    round(f, g, h, &a, b, c, d, &e, k[t &+ 3] &+ w[t &+ 3])
+                    round(e, f, g, &h, a, b, c, &d, k[t &+ 4] &+ w[t &+ 4])
+                    round(d, e, f, &g, h, a, b, &c, k[t &+ 5] &+ w[t &+ 5])
+                    round(c, d, e, &f, g, h, a, &b, k[t &+ 6] &+ w[t &+ 6])
+                    round(b, c, d, &e, f, g, h, &a, k[t &+ 7] &+ w[t &+ 7])
+                    t &+= 8
+                }
+                h0 &+= a; h1 &+= b; h2 &+= c; h3 &+= d
+                h4 &+= e; h5 &+= f; h6 &+= g; h7 &+= h
             }
+            state = SIMD8(h0, h1, h2, h3, h4, h5, h6, h7)
         }
     }
 }
+
+/// Round constants K(0)…K(63): the first 32 bits of the fractional parts of the cube
+/// roots of the first 64 primes.
+nonisolated(unsafe) private let sha256RoundConstants: UnsafePointer<UInt32> = {
+    let values: [UInt32] = [
+        0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,
+        0xd807_aa98, 0x1283_5b01, 0x2431_85be, 0x550c_7dc3, 0x72be_5d74, 0x80de_b1fe, 0x9bdc_06a7, 0xc19b_f174,
+        0xe49b_69c1, 0xefbe_4786, 0x0fc1_9dc6, 0x240c_a1cc, 0x2de9_2c6f, 0x4a74_84aa, 0x5cb0_a9dc, 0x76f9_88da,
+        0x983e_5152, 0xa831_c66d, 0xb003_27c8, 0xbf59_7fc7, 0xc6e0_0bf3, 0xd5a7_9147, 0x06ca_6351, 0x1429_2967,
+        0x27b7_0a85, 0x2e1b_2138, 0x4d2c_6dfc, 0x5338_0d13, 0x650a_7354, 0x766a_0abb, 0x81c2_c92e, 0x9272_2c85,
+        0xa2bf_e8a1, 0xa81a_664b, 0xc24b_8b70, 0xc76c_51a3, 0xd192_e819, 0xd699_0624, 0xf40e_3585, 0x106a_a070,
+        0x19a4_c116, 0x1e37_6c08, 0x2748_774c, 0x34b0_bcb5, 0x391c_0cb3, 0x4ed8_aa4a, 0x5b9c_ca4f, 0x682e_6ff3,
+        0x748f_82ee, 0x78a5_636f, 0x84c8_7814, 0x8cc7_0208, 0x90be_fffa, 0xa450_6ceb, 0xbef9_a3f7, 0xc671_78f2,
+    ]
+    // Kept for the life of the process: a plain pointer is what makes the rounds fast in debug builds.
+    let pointer = UnsafeMutablePointer<UInt32>.allocate(capacity: 64)
+    pointer.initialize(from: values, count: 64)
+    return UnsafePointer(pointer)
+}()

@@ -52,8 +52,8 @@ extension Tool {
     static func runBench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?,
                          comm: Communicator) throws -> BenchResult {
         let spec = try ModelSpec.load(name)
-        let threads = threads ?? max(1, systemCores() / max(comm.localSize, 1))
-        BLAS.setThreads(threads)
+        let threads = threads ?? defaultThreads(ranksOnNode: comm.localSize)
+        Parallel.configure(threads: threads)
         let batch = batchSize ?? spec.batchSize ?? 128
         let model = try Model(spec: spec, reductionScalars: TrainingStep.extraFixed)
         model.initialize(seed: 1)
@@ -79,7 +79,9 @@ extension Tool {
         comm.phase = "bench results"
         try comm.allReduceMax(&worst)
         let seconds = worst[0]
+        BLAS.setThreads(threads)
         let peak = sgemmPeak()
+        BLAS.setThreads(1)
         let images = Double(batch * steps)
         let gflops = images * Double(model.trainingFlopsPerExample) / seconds * 1e-9
         return BenchResult(model: spec.name, worldSize: comm.size, threadsPerRank: threads, batchSize: batch, steps: steps,

@@ -24,7 +24,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var maxSteps: Int?
     /// Train on only the first N training examples (tests, quick looks).
     public var trainLimit: Int?
-    public var evalBatchSize: Int = 500
+    public var evalBatchSize: Int = 128
 
     public init(model: ModelSpec) { self.model = model }
 

@@ -78,8 +78,8 @@ public final class Trainer {
 
     public func run() throws -> RunSummary {
         comm.timeout = options.stepTimeout
-        let threads = options.threads ?? max(1, systemCores() / max(comm.localSize, 1))
-        BLAS.setThreads(threads)
+        let threads = options.threads ?? defaultThreads(ranksOnNode: comm.localSize)
+        Parallel.configure(threads: threads)
         try agreeOnConfiguration()
 
         // Data: every rank loads it (from its own disk or a shared one); any rank's failure
@@ -445,4 +445,14 @@ public enum RunError: Error, CustomStringConvertible {
 
 func fmt(_ v: Double) -> String { String(format: "%.4f", v) }
 
-func systemCores() -> Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+/// Threads per rank when `--threads` is not given: the node's cores shared among its ranks,
+/// or, when the launcher bound this rank to fewer cores than that (`--bind-to core` with
+/// `PE=n`), the cores it was given.
+func defaultThreads(ranksOnNode: Int) -> Int {
+    let online = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+    let share = max(1, online / max(ranksOnNode, 1))
+    var set = cpu_set_t()
+    guard sched_getaffinity(0, MemoryLayout<cpu_set_t>.size, &set) == 0 else { return share }
+    let allowed = withUnsafeBytes(of: &set) { $0.reduce(0) { $0 + $1.nonzeroBitCount } }
+    return allowed < online ? max(1, allowed) : share
+}

@@ -89,11 +89,16 @@ final class MPICommunicatorTests: XCTestCase {
         comm.phase = "gradient all-reduce"
         if comm.rank == 1 { Thread.sleep(forTimeInterval: 1.5) }  // the others give up first
         var values = [Float](repeating: 1, count: 1000)
-        XCTAssertThrowsError(try comm.allReduceSum(&values)) { error in
+        do {
+            try comm.allReduceSum(&values)
+            // The straggler may still complete: the others' data reached it before they gave up.
+            XCTAssertEqual(comm.rank, 1, "only the late rank may complete")
+        } catch {
             XCTAssertEqual(error as? CollectiveError, .timeout(phase: "gradient all-reduce", seconds: 0.5))
         }
+        // Nobody meets on this communicator again: refused, or timed out on the straggler.
         XCTAssertThrowsError(try comm.barrier()) { error in
-            guard case .unusable? = error as? CollectiveError else { return XCTFail("got \(error)") }
+            XCTAssertTrue(error is CollectiveError, "\(error)")
         }
         try shared.barrier()  // the shared communicator is unaffected
     }

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Data
+import Data
 
 /// Subsets and the deterministic train/validation split.
 final class DatasetTests: XCTestCase {

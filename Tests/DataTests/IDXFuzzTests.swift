@@ -1,5 +1,5 @@
 import XCTest
-@testable import Data
+import Data
 
 /// Seeded mutation fuzzing: damaged IDX files, raw and gzipped, must either parse into a
 /// consistent result or throw a `DataError`. A crash (trap, bad allocation) fails the run.

@@ -1,5 +1,5 @@
 import XCTest
-@testable import Data
+import Data
 
 /// Each kind of broken input gives its own `DataError`, raw and gzipped.
 final class IDXValidationTests: XCTestCase {

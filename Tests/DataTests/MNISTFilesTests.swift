@@ -1,5 +1,5 @@
 import XCTest
-@testable import Data
+import Data
 
 /// Finding the four files in a folder, and pairing images with labels.
 final class MNISTFilesTests: XCTestCase {
@@ -38,6 +38,11 @@ final class MNISTFilesTests: XCTestCase {
     }
 
     func testMissingFilesAreListed() throws {
+        let empty = assertDataError(try MNISTFiles.load(directory: folder.path)) {
+            $0 == .missingFiles(directory: self.folder.path, missing: MNISTFiles.baseNames)
+        }
+        XCTAssertTrue(empty?.description.contains("no dataset files (expected train-images-idx3-ubyte,") ?? false)
+
         try folder.write(MNISTFiles.trainImages + ".gz", gzip(syntheticIDX(count: 3).images))
         let error = assertDataError(try MNISTFiles.load(directory: folder.path)) {
             $0 == .missingFiles(directory: self.folder.path,

@@ -1,7 +1,7 @@
 import Engine
 import Foundation
 import XCTest
-@testable import Data
+import Data
 
 /// The real MNIST shipped in data/mnist: shapes, known values, and its checksums.
 final class MNISTTests: XCTestCase {

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import Data
+import Data
 
 /// Featurewise statistics and the NCHW float conversion.
 final class NormalizerTests: XCTestCase {

@@ -1,7 +1,7 @@
 import CZlib
 import Foundation
 import XCTest
-@testable import Data
+import Data
 
 /// The repository root: this file is Tests/DataTests/TestSupport.swift.
 let repositoryRoot = URL(fileURLWithPath: #filePath)
@@ -10,13 +10,19 @@ let repositoryRoot = URL(fileURLWithPath: #filePath)
 /// The MNIST files shipped in the repository.
 let mnistDirectory = repositoryRoot.appendingPathComponent("data/mnist").path
 
-/// A fresh folder under the system temporary directory, removed by `remove()`.
+/// A fresh scratch folder, removed by `remove()`.
+///
+/// On Linux it lives in `/dev/shm` (memory) when that is writable: the fuzz tests rewrite
+/// files thousands of times, and on a disk mounted with `discard` each rewrite waits for
+/// the device.
 struct TemporaryDirectory {
     let path: String
 
     init() throws {
-        path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("distcnn-data-tests-\(UUID().uuidString)").path
+        let memory = "/dev/shm"
+        let base = FileManager.default.isWritableFile(atPath: memory)
+            ? URL(fileURLWithPath: memory) : FileManager.default.temporaryDirectory
+        path = base.appendingPathComponent("distcnn-data-tests-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
 

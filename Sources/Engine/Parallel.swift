@@ -1,0 +1,29 @@
+import Dispatch
+
+/// The engine's own threads: layers split a batch (or channels) into one contiguous chunk
+/// per worker and call single-threaded sgemm inside each, which keeps each image's column
+/// matrix in its core's cache. Results depend on the worker count only through the fixed
+/// order in which per-worker partial gradients are summed.
+public enum Parallel {
+    /// Worker threads per process (set once at start; 1 runs everything inline).
+    nonisolated(unsafe) public static var workers = 1
+
+    /// Sets the engine's worker count; OpenBLAS stays single-threaded inside the workers.
+    public static func configure(threads: Int) {
+        workers = max(1, threads)
+        BLAS.setThreads(1)
+    }
+
+    /// Calls `body(worker, range)` for contiguous chunks of `0..<count`, in parallel when
+    /// there is enough work (`cost` ≈ operations per item).
+    @inline(__always)
+    public static func chunks(_ count: Int, cost: Int = 1 << 20, _ body: (Int, Range<Int>) -> Void) {
+        let k = min(workers, count, max(1, count * cost / 200_000))
+        if k <= 1 { body(0, 0..<count); return }
+        DispatchQueue.concurrentPerform(iterations: k) { t in
+            let base = count / k, extra = count % k
+            let start = t * base + min(t, extra)
+            body(t, start..<(start + base + (t < extra ? 1 : 0)))
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import Engine
+import XCTest
+
+/// Every layer's input and parameter gradients against finite differences.
+final class LayerGradientTests: XCTestCase {
+    func testConvSameStride1() throws {
+        try checkGradients(Conv2D(input: Shape(c: 2, h: 6, w: 5), filters: 3, kernel: 3, stride: 1, padding: .same,
+                                  activation: .linear, useBias: true, l2: 0), batch: 2)
+    }
+    func testConvSameStride2OddPadding() throws {
+        // 7 → 4 with stride 2: total padding 2; 6 → 3: total padding 1 (extra at the bottom/right).
+        try checkGradients(Conv2D(input: Shape(c: 2, h: 7, w: 6), filters: 3, kernel: 3, stride: 2, padding: .same,
+                                  activation: .elu, useBias: true, l2: 0), batch: 2)
+    }
+    func testConvValidWithReLU() throws {
+        try checkGradients(Conv2D(input: Shape(c: 3, h: 6, w: 6), filters: 2, kernel: 2, stride: 2, padding: .valid,
+                                  activation: .relu, useBias: true, l2: 0), batch: 2)
+    }
+    func testConvPointwise() throws {
+        try checkGradients(Conv2D(input: Shape(c: 4, h: 3, w: 3), filters: 2, kernel: 1, stride: 1, padding: .valid,
+                                  activation: .linear, useBias: false, l2: 0), batch: 2)
+    }
+    func testDense() throws {
+        try checkGradients(Dense(input: Shape(features: 7), units: 5, activation: .elu, useBias: true, l2: 0), batch: 3)
+    }
+    func testBatchNormSpatialTraining() throws {
+        try checkGradients(BatchNorm(input: Shape(c: 3, h: 4, w: 4), momentum: 0.9, epsilon: 1e-3), batch: 3,
+                           step: 5e-3, tolerance: 3e-2)
+    }
+    func testBatchNormFeaturesTraining() throws {
+        try checkGradients(BatchNorm(input: Shape(features: 6), momentum: 0.99, epsilon: 1e-3), batch: 5,
+                           step: 5e-3, tolerance: 3e-2)
+    }
+    func testMaxPoolValid() throws {
+        try checkGradients(MaxPool2D(input: Shape(c: 2, h: 6, w: 6), size: 2, stride: 2, padding: .valid), batch: 2,
+                           step: 1e-3)
+    }
+    func testMaxPoolSameOverlapping() throws {
+        try checkGradients(MaxPool2D(input: Shape(c: 2, h: 5, w: 5), size: 3, stride: 2, padding: .same), batch: 2,
+                           step: 1e-3)
+    }
+    func testActivations() throws {
+        try checkGradients(ActivationLayer(.elu, input: Shape(c: 2, h: 3, w: 3)), batch: 2, step: 1e-3)
+        try checkGradients(ActivationLayer(.relu, input: Shape(c: 2, h: 3, w: 3)), batch: 2, step: 1e-3)
+    }
+    func testDropoutWithFixedKeys() throws {
+        let d = Dropout(input: Shape(features: 20), rate: 0.4, layerIndex: 0)
+        try checkGradients(d, batch: 3, context: PassContext(training: true, rng: CounterRNG(seed: 5), step: 7))
+    }
+    func testFlatten() throws {
+        try checkGradients(FlattenLayer(input: Shape(c: 2, h: 2, w: 3)), batch: 2)
+    }
+}

@@ -1,0 +1,81 @@
+import Engine
+import Foundation
+import XCTest
+
+final class ModelTests: XCTestCase {
+    func testPresetParameterCounts() throws {
+        let seed = try Model(spec: .seed), ref = try Model(spec: .ref)
+        XCTAssertEqual(seed.parameterCount, 9_100)
+        XCTAssertEqual(seed.parameterCount + seed.stateCount, 9_130)
+        XCTAssertEqual(ref.parameterCount, 871_530)
+        XCTAssertEqual(seed.classes, 10)
+        XCTAssertEqual(seed.layers[5].outputShape.count, 160)
+        XCTAssertEqual(ref.layers[13].outputShape.count, 64 * 7 * 7)
+    }
+
+    func testBadSpecsGiveOneLineErrors() throws {
+        var s = ModelSpec.seed
+        s.layers[2] = LayerSpec(type: "maxpool3d")
+        XCTAssertThrowsError(try Model(spec: s)) { XCTAssertTrue("\($0)".contains("layer 2: unknown type 'maxpool3d'"), "\($0)") }
+        var v = ModelSpec.seed
+        v.layers[0] = .conv(4, kernel: 40, padding: .valid)
+        XCTAssertThrowsError(try Model(spec: v)) { XCTAssertTrue("\($0)".contains("does not fit input"), "\($0)") }
+        var d = ModelSpec.seed
+        d.layers.remove(at: 5)   // dense after a conv without flatten
+        XCTAssertThrowsError(try Model(spec: d)) { XCTAssertTrue("\($0)".contains("not flat"), "\($0)") }
+        XCTAssertThrowsError(try ModelSpec.decode(Data("{\"name\":\"x\",\"input\":[28,28,1],\"layers\":[{\"filters\":3}]}".utf8), source: "m.json")) {
+            XCTAssertTrue("\($0)".contains("m.json: missing 'type'"), "\($0)")
+        }
+        XCTAssertThrowsError(try ModelSpec.decode(Data("{".utf8), source: "m.json")) {
+            XCTAssertTrue("\($0)".hasPrefix("m.json: not valid JSON"), "\($0)")
+        }
+    }
+
+    func testSpecJSONRoundTrip() throws {
+        let json = ModelSpec.ref.canonicalJSON()
+        XCTAssertEqual(try ModelSpec.decode(Data(json.utf8), source: "x"), .ref)
+    }
+
+    /// The whole network (seed: conv, ELU, BN, pool, dense, dropout, L2) with softmax
+    /// cross-entropy, against finite differences of the total loss.
+    func testWholeModelGradient() throws {
+        let model = try Model(spec: .seed)
+        model.initialize(seed: 4)
+        let batch = 4
+        model.reserve(batch: batch)
+        let x = randomArray(batch * 784, seed: 8, scale: 0.5).map { $0 + 0.5 }
+        let labels: [Int32] = [3, 1, 4, 1]
+        let ctx = PassContext(training: true, rng: CounterRNG(seed: 1), step: 2)
+        func loss() throws -> Double {
+            model.input.pointer.update(from: x, count: x.count)
+            let logits = try model.forward(batch: batch, context: ctx)
+            let (l, _) = labels.withUnsafeBufferPointer {
+                SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: $0.baseAddress!, batch: batch, classes: 10,
+                                                    scale: 1, dlogits: nil)
+            }
+            return l / Double(batch) + model.l2Loss()
+        }
+        _ = try loss()
+        let dlogits = FloatBuffer(count: batch * 10)
+        labels.withUnsafeBufferPointer {
+            _ = SoftmaxCrossEntropy.forwardBackward(logits: model.logits, labels: $0.baseAddress!, batch: batch, classes: 10,
+                                                    scale: 1 / Float(batch), dlogits: dlogits.pointer)
+        }
+        model.zeroGradients()
+        try model.backward(batch: batch, dlogits: dlogits.pointer, context: ctx)
+        model.addL2Gradients()
+        let analytic = Array(UnsafeBufferPointer(start: model.gradients, count: model.parameterCount))
+        var worst = 0.0
+        let h: Float = 1e-2
+        for i in stride(from: 0, to: model.parameterCount, by: 97) {
+            let w = model.parameters.pointer + i
+            let saved = w.pointee
+            w.pointee = saved + h; let up = try loss()
+            w.pointee = saved - h; let down = try loss()
+            w.pointee = saved
+            let numeric = (up - down) / (2 * Double(h))
+            worst = max(worst, abs(numeric - Double(analytic[i])) / max(1, abs(numeric)))
+        }
+        XCTAssertLessThan(worst, 2e-2, "worst relative error \(worst)")
+    }
+}

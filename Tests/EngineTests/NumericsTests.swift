@@ -1,0 +1,66 @@
+import Engine
+import XCTest
+
+final class NumericsTests: XCTestCase {
+    func testSoftmaxCrossEntropyIsStableAndCorrect() {
+        let logits: [Float] = [1000, 0, -1000, 2, 1, 0]
+        let labels: [Int32] = [0, 1]
+        var d = [Float](repeating: 0, count: 6)
+        let (loss, correct) = logits.withUnsafeBufferPointer { l in
+            labels.withUnsafeBufferPointer { y in
+                d.withUnsafeMutableBufferPointer {
+                    SoftmaxCrossEntropy.forwardBackward(logits: l.baseAddress!, labels: y.baseAddress!, batch: 2, classes: 3,
+                                                        scale: 1, dlogits: $0.baseAddress!)
+                }
+            }
+        }
+        let second = log(exp(2.0) + exp(1.0) + 1) - 1
+        XCTAssertEqual(loss, second, accuracy: 1e-5)
+        XCTAssertEqual(correct, 1)
+        XCTAssertTrue(d.allSatisfy { $0.isFinite })
+        XCTAssertEqual(d[0], 0, accuracy: 1e-6)
+        XCTAssertEqual(Double(d[4]), exp(1.0) / (exp(2.0) + exp(1.0) + 1) - 1, accuracy: 1e-6)
+    }
+
+    func testAdamFollowsKerasFormula() {
+        let adam = Adam(parameterCount: 1, config: AdamConfig())
+        var w: [Float] = [1]
+        let g: [Float] = [0.5]
+        for _ in 0..<2 { adam.update(&w, g, learningRate: 1e-3) }
+        // Double-precision replay of the same two steps.
+        var m = 0.0, v = 0.0, wd = 1.0
+        for t in 1...2 {
+            m = 0.9 * m + 0.1 * 0.5; v = 0.999 * v + 0.001 * 0.25
+            let alpha = 1e-3 * (1 - pow(0.999, Double(t))).squareRoot() / (1 - pow(0.9, Double(t)))
+            wd -= alpha * m / (v.squareRoot() + 1e-7)
+        }
+        XCTAssertEqual(Double(w[0]), wd, accuracy: 1e-7)
+        XCTAssertEqual(adam.step, 2)
+    }
+
+    func testPermutationIsKeyedAndComplete() {
+        let rng = CounterRNG(seed: 9)
+        let p = rng.permutation(count: 1000, epoch: 3)
+        XCTAssertEqual(p.sorted(), Array(0..<1000))
+        XCTAssertEqual(p, CounterRNG(seed: 9).permutation(count: 1000, epoch: 3))
+        XCTAssertNotEqual(p, rng.permutation(count: 1000, epoch: 4))
+        XCTAssertNotEqual(p, CounterRNG(seed: 10).permutation(count: 1000, epoch: 3))
+    }
+
+    func testUniformLooksUniform() {
+        let rng = CounterRNG(seed: 1)
+        let n = 100_000
+        let mean = (0..<n).reduce(0.0) { $0 + Double(rng.uniform(.dropout, UInt64($1))) } / Double(n)
+        XCTAssertEqual(mean, 0.5, accuracy: 0.01)
+    }
+
+    func testWeightsHashIsOfLittleEndianParameterBytes() throws {
+        let m = try Model(spec: .seed)
+        m.initialize(seed: 2)
+        let bytes = UnsafeRawBufferPointer(start: m.parameters.pointer, count: m.parameterCount * 4)
+        XCTAssertEqual(m.weightsSHA256(), SHA256.hex(SHA256.hash(bytes)))
+        let m2 = try Model(spec: .seed)
+        m2.initialize(seed: 2)
+        XCTAssertEqual(m.weightsSHA256(), m2.weightsSHA256())
+    }
+}
