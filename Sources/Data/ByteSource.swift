@@ -7,7 +7,7 @@ private let posixRead = Darwin.read
 #endif
 
 /// A forward-only stream of a file's bytes: the raw file, or its decompressed content.
-protocol ByteSource: AnyObject {
+public protocol ByteSource: AnyObject {
     /// Fills `buffer` from the stream, stopping early only where the stream ends;
     /// returns the number of bytes written.
     func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
@@ -32,7 +32,7 @@ extension ByteSource {
 }
 
 /// A file opened read-only, read sequentially with POSIX `read`.
-final class FileReader: ByteSource {
+public final class FileReader: ByteSource {
     let path: String
     /// The file's size when it was opened.
     let size: Int
@@ -40,7 +40,7 @@ final class FileReader: ByteSource {
     private var offset = 0
 
     /// Opens `path`, refusing missing files, folders and anything unreadable.
-    init(path: String) throws {
+    public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
@@ -73,7 +73,7 @@ final class FileReader: ByteSource {
         return Array(bytes[0..<n])
     }
 
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         var filled = 0
         while filled < buffer.count {
             // Linux moves at most ~2 GiB per call; ask for 1 GiB at a time.
@@ -90,7 +90,7 @@ final class FileReader: ByteSource {
         return filled
     }
 
-    var remainingIfKnown: Int? { max(0, size - offset) }
+    public var remainingIfKnown: Int? { max(0, size - offset) }
 
-    func checkEnd() throws {}
+    public func checkEnd() throws {}
 }

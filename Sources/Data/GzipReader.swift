@@ -11,7 +11,7 @@ import Darwin
 /// zlib checks each member's CRC-32 and length when it reaches the member's end.
 /// Concatenated members (what `cat a.gz b.gz` makes, and gzip reads) follow one another;
 /// anything else after the last member is refused.
-final class GzipReader: ByteSource {
+public final class GzipReader: ByteSource {
     /// The first two bytes of every gzip member (RFC 1952).
     static let magic: [UInt8] = [0x1f, 0x8b]
     /// Deflate cannot expand more than 1032:1; with headroom this bounds what `size`
@@ -33,7 +33,7 @@ final class GzipReader: ByteSource {
     }
 
     /// Starts decompressing `file` from its current position (its first byte, in practice).
-    init(file: FileReader) throws {
+    public init(file: FileReader) throws {
         let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
         stream.initialize(to: z_stream())
         let code = czlib_inflate_init_gzip(stream)
@@ -57,9 +57,9 @@ final class GzipReader: ByteSource {
     /// The size of the compressed file.
     var compressedSize: Int { file.size }
 
-    var remainingIfKnown: Int? { nil }
+    public var remainingIfKnown: Int? { nil }
 
-    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+    public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         var produced = 0
         while produced < buffer.count {
             switch state {
@@ -105,7 +105,7 @@ final class GzipReader: ByteSource {
         return produced
     }
 
-    func checkEnd() throws {
+    public func checkEnd() throws {
         if state == .inflating || state == .memberEnded { _ = try countRemaining() }
         if state == .truncated {
             throw DataError.corruptGzip(

@@ -64,7 +64,8 @@ public enum MNISTFiles {
 
     /// The path of `base` in `directory`: the raw file if present, else `base.gz`.
     /// (Raw is preferred because it reads faster; either is validated the same way.)
-    static func locate(base: String, in directory: String) -> String? {
+    /// The file that would be read for `base` in `directory`: raw if present, else `.gz`.
+    public static func locate(base: String, in directory: String) -> String? {
         let folder = directory.hasSuffix("/") ? String(directory.dropLast()) : directory
         for name in [base, base + ".gz"] {
             let path = folder + "/" + name

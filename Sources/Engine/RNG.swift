@@ -47,7 +47,7 @@ public struct CounterRNG: Sendable {
         for i in stride(from: count - 1, to: 0, by: -1) {
             let r = bits(.shuffle, UInt64(epoch), UInt64(i))
             // Lemire's multiply-shift: unbiased enough for i < 2^32, and exact to reproduce.
-            let j = Int((r >> 32) &* UInt64(i + 1) >> 32)
+            let j = Int(((r >> 32) &* UInt64(i + 1)) >> 32)
             p.swapAt(i, j)
         }
         return p

@@ -451,8 +451,9 @@ func fmt(_ v: Double) -> String { String(format: "%.4f", v) }
 func defaultThreads(ranksOnNode: Int) -> Int {
     let online = max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
     let share = max(1, online / max(ranksOnNode, 1))
-    var set = cpu_set_t()
-    guard sched_getaffinity(0, MemoryLayout<cpu_set_t>.size, &set) == 0 else { return share }
-    let allowed = withUnsafeBytes(of: &set) { $0.reduce(0) { $0 + $1.nonzeroBitCount } }
-    return allowed < online ? max(1, allowed) : share
+    // Cpus_allowed in /proc/self/status is the affinity mask in hex words.
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) else { return share }
+    let allowed = line.dropFirst("Cpus_allowed:".count).reduce(0) { n, ch in n + (ch.hexDigitValue?.nonzeroBitCount ?? 0) }
+    return allowed > 0 && allowed < online ? allowed : share
 }

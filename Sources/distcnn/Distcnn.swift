@@ -16,6 +16,24 @@ struct Distcnn: ParsableCommand {
         subcommands: [Train.self, Evaluate.self, Summary.self, Bench.self, Inspect.self])
 }
 
+extension Distcnn {
+    /// Like ArgumentParser's `main()`, but a usage error is one line on standard error.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }   // --help, --version
+            let text = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            FileHandle.standardError.write(Data("error: \(text) (see --help)\n".utf8))
+            Foundation.exit(code.rawValue)
+        }
+    }
+}
+
 /// Exits with `code` unless it is 0.
 func finish(_ code: Int32) throws {
     if code != 0 { throw ExitCode(code) }

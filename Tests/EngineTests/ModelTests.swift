@@ -65,17 +65,26 @@ final class ModelTests: XCTestCase {
         try model.backward(batch: batch, dlogits: dlogits.pointer, context: ctx)
         model.addL2Gradients()
         let analytic = Array(UnsafeBufferPointer(start: model.gradients, count: model.parameterCount))
-        var worst = 0.0
-        let h: Float = 1e-2
-        for i in stride(from: 0, to: model.parameterCount, by: 97) {
+        // Central differences at two step sizes; where they disagree a kink (max-pool switch,
+        // ELU/ReLU corner) lies within reach and that parameter is skipped. Most must be checked.
+        var worst = 0.0, worstAt = 0, checked = 0, sampled = 0
+        func numeric(_ i: Int, _ h: Float) throws -> Double {
             let w = model.parameters.pointer + i
             let saved = w.pointee
             w.pointee = saved + h; let up = try loss()
             w.pointee = saved - h; let down = try loss()
             w.pointee = saved
-            let numeric = (up - down) / (2 * Double(h))
-            worst = max(worst, abs(numeric - Double(analytic[i])) / max(1, abs(numeric)))
+            return (up - down) / (2 * Double(h))
         }
-        XCTAssertLessThan(worst, 2e-2, "worst relative error \(worst)")
+        for i in stride(from: 0, to: model.parameterCount, by: 97) {
+            sampled += 1
+            let a = try numeric(i, 4e-3), b = try numeric(i, 2e-3)
+            guard abs(a - b) <= 1e-2 * max(0.1, abs(b)) else { continue }
+            checked += 1
+            let err = abs(b - Double(analytic[i])) / max(0.1, abs(b))
+            if err > worst { worst = err; worstAt = i }
+        }
+        XCTAssertGreaterThan(checked, sampled * 8 / 10, "too many parameters near a kink")
+        XCTAssertLessThan(worst, 2e-2, "worst relative error \(worst) at parameter \(worstAt)")
     }
 }

@@ -4,12 +4,12 @@ import XCTest
 /// Bad input gets one clear line and a non-zero exit; nothing is written.
 final class CommandLineTests: XCTestCase {
     func oneLine(_ args: [String], contains needle: String, file: StaticString = #filePath, line: UInt = #line) throws {
-        let r = try run(Repo.binary, args)
+        let r = try runProcess(Repo.binary, args)
         XCTAssertNotEqual(r.status, 0, "expected failure for \(args)", file: file, line: line)
         let lines = r.stderr.split(separator: "\n").filter { !$0.isEmpty }
         XCTAssertTrue(r.stderr.contains(needle), "stderr for \(args): \(r.stderr)", file: file, line: line)
         XCTAssertFalse(r.stderr.contains("Fatal error") || r.stderr.contains("Stack dump"), r.stderr, file: file, line: line)
-        if !needle.hasPrefix("Error: ") { XCTAssertEqual(lines.count, 1, "one line: \(r.stderr)", file: file, line: line) }
+        XCTAssertEqual(lines.count, 1, "one line: \(r.stderr)", file: file, line: line)
     }
 
     func testBadFlagsAreRefused() throws {
@@ -47,17 +47,17 @@ final class CommandLineTests: XCTestCase {
     }
 
     func testSummaryCountsPresets() throws {
-        let r = try run(Repo.binary, ["summary", "--model", "ref"])
+        let r = try runProcess(Repo.binary, ["summary", "--model", "ref"])
         XCTAssertEqual(r.status, 0)
         XCTAssertTrue(r.stdout.contains("Trainable params: 871,530"), r.stdout)
-        let s = try run(Repo.binary, ["summary", "--model", "seed"])
+        let s = try runProcess(Repo.binary, ["summary", "--model", "seed"])
         XCTAssertTrue(s.stdout.contains("Trainable params: 9,100"), s.stdout)
         XCTAssertTrue(s.stdout.contains("Total params: 9,130"), s.stdout)
     }
 
     /// The help of every command is pinned: a change to flags shows up here.
     func testHelpListsContractFlags() throws {
-        let r = try run(Repo.binary, ["train", "--help"])
+        let r = try runProcess(Repo.binary, ["train", "--help"])
         XCTAssertEqual(r.status, 0)
         for flag in ["--model", "--data", "--epochs", "--batch-size", "--lr", "--augment", "--validation-split", "--patience",
                      "--min-delta", "--run-dir", "--checkpoint-every", "--resume", "--resume-from", "--seed", "--threads",
@@ -65,7 +65,7 @@ final class CommandLineTests: XCTestCase {
             XCTAssertTrue(r.stdout.contains(flag), "train --help lacks \(flag)")
         }
         for command in ["evaluate", "summary", "bench", "inspect"] {
-            let h = try run(Repo.binary, [command, "--help"])
+            let h = try runProcess(Repo.binary, [command, "--help"])
             XCTAssertEqual(h.status, 0, command)
             XCTAssertTrue(h.stdout.contains("USAGE: distcnn \(command)"), h.stdout)
         }

@@ -13,7 +13,7 @@ final class EndToEndTests: XCTestCase {
     /// dir's files, and that `evaluate` scores the final checkpoint as training did.
     func testSeedTrainsOnMNISTSubset() throws {
         let dir = temporaryDirectory(self) + "/run"
-        let r = try run(Repo.binary, ["train", "--model", "seed", "--data", Repo.mnist, "--epochs", "2",
+        let r = try runProcess(Repo.binary, ["train", "--model", "seed", "--data", Repo.mnist, "--epochs", "2",
                                       "--train-limit", "20000", "--validation-split", "5000", "--run-dir", dir])
         XCTAssertEqual(r.status, 0, r.stderr)
         let s = try summary(dir)
@@ -28,7 +28,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(s["world_size"] as? Int, 1)
         let csv = try String(contentsOfFile: dir + "/metrics.csv", encoding: .utf8)
         XCTAssertEqual(csv.split(separator: "\n").count, 3, csv)
-        let e = try run(Repo.binary, ["evaluate", "--checkpoint", dir + "/checkpoints/final.safetensors",
+        let e = try runProcess(Repo.binary, ["evaluate", "--checkpoint", dir + "/checkpoints/final.safetensors",
                                       "--data", Repo.mnist, "--json"])
         XCTAssertEqual(e.status, 0, e.stderr)
         let ev = try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Any]
@@ -42,7 +42,7 @@ final class EndToEndTests: XCTestCase {
         let base = temporaryDirectory(self)
         var hashes: [String] = []
         for i in 0..<2 {
-            let r = try run(Repo.binary, ["train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "40",
+            let r = try runProcess(Repo.binary, ["train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "40",
                                           "--train-limit", "3000", "--validation-split", "1000", "--run-dir", base + "/r\(i)"])
             XCTAssertEqual(r.status, 0, r.stderr)
             hashes.append(try XCTUnwrap(try summary(base + "/r\(i)")["weights_sha256"] as? String))

@@ -27,7 +27,7 @@ func temporaryDirectory(_ test: XCTestCase) -> String {
 
 /// Runs a command, returning exit status and captured output.
 @discardableResult
-func run(_ executable: String, _ args: [String], environment: [String: String] = [:],
+func runProcess(_ executable: String, _ args: [String], environment: [String: String] = [:],
          timeout: Double = 600) throws -> (status: Int32, stdout: String, stderr: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
