@@ -24,6 +24,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var maxSteps: Int?
     /// Train on only the first N training examples (tests, quick looks).
     public var trainLimit: Int?
+    /// Evaluate on only the first N test examples (tests, quick looks).
+    public var testLimit: Int?
     public var evalBatchSize: Int = 128
 
     public init(model: ModelSpec) { self.model = model }

@@ -85,7 +85,8 @@ public final class Trainer {
         // Data: every rank loads it (from its own disk or a shared one); any rank's failure
         // stops all of them with that rank's message.
         let (train, validation, test, model) = try collectively("loading data") {
-            let (fullTrain, test) = try MNISTFiles.load(directory: config.dataDirectory)
+            var (fullTrain, test) = try MNISTFiles.load(directory: config.dataDirectory)
+            if let limit = config.testLimit, limit < test.count { test = test.subset(0..<limit) }
             var (train, validation) = try splitValidation(fullTrain, count: config.validationSplit)
             if let limit = config.trainLimit, limit < train.count { train = train.subset(0..<limit) }
             let model = try Model(spec: config.model, reductionScalars: TrainingStep.extraFixed)

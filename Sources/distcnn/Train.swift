@@ -28,6 +28,7 @@ struct Train: ParsableCommand {
     @Option(help: "Random seed: initial weights, shuffling, dropout.") var seed: UInt64 = 1
     @Option(help: "Stop after this many global steps (evaluates and writes final files).") var maxSteps: Int?
     @Option(help: "Train on only the first N training examples.") var trainLimit: Int?
+    @Option(help: "Evaluate on only the first N test examples.") var testLimit: Int?
     @Option(help: "Batch norm statistics: global (SyncBatchNorm across ranks) or local (per rank).") var bnSync = "global"
     @Option(help: "Run folder (rank 0 writes it).") var runDir = "runs/latest"
     @Option(help: "Also write a checkpoint every N global steps (one is always written at each epoch end).") var checkpointEvery: Int?
@@ -53,6 +54,7 @@ struct Train: ParsableCommand {
         if patience > 0 && validationSplit == 0 { throw ValidationError("--patience needs a validation set; set --validation-split above 0") }
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be at least 1") }
         if let t = trainLimit, t < 1 { throw ValidationError("--train-limit must be at least 1") }
+        if let t = testLimit, t < 1 { throw ValidationError("--test-limit must be at least 1") }
         if let c = checkpointEvery, c < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
         if let t = stepTimeout, !(t > 0) { throw ValidationError("--step-timeout must be positive") }
@@ -75,7 +77,7 @@ struct Train: ParsableCommand {
         c.seed = seed; c.validationSplit = validationSplit; c.standardize = standardize; c.augment = augment
         c.bnSync = TrainConfig.BatchNormSync(rawValue: bnSync)!
         c.patience = patience; c.minDelta = minDelta; c.monitor = TrainConfig.Monitor(rawValue: monitor)!
-        c.restoreBestWeights = restoreBestWeights; c.maxSteps = maxSteps; c.trainLimit = trainLimit
+        c.restoreBestWeights = restoreBestWeights; c.maxSteps = maxSteps; c.trainLimit = trainLimit; c.testLimit = testLimit
         var o = RunOptions()
         o.runDirectory = runDir
         o.resume = resumeFrom.map { .file($0) } ?? (resume ? .latest : .none)

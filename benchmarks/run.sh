@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# distcnn vs PyTorch (CPU) training throughput, interleaved over several rounds so both
+# see the same machine conditions. Writes benchmarks/results/<date>.jsonl (one JSON line
+# per run, plus a machine line) and prints a Markdown table (also saved as .md beside it).
+#
+#   benchmarks/run.sh              # 3 rounds, ~6 min on a 2-core machine
+#   QUICK=1 benchmarks/run.sh      # 1 round, few steps: a smoke test (~1.5 min)
+#
+# Overrides (environment): ROUNDS, REF_STEPS, REF_WARMUP, SEED_STEPS, SEED_WARMUP,
+# EVAL_STEPS, EVAL_WARMUP, EVAL_BATCH, DDP_LAYOUTS ("eager channels_last"),
+# DISTCNN (binary), PYTHON, RESULTS (folder), TIMEOUT (seconds per run).
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+DISTCNN=${DISTCNN:-.build/release/distcnn}
+PYTHON=${PYTHON:-python3}
+RESULTS=${RESULTS:-benchmarks/results}
+TIMEOUT=${TIMEOUT:-600}
+QUICK=${QUICK:-0}
+if [[ "$QUICK" == 1 ]]; then
+    ROUNDS=${ROUNDS:-1}
+    REF_STEPS=${REF_STEPS:-5};   REF_WARMUP=${REF_WARMUP:-1}
+    SEED_STEPS=${SEED_STEPS:-50}; SEED_WARMUP=${SEED_WARMUP:-5}
+    EVAL_STEPS=${EVAL_STEPS:-3};  EVAL_WARMUP=${EVAL_WARMUP:-1}
+else
+    ROUNDS=${ROUNDS:-3}
+    REF_STEPS=${REF_STEPS:-30};   REF_WARMUP=${REF_WARMUP:-3}
+    SEED_STEPS=${SEED_STEPS:-300}; SEED_WARMUP=${SEED_WARMUP:-20}
+    EVAL_STEPS=${EVAL_STEPS:-8};  EVAL_WARMUP=${EVAL_WARMUP:-2}
+fi
+EVAL_BATCH=${EVAL_BATCH:-1000}
+DDP_LAYOUTS=${DDP_LAYOUTS:-eager}
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN="mpirun -np 2 --bind-to none --oversubscribe"
+PTB="$PYTHON benchmarks/pytorch_bench.py"
+
+[[ -x "$DISTCNN" ]] || { echo "run.sh: no distcnn binary at $DISTCNN (build with: swift build -c release)" >&2; exit 1; }
+"$PYTHON" -c "import torch" 2>/dev/null || { echo "run.sh: $PYTHON cannot import torch" >&2; exit 1; }
+
+mkdir -p "$RESULTS"
+STAMP=$(date +%Y-%m-%d_%H%M%S)
+OUT="$RESULTS/$STAMP.jsonl"
+[[ "$QUICK" == 1 ]] && OUT="$RESULTS/$STAMP-quick.jsonl"
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+: > "$OUT"
+
+TIME_BIN=""
+[[ -x /usr/bin/time ]] && TIME_BIN=/usr/bin/time
+
+"$PYTHON" benchmarks/record.py machine --command-line "QUICK=$QUICK ROUNDS=$ROUNDS REF_STEPS=$REF_STEPS REF_WARMUP=$REF_WARMUP SEED_STEPS=$SEED_STEPS SEED_WARMUP=$SEED_WARMUP EVAL_STEPS=$EVAL_STEPS EVAL_WARMUP=$EVAL_WARMUP EVAL_BATCH=$EVAL_BATCH DDP_LAYOUTS='$DDP_LAYOUTS' benchmarks/run.sh" >> "$OUT"
+
+log() { printf '%s\n' "$*" >&2; }
+START=$SECONDS
+FAILED=0
+
+failure() {  # round framework command rc stderr-file
+    "$PYTHON" - "$@" >> "$OUT" <<'EOF'
+import json, sys
+rnd, fw, cmd, rc, err = sys.argv[1:6]
+try:
+    tail = open(err).read().strip().splitlines()[-3:]
+except OSError:
+    tail = []
+print(json.dumps({"framework": fw, "round": int(rnd), "command": cmd, "error": f"exit {rc}", "stderr_tail": tail}))
+EOF
+}
+
+# distcnn ROUND NP THREADS MODEL BATCH STEPS WARMUP
+distcnn() {
+    local rnd=$1 np=$2 threads=$3 model=$4 batch=$5 steps=$6 warmup=$7
+    local cmd="$DISTCNN bench --model $model --batch-size $batch --steps $steps --warmup $warmup --threads $threads --json"
+    local shown="$cmd"
+    [[ "$np" -gt 1 ]] && shown="$MPIRUN $cmd"
+    rm -f "$TMP"/rss.*
+    local wrap=()
+    # Peak RSS per process with GNU time, one file per rank; not part of the timing.
+    [[ -n "$TIME_BIN" ]] && wrap=(sh -c 'exec '"$TIME_BIN"' -f %M -o "$0.${OMPI_COMM_WORLD_RANK:-0}" "$@"' "$TMP/rss")
+    local rc
+    if [[ "$np" -gt 1 ]]; then
+        timeout "$TIMEOUT" $MPIRUN "${wrap[@]}" $cmd > "$TMP/out" 2> "$TMP/err"; rc=$?
+    else
+        timeout "$TIMEOUT" "${wrap[@]}" $cmd > "$TMP/out" 2> "$TMP/err"; rc=$?
+    fi
+    if [[ $rc -eq 0 ]] && "$PYTHON" benchmarks/record.py distcnn --round "$rnd" --command "$shown" \
+            --rss "$TMP"/rss.* < "$TMP/out" > "$TMP/line"; then
+        cat "$TMP/line" >> "$OUT"
+        log "  $(summary < "$TMP/line")"
+    else
+        log "  FAILED (exit $rc): $shown"; sed 's/^/    /' "$TMP/err" | tail -5 >&2
+        failure "$rnd" distcnn "$shown" "$rc" "$TMP/err"; FAILED=$((FAILED + 1))
+    fi
+}
+
+# pytorch ROUND ARGS...
+pytorch() {
+    local rnd=$1; shift
+    local cmd="$PTB $*"
+    local rc
+    timeout "$TIMEOUT" $cmd > "$TMP/out" 2> "$TMP/err"; rc=$?
+    if [[ $rc -eq 0 ]] && "$PYTHON" benchmarks/record.py pytorch --round "$rnd" --command "$cmd" \
+            < "$TMP/out" > "$TMP/line"; then
+        cat "$TMP/line" >> "$OUT"
+        while read -r l; do log "  $(summary <<< "$l")"; done < "$TMP/line"
+    else
+        log "  FAILED (exit $rc): $cmd"; sed 's/^/    /' "$TMP/err" | tail -5 >&2
+        failure "$rnd" pytorch "$cmd" "$rc" "$TMP/err"; FAILED=$((FAILED + 1))
+    fi
+}
+
+summary() {
+    "$PYTHON" -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+print("%-7s %-4s %-13s %dx%d batch %-4d %9.1f images/s (median step %.2f ms)" % (r["framework"], r["model"], r["mode"],
+      r.get("world_size", 1), r["threads"], r["batch"], r["images_per_second"], r["step_ms_median"]))'
+}
+
+for ((r = 1; r <= ROUNDS; r++)); do
+    log "round $r/$ROUNDS ($((SECONDS - START)) s elapsed)"
+    # ref, one process, 2 threads
+    distcnn "$r" 1 2 ref 128 "$REF_STEPS" "$REF_WARMUP"
+    pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 2 --mode eager
+    pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 2 --mode channels_last
+    # ref, one process, 1 thread
+    distcnn "$r" 1 1 ref 128 "$REF_STEPS" "$REF_WARMUP"
+    pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 1 --mode eager
+    pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 1 --mode channels_last
+    # seed, one process, 1 thread, batch 32
+    distcnn "$r" 1 1 seed 32 "$SEED_STEPS" "$SEED_WARMUP"
+    pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --mode eager
+    pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --mode channels_last
+    # data parallel: 2 processes x 1 thread, global batch split in half
+    distcnn "$r" 2 1 ref 128 "$REF_STEPS" "$REF_WARMUP"
+    distcnn "$r" 2 1 seed 32 "$SEED_STEPS" "$SEED_WARMUP"
+    for layout in $DDP_LAYOUTS; do
+        pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 1 --ddp --layout "$layout"
+        pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --ddp --layout "$layout"
+    done
+    # inference (no distcnn command for this yet)
+    pytorch "$r" --model ref --eval --batch-size "$EVAL_BATCH" --steps "$EVAL_STEPS" --warmup "$EVAL_WARMUP" --threads 2 --layout eager
+    pytorch "$r" --model ref --eval --batch-size "$EVAL_BATCH" --steps "$EVAL_STEPS" --warmup "$EVAL_WARMUP" --threads 2 --layout channels_last
+done
+log "done in $((SECONDS - START)) s; $FAILED failed run(s); results in $OUT"
+
+"$PYTHON" benchmarks/table.py "$OUT" | tee "${OUT%.jsonl}.md"
+exit $(( FAILED > 0 ? 1 : 0 ))

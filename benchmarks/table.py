@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Markdown summary of a benchmarks/results/<date>.jsonl file written by run.sh.
+
+  python3 benchmarks/table.py benchmarks/results/2025-11-26_223000.jsonl
+
+Every run's images/s comes from its median step time; a cell shows the median of those over
+the rounds and, in parentheses, their min–max. For PyTorch the best mode (layout) of each
+configuration is the one with the highest median; the others are listed beside it.
+"""
+import json
+import statistics
+import sys
+from collections import OrderedDict, defaultdict
+
+
+def load(path):
+    machine, runs, failures = None, [], []
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            if r.get("type") == "machine":
+                machine = r
+            elif "error" in r:
+                failures.append(r)
+            else:
+                runs.append(r)
+    return machine, runs, failures
+
+
+def key(r):
+    kind = "eval" if r["mode"] == "eval" else "train"
+    return (r["model"], kind, int(r.get("world_size", 1)), int(r["threads"]), int(r["batch"]))
+
+
+def label(k):
+    model, kind, world, threads, batch = k
+    procs = "1 process" if world == 1 else f"{world} processes"
+    th = "thread" if threads == 1 else "threads"
+    what = "training" if kind == "train" else "inference"
+    s = f"`{model}` {what}, batch {batch}, {procs} × {threads} {th}"
+    if world > 1:
+        s += " (mpirun / DDP gloo)"
+    return s
+
+
+def order(k):
+    model, kind, world, threads, batch = k
+    return (kind != "train", world, model != "ref", -threads, batch)
+
+
+def fmt_rate(v):
+    return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
+
+
+def cell(values):
+    if not values:
+        return "—", None
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{fmt_rate(med)}", med
+    return f"{fmt_rate(med)} ({fmt_rate(min(values))}–{fmt_rate(max(values))})", med
+
+
+def fmt_mb(v):
+    return "—" if v is None else f"{v:,.0f}"
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: table.py RESULTS.jsonl")
+    machine, runs, failures = load(sys.argv[1])
+
+    groups = defaultdict(lambda: {"distcnn": [], "pytorch": defaultdict(list)})
+    for r in runs:
+        g = groups[key(r)]
+        if r["framework"] == "distcnn":
+            g["distcnn"].append(r)
+        else:
+            mode = r["mode"]
+            if mode in ("ddp", "eval") and r.get("layout"):
+                mode = f"{mode}/{r['layout']}"
+            g["pytorch"][mode].append(r)
+
+    rounds = sorted({r["round"] for r in runs})
+    out = []
+    p = out.append
+    p("## distcnn vs PyTorch, CPU training throughput")
+    p("")
+    if machine:
+        cores = machine.get("cpus")
+        cps, sockets = machine.get("cores_per_socket"), machine.get("sockets")
+        desc = f"{machine.get('cpu_model')}, {cores} CPU(s) ({sockets} socket × {cps} cores, " \
+               f"{machine.get('threads_per_core')} thread/core)"
+        if machine.get("hypervisor"):
+            desc += f", {machine['hypervisor']} VM"
+        p(f"- Machine: {desc}; Linux {machine.get('kernel')}")
+        p(f"- Date: {machine.get('date')}; distcnn {machine.get('distcnn_git')}; "
+          f"PyTorch {machine.get('torch')} (oneDNN {'on' if machine.get('mkldnn') else 'off'}), "
+          f"Python {machine.get('python')}; {machine.get('mpirun')}")
+        p(f"- Load average at start: {machine.get('load_average_at_start')}; rounds: {len(rounds)}")
+    p("")
+    p("| Configuration | distcnn images/s | PyTorch best images/s | PyTorch best mode | distcnn / PyTorch | "
+      "other PyTorch modes | peak RSS MB per process, distcnn / PyTorch |")
+    p("|---|---:|---:|---|---:|---|---:|")
+    details = []
+    for k in sorted(groups, key=order):
+        g = groups[k]
+        d_rates = [r["images_per_second"] for r in g["distcnn"]]
+        d_cell, d_med = cell(d_rates)
+        best_mode, best_med, best_cell, others = None, None, "—", []
+        per_mode = {}
+        for mode, rs in g["pytorch"].items():
+            c, m = cell([r["images_per_second"] for r in rs])
+            per_mode[mode] = (c, m)
+            if best_med is None or m > best_med:
+                best_mode, best_med, best_cell = mode, m, c
+        for mode, (c, m) in sorted(per_mode.items()):
+            if mode != best_mode:
+                others.append(f"{mode}: {c}")
+        ratio = f"{d_med / best_med:.2f}×" if d_med and best_med else "—"
+        if not g["distcnn"] and k[1] == "eval":
+            d_cell = "— (no distcnn inference benchmark yet)"
+        d_rss = max((r["peak_rss_mb"] for r in g["distcnn"] if r.get("peak_rss_mb")), default=None)
+        t_rss = max((r["peak_rss_mb"] for r in g["pytorch"].get(best_mode, []) if r.get("peak_rss_mb")),
+                    default=None)
+        p(f"| {label(k)} | {d_cell} | {best_cell} | {best_mode or '—'} | {ratio} | "
+          f"{'; '.join(others) or '—'} | {fmt_mb(d_rss)} / {fmt_mb(t_rss)} |")
+        if g["distcnn"]:
+            ds = g["distcnn"]
+            details.append(
+                f"| {label(k)} | {statistics.median(r['step_ms_median'] for r in ds):.2f} | "
+                f"{statistics.median(r['images_per_second_mean'] for r in ds):,.0f} | "
+                f"{statistics.median(r['gflops'] for r in ds):.1f} | "
+                f"{statistics.median(r['peak_share'] for r in ds) * 100:.0f}% | "
+                f"{statistics.median(r['all_reduce_share'] for r in ds) * 100:.1f}% |")
+    p("")
+    if details:
+        p("distcnn detail (medians over rounds): median step, distcnn's own mean-based images/s, GFLOP/s, "
+          "share of its measured sgemm peak, share of the step spent in all-reduce.")
+        p("")
+        p("| Configuration | step ms | images/s (mean-based) | GFLOP/s | of sgemm peak | all-reduce |")
+        p("|---|---:|---:|---:|---:|---:|")
+        out.extend(details)
+        p("")
+    steps = sorted({(r["model"], r["mode"] == "eval", r["steps"], r.get("warmup")) for r in runs
+                    if r["framework"] == "pytorch"})
+    p("Notes:")
+    p("- images/s = batch / median step time of a run (forward + backward + gradient all-reduce + Adam); "
+      "cells give the median over rounds and (min–max). Synthetic data, random labels; the two frameworks "
+      "alternate within every round.")
+    p("- Timed steps (warm-up): " + "; ".join(
+        f"{m}{' eval' if e else ''} {s} ({w})" for m, e, s, w in steps) + ".")
+    p("- PyTorch modes: `eager` = NCHW contiguous, `channels_last` = model and input in "
+      "`torch.channels_last`; `ddp` = DistributedDataParallel over gloo with per-rank BatchNorm "
+      "(`SyncBatchNorm` is GPU-only), while `distcnn bench` synchronises batch-norm statistics "
+      "across ranks (`--bn-sync global`), i.e. does more communication.")
+    p("- Peak RSS: PyTorch from `getrusage` (the `import torch` runtime alone is ~300 MB); distcnn from "
+      "GNU `time -f %M`; per process (the largest rank under mpirun / DDP).")
+    p("- Inference: distcnn has no inference-throughput command yet, so that row has PyTorch only.")
+    if failures:
+        p("- **Failed runs:** " + "; ".join(f"round {f['round']} `{f['command']}` ({f['error']})" for f in failures))
+    p("")
+    p("Commands (each round runs them in this order):")
+    p("")
+    p("```")
+    seen = OrderedDict()
+    for r in runs + failures:
+        seen.setdefault(r["command"], None)
+    for c in seen:
+        p(c)
+    p("```")
+    if machine and machine.get("run"):
+        p("")
+        p(f"Runner: `{machine['run'].strip()}`")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
