@@ -5,10 +5,17 @@ import Foundation
 public enum ActivationFunction {
     @inline(__always)
     static func apply(_ a: Activation, alpha: Float, _ v: UnsafeMutablePointer<Float>, count: Int) {
+        apply(a, alpha: alpha, from: v, to: v, count: count)
+    }
+
+    /// y = f(x); x and y may be the same buffer. Branch-free so it vectorizes.
+    @inline(__always)
+    static func apply(_ a: Activation, alpha: Float, from x: UnsafePointer<Float>, to y: UnsafeMutablePointer<Float>,
+                      count: Int) {
         switch a {
-        case .linear: break
-        case .relu: for i in 0..<count { v[i] = max(v[i], 0) }
-        case .elu: for i in 0..<count { let x = v[i]; v[i] = x > 0 ? x : alpha * (expf(x) - 1) }
+        case .linear: if UnsafePointer(y) != x { y.update(from: x, count: count) }
+        case .relu: for i in 0..<count { y[i] = max(x[i], 0) }
+        case .elu: for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : alpha * (expf(v) - 1) }
         }
     }
 
@@ -16,10 +23,17 @@ public enum ActivationFunction {
     @inline(__always)
     static func backward(_ a: Activation, alpha: Float, y: UnsafePointer<Float>,
                          _ dy: UnsafeMutablePointer<Float>, count: Int) {
+        backward(a, alpha: alpha, y: y, dy: UnsafePointer(dy), dx: dy, count: count)
+    }
+
+    /// dx = dy · f'(y); dy and dx may be the same buffer. Branch-free so it vectorizes.
+    @inline(__always)
+    static func backward(_ a: Activation, alpha: Float, y: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                         dx: UnsafeMutablePointer<Float>, count: Int) {
         switch a {
-        case .linear: break
-        case .relu: for i in 0..<count where y[i] <= 0 { dy[i] = 0 }
-        case .elu: for i in 0..<count where y[i] <= 0 { dy[i] *= y[i] + alpha }
+        case .linear: if UnsafePointer(dx) != dy { dx.update(from: dy, count: count) }
+        case .relu: for i in 0..<count { dx[i] = y[i] > 0 ? dy[i] : 0 }
+        case .elu: for i in 0..<count { let v = y[i]; dx[i] = v > 0 ? dy[i] : dy[i] * (v + alpha) }
         }
     }
 }
@@ -39,17 +53,21 @@ public final class ActivationLayer: Layer {
 
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
-        let n = batch * inputShape.count
-        y.update(from: x, count: n)
-        ActivationFunction.apply(function, alpha: alpha, y, count: n)
+        let per = inputShape.count
+        Parallel.chunks(batch, cost: per) { _, r in
+            ActivationFunction.apply(function, alpha: alpha, from: x + r.lowerBound * per, to: y + r.lowerBound * per,
+                                     count: r.count * per)
+        }
     }
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         guard let dx else { return }
-        let n = batch * inputShape.count
-        ActivationFunction.backward(function, alpha: alpha, y: y, dy, count: n)
-        dx.update(from: dy, count: n)
+        let per = inputShape.count
+        Parallel.chunks(batch, cost: per) { _, r in
+            let o = r.lowerBound * per
+            ActivationFunction.backward(function, alpha: alpha, y: y + o, dy: dy + o, dx: dx + o, count: r.count * per)
+        }
     }
 }
 

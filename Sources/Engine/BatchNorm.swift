@@ -13,6 +13,10 @@ public final class BatchNorm: Layer {
     public let momentum: Float, epsilon: Float
     public var kind: String { "batchnorm" }
     var channels: Int { inputShape.c }
+    /// An activation layer that follows this one, applied here in the same pass over memory
+    /// (the model then skips that layer and shares its output buffer).
+    public var fusedActivation: Activation = .linear
+    public var fusedAlpha: Float = 1
 
     var gamma: UnsafeMutablePointer<Float>!, beta: UnsafeMutablePointer<Float>!
     var dGamma: UnsafeMutablePointer<Float>!, dBeta: UnsafeMutablePointer<Float>!
@@ -116,7 +120,13 @@ public final class BatchNorm: Layer {
                 let scale = gamma[c] * batchInvStd[c]
                 let shift = beta[c] - batchMean[c] * scale
                 let p = x + (n * C + c) * S, q = y + (n * C + c) * S
-                for i in 0..<S { q[i] = p[i] * scale + shift }
+                switch fusedActivation {
+                case .relu: for i in 0..<S { q[i] = max(p[i] * scale + shift, 0) }
+                case .linear: for i in 0..<S { q[i] = p[i] * scale + shift }
+                case .elu:
+                    for i in 0..<S { q[i] = p[i] * scale + shift }
+                    ActivationFunction.apply(.elu, alpha: fusedAlpha, q, count: S)
+                }
             }
           }
         }
@@ -126,17 +136,31 @@ public final class BatchNorm: Layer {
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         precondition(hasTrainingForward, "BatchNorm.backward without a training forward")
         let C = channels, S = inputShape.spatial
+        // With a fused activation, dy is at the activation's output; the gradient at the batch
+        // norm's output is dy·f'(z) with z = γ·x̂ + β recomputed from x, which saves reading y.
+        let act = fusedActivation, alpha = fusedAlpha
+        @inline(__always) func gate(_ z: Float, _ g: Float) -> Float {
+            switch act {
+            case .linear: return g
+            case .relu: return z > 0 ? g : 0
+            case .elu: return z > 0 ? g : g * alpha * expf(z)
+            }
+        }
         // Local [Σdy | Σdy·x̂].
         sums.withUnsafeMutableBufferPointer { sp in
           let sums = sp
           Parallel.chunks(C, cost: batch * S * 3) { _, channels in
           for c in channels {
-            let mean = batchMean[c], inv = batchInvStd[c]
+            let mean = batchMean[c], inv = batchInvStd[c], gm = gamma[c], bt = beta[c]
             var sdy = 0.0, sdyx = 0.0
             for n in 0..<batch {
                 let p = x + (n * C + c) * S, g = dy + (n * C + c) * S
                 var a: Float = 0, b: Float = 0
-                for i in 0..<S { a += g[i]; b += g[i] * (p[i] - mean) * inv }
+                for i in 0..<S {
+                    let xhat = (p[i] - mean) * inv
+                    let gi = gate(gm * xhat + bt, g[i])
+                    a += gi; b += gi * xhat
+                }
                 sdy += Double(a); sdyx += Double(b)
             }
             sums[c] = sdy; sums[C + c] = sdyx
@@ -157,12 +181,12 @@ public final class BatchNorm: Layer {
           for c in channels {
             let mean = batchMean[c], inv = batchInvStd[c]
             let meanDy = Float(sums[c] / m), meanDyX = Float(sums[C + c] / m)
-            let k = gamma[c] * inv
+            let k = gamma[c] * inv, gm = gamma[c], bt = beta[c]
             for n in 0..<batch {
                 let p = x + (n * C + c) * S, g = dy + (n * C + c) * S, d = dx + (n * C + c) * S
                 for i in 0..<S {
                     let xhat = (p[i] - mean) * inv
-                    d[i] = k * (g[i] - meanDy - xhat * meanDyX)
+                    d[i] = k * (gate(gm * xhat + bt, g[i]) - meanDy - xhat * meanDyX)
                 }
             }
           }

@@ -27,10 +27,30 @@ public final class MaxPool2D: Layer {
                         context: PassContext) throws {
         let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
         precondition(argmax.count >= batch * outputShape.count, "MaxPool2D: reserve(batch:) first")
+        let fast = size == 2 && rows.stride == 2 && cols.stride == 2 && rows.padBefore == 0 && cols.padBefore == 0
+            && 2 * OH <= H && 2 * OW <= W
         argmax.withUnsafeMutableBufferPointer { arg in
-            for plane in 0..<(batch * inputShape.c) {
+          let base = arg.baseAddress!
+          Parallel.chunks(batch * inputShape.c, cost: H * W) { _, planes in
+            for plane in planes {
                 let xp = x + plane * H * W, yp = y + plane * OH * OW
-                let ap = arg.baseAddress! + plane * OH * OW
+                let ap = base + plane * OH * OW
+                if fast {
+                    // 2×2 windows, stride 2, no padding: the common case, without bounds arithmetic.
+                    for oy in 0..<OH {
+                        let r0 = xp + 2 * oy * W, r1 = r0 + W
+                        for ox in 0..<OW {
+                            let a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1]
+                            var best = a, at = Int32(2 * oy * W + 2 * ox)
+                            if b > best { best = b; at = Int32(2 * oy * W + 2 * ox + 1) }
+                            if c > best { best = c; at = Int32((2 * oy + 1) * W + 2 * ox) }
+                            if d > best { best = d; at = Int32((2 * oy + 1) * W + 2 * ox + 1) }
+                            yp[oy * OW + ox] = best
+                            ap[oy * OW + ox] = at
+                        }
+                    }
+                    continue
+                }
                 for oy in 0..<OH {
                     let y0 = max(oy * rows.stride - rows.padBefore, 0)
                     let y1 = min(oy * rows.stride - rows.padBefore + size, H)
@@ -48,6 +68,7 @@ public final class MaxPool2D: Layer {
                     }
                 }
             }
+          }
         }
         hasTrainingForward = true
     }
@@ -57,13 +78,16 @@ public final class MaxPool2D: Layer {
         precondition(hasTrainingForward, "MaxPool2D.backward without a forward")
         guard let dx else { return }
         let inPlane = inputShape.spatial, outPlane = outputShape.spatial
-        dx.update(repeating: 0, count: batch * inputShape.count)
         argmax.withUnsafeBufferPointer { arg in
-            for plane in 0..<(batch * inputShape.c) {
+          let base = arg.baseAddress!
+          Parallel.chunks(batch * inputShape.c, cost: inPlane) { _, planes in
+            for plane in planes {
                 let d = dx + plane * inPlane, g = dy + plane * outPlane
-                let ap = arg.baseAddress! + plane * outPlane
+                let ap = base + plane * outPlane
+                d.update(repeating: 0, count: inPlane)
                 for o in 0..<outPlane where ap[o] >= 0 { d[Int(ap[o])] += g[o] }
             }
+          }
         }
     }
 }

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 
 /// A named tensor of the model and where it lives in the flat buffers.
@@ -35,9 +36,14 @@ public final class Model {
     public var classes: Int { layers.last!.outputShape.count }
 
     public private(set) var capacity = 0
+    /// When set, forward and backward add each layer's seconds here (index = layer).
+    public var profile: LayerProfile?
     /// (N, input) the batch to run; fill it before `forward`.
     public private(set) var input = FloatBuffer(count: 0)
     var activations: [FloatBuffer] = []   // layer i's output, (N, outputShape_i)
+    /// Layers whose work is done by the layer before them (an activation fused into a batch
+    /// norm): skipped, their output buffer is the previous layer's.
+    let fused: [Bool]
     var gradA = FloatBuffer(count: 0), gradB = FloatBuffer(count: 0)   // ping-pong (N, max shape)
 
     public init(spec: ModelSpec, reductionScalars: Int = 0) throws {
@@ -63,6 +69,14 @@ public final class Model {
             throw ModelError.spec("model '\(spec.name)': the last layer must give class scores (a dense layer), gives \(shape)")
         }
         layers = built
+        var fused = [Bool](repeating: false, count: built.count)
+        for i in built.indices.dropFirst() {
+            if let bn = built[i - 1] as? BatchNorm, let act = built[i] as? ActivationLayer {
+                bn.fusedActivation = act.function; bn.fusedAlpha = act.alpha
+                fused[i] = true
+            }
+        }
+        self.fused = fused
 
         var named: [NamedTensor] = []
         var pOffset = 0, sOffset = 0
@@ -153,7 +167,10 @@ public final class Model {
         guard batch > capacity else { return }
         capacity = batch
         input = FloatBuffer(count: batch * inputShape.count)
-        activations = layers.map { FloatBuffer(count: batch * $0.outputShape.count) }
+        activations = []
+        for (i, layer) in layers.enumerated() {
+            activations.append(fused[i] ? activations[i - 1] : FloatBuffer(count: batch * layer.outputShape.count))
+        }
         let widest = max(inputShape.count, layers.map { $0.outputShape.count }.max() ?? 0)
         gradA = FloatBuffer(count: batch * widest); gradB = FloatBuffer(count: batch * widest)
         for layer in layers { layer.reserve(batch: batch) }
@@ -164,8 +181,10 @@ public final class Model {
     public func forward(batch: Int, context: PassContext) throws -> UnsafeMutablePointer<Float> {
         precondition(batch <= capacity, "Model.forward: reserve(batch:) first")
         var x = UnsafePointer(input.pointer)
-        for (layer, y) in zip(layers, activations) {
+        for (i, (layer, y)) in zip(layers, activations).enumerated() where !fused[i] {
+            let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             try layer.forward(x, y.pointer, batch: batch, context: context)
+            if let profile { profile.forward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
             x = UnsafePointer(y.pointer)
         }
         return activations.last!.pointer
@@ -179,10 +198,12 @@ public final class Model {
                          inputGradient: UnsafeMutablePointer<Float>? = nil) throws {
         var dy = gradA.pointer, spare = gradB.pointer
         dy.update(from: dlogits, count: batch * classes)
-        for i in stride(from: layers.count - 1, through: 0, by: -1) {
+        for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
             let x = i == 0 ? UnsafePointer(input.pointer) : UnsafePointer(activations[i - 1].pointer)
             let dx: UnsafeMutablePointer<Float>? = i == 0 ? inputGradient : spare
+            let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
+            if let profile { profile.backward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
             swap(&dy, &spare)
         }
     }
@@ -282,5 +303,14 @@ extension ModelSpec {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
         return String(decoding: try! enc.encode(self), as: UTF8.self)
+    }
+}
+
+/// Seconds spent in each layer's forward and backward (collective waits inside batch norm
+/// included), for `distcnn bench --profile`.
+public final class LayerProfile {
+    public var forward: [Double], backward: [Double]
+    public init(layers: Int) {
+        forward = [Double](repeating: 0, count: layers); backward = forward
     }
 }

@@ -19,21 +19,30 @@ public struct BenchResult: Codable, Sendable {
     public var peakShare: Double
     public var allReduceShare: Double
     public var stepMilliseconds: [Double]
+    /// Per layer (and phase) milliseconds per step, when profiled.
+    public var profile: [ProfileRow]?
 
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", threadsPerRank = "threads_per_rank", batchSize = "batch_size", steps, seconds
         case imagesPerSecond = "images_per_second", gflops, sgemmPeakGflops = "sgemm_peak_gflops", peakShare = "peak_share"
-        case allReduceShare = "all_reduce_share", stepMilliseconds = "step_milliseconds"
+        case allReduceShare = "all_reduce_share", stepMilliseconds = "step_milliseconds", profile
     }
 }
 
+public struct ProfileRow: Codable, Sendable {
+    public var name: String
+    public var forwardMs: Double
+    public var backwardMs: Double
+    enum CodingKeys: String, CodingKey { case name, forwardMs = "forward_ms", backwardMs = "backward_ms" }
+}
+
 extension Tool {
-    public static func bench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, json: Bool) -> Int32 {
+    public static func bench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool, json: Bool) -> Int32 {
         let comm: Communicator
         do { comm = try makeCommunicator() } catch { Console.error("cannot start MPI: \(error)"); return 1 }
         defer { comm.finalize() }
         do {
-            let r = try runBench(model: name, batchSize: batchSize, steps: steps, warmup: warmup, threads: threads, comm: comm)
+            let r = try runBench(model: name, batchSize: batchSize, steps: steps, warmup: warmup, threads: threads, profile: profile, comm: comm)
             guard comm.rank == 0 else { return 0 }
             if json {
                 let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -42,6 +51,9 @@ extension Tool {
                 print(String(format: "%@: %d rank(s) × %d thread(s), batch %d: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), all-reduce %.1f%% of step",
                              r.model, r.worldSize, r.threadsPerRank, r.batchSize, r.imagesPerSecond, r.gflops,
                              r.peakShare * 100, r.sgemmPeakGflops, r.allReduceShare * 100))
+                for row in r.profile ?? [] {
+                    print(String(format: "  %-22@ forward %7.2f ms  backward %7.2f ms", row.name, row.forwardMs, row.backwardMs))
+                }
             }
             return 0
         } catch {
@@ -49,7 +61,7 @@ extension Tool {
         }
     }
 
-    static func runBench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?,
+    static func runBench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool,
                          comm: Communicator) throws -> BenchResult {
         let spec = try ModelSpec.load(name)
         let threads = threads ?? defaultThreads(ranksOnNode: comm.localSize)
@@ -65,6 +77,7 @@ extension Tool {
         let indices = Array(0..<batch)
         var times: [Double] = [], allReduce = 0.0
         for s in 0..<(warmup + steps) {
+            if profile && s == warmup { model.profile = LayerProfile(layers: model.layers.count) }
             step.reducer.seconds = 0
             let t0 = DispatchTime.now().uptimeNanoseconds
             _ = try step.run(dataset: data, normalizer: .unit, indices: indices[mine], offset: mine.lowerBound,
@@ -84,10 +97,17 @@ extension Tool {
         BLAS.setThreads(1)
         let images = Double(batch * steps)
         let gflops = images * Double(model.trainingFlopsPerExample) / seconds * 1e-9
+        let rows = model.profile.map { p in
+            model.layers.indices.map { i in
+                ProfileRow(name: "\(i) \(model.layers[i].kind)", forwardMs: p.forward[i] * 1000 / Double(steps),
+                           backwardMs: p.backward[i] * 1000 / Double(steps))
+            } + [ProfileRow(name: "all-reduce + rest", forwardMs: 0,
+                            backwardMs: (times.reduce(0, +) - p.forward.reduce(0, +) - p.backward.reduce(0, +)) * 1000 / Double(steps))]
+        }
         return BenchResult(model: spec.name, worldSize: comm.size, threadsPerRank: threads, batchSize: batch, steps: steps,
                            seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,
                            sgemmPeakGflops: peak * Double(comm.size), peakShare: gflops / (peak * Double(comm.size)),
-                           allReduceShare: worst[1] / seconds, stepMilliseconds: times.map { $0 * 1000 })
+                           allReduceShare: worst[1] / seconds, stepMilliseconds: times.map { $0 * 1000 }, profile: rows)
     }
 
     /// Images of keyed random pixels with keyed random labels.
