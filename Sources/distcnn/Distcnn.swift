@@ -13,7 +13,8 @@ struct Distcnn: ParsableCommand {
               mpirun -np 2 distcnn train --model ref --data data/mnist --run-dir runs/ref2
               distcnn evaluate --checkpoint runs/ref/checkpoints/final.safetensors
             """,
-        subcommands: [Train.self, Evaluate.self, Summary.self, Bench.self, Inspect.self])
+        subcommands: [Train.self, Evaluate.self, Summary.self, Bench.self, Inspect.self, Predict.self, Report.self,
+                      Download.self])
 }
 
 extension Distcnn {

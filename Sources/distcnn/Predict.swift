@@ -1,0 +1,7 @@
+import ArgumentParser
+import Training
+
+struct Predict: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "(not yet available)")
+    func run() throws { throw ValidationError("not yet available") }
+}
