@@ -31,6 +31,9 @@ public enum Tool {
         let collective = error is RunError
         if comm.size > 1 && !collective {
             Console.error("rank \(comm.rank): \(error)")
+            // MPI_Abort needs mpirun's daemon; if this host is cut off it never returns, so a
+            // watchdog ends the process regardless after a grace period.
+            Thread.detachNewThread { sleep(3); _exit(1) }
             comm.abort(code: 1)
         }
         if comm.rank == 0 { Console.error("\(error)") }

@@ -41,6 +41,8 @@ public struct RunSummary: Codable, Sendable {
     public var weightsSHA256: String
     public var threadsPerRank: Int
     public var endedBy: String
+    /// Each rank's host, in rank order.
+    public var hosts: [String]
 
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", epochsRun = "epochs_run", globalSteps = "global_steps"
@@ -48,7 +50,7 @@ public struct RunSummary: Codable, Sendable {
         case valAccuracy = "val_accuracy", testLoss = "test_loss", testAccuracy = "test_accuracy"
         case trainSeconds = "train_seconds", imagesPerSecond = "images_per_second"
         case allReduceShare = "all_reduce_share", weightsSHA256 = "weights_sha256"
-        case threadsPerRank = "threads_per_rank", endedBy = "ended_by"
+        case threadsPerRank = "threads_per_rank", endedBy = "ended_by", hosts
     }
 }
 
@@ -81,6 +83,9 @@ public final class Trainer {
         let threads = options.threads ?? defaultThreads(ranksOnNode: comm.localSize)
         Parallel.configure(threads: threads)
         try agreeOnConfiguration()
+        comm.phase = "host names"
+        let hosts = comm.size > 1 ? try comm.allGather(Array(comm.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) }
+                                  : [comm.hostName]
 
         // Data: every rank loads it (from its own disk or a shared one); any rank's failure
         // stops all of them with that rank's message.
@@ -126,7 +131,7 @@ public final class Trainer {
         let rng = CounterRNG(seed: config.seed)
         let stepsPerEpoch = (train.count + config.batchSize - 1) / config.batchSize
         printConfiguration(model: model, train: train, validation: validation, test: test, threads: threads,
-                           stepsPerEpoch: stepsPerEpoch)
+                           stepsPerEpoch: stepsPerEpoch, hosts: hosts)
         StopSignal.install()
 
         var endedBy = "epochs"
@@ -214,7 +219,7 @@ public final class Trainer {
             valLoss: val?.loss, valAccuracy: val?.accuracy, testLoss: tst.loss, testAccuracy: tst.accuracy,
             trainSeconds: state.trainSeconds, imagesPerSecond: stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
             allReduceShare: stepSeconds > 0 ? allReduceSeconds / stepSeconds : 0,
-            weightsSHA256: model.weightsSHA256(), threadsPerRank: threads, endedBy: endedBy)
+            weightsSHA256: model.weightsSHA256(), threadsPerRank: threads, endedBy: endedBy, hosts: hosts)
         try verifyIdenticalWeights(summary.weightsSHA256)
         if let files {
             try files.writeCheckpoint(Checkpoint(model: model, adam: adam, state: state), name: "final.safetensors")
@@ -381,11 +386,17 @@ public final class Trainer {
 
     // MARK: Output
 
-    func printConfiguration(model: Model, train: Dataset, validation: Dataset, test: Dataset, threads: Int, stepsPerEpoch: Int) {
+    func printConfiguration(model: Model, train: Dataset, validation: Dataset, test: Dataset, threads: Int, stepsPerEpoch: Int,
+                            hosts: [String]) {
         guard console.enabled else { return }
+        var perHost: [(String, Int)] = []
+        for h in hosts {
+            if let i = perHost.firstIndex(where: { $0.0 == h }) { perHost[i].1 += 1 } else { perHost.append((h, 1)) }
+        }
         let rows: [(String, String)] = [
             ("model", "\(config.model.name) (\(model.parameterCount) parameters)"),
-            ("world", "\(comm.size) rank\(comm.size == 1 ? "" : "s"), \(threads) BLAS thread\(threads == 1 ? "" : "s") per rank"),
+            ("world", "\(comm.size) rank\(comm.size == 1 ? "" : "s"), \(threads) thread\(threads == 1 ? "" : "s") per rank"),
+            ("hosts", perHost.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),
             ("data", "\(config.dataDirectory): \(train.count) train, \(validation.count) validation, \(test.count) test"),
             ("batch", "\(config.batchSize) global (≤ \((config.batchSize + comm.size - 1) / comm.size) per rank), \(stepsPerEpoch) steps per epoch"),
             ("schedule", "\(config.epochs) epochs, Adam lr \(config.learningRate), seed \(config.seed)"
