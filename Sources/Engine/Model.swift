@@ -61,7 +61,7 @@ public final class Model {
             let layer = try Model.makeLayer(ls, index: i, input: shape)
             built.append(layer)
             shape = layer.outputShape
-            guard shape.count > 0, shape.count <= 1 << 26 else {
+            guard shape.count > 0, shape.count <= 1 << 24 else {
                 throw ModelError.shape("layer \(i) (\(ls.type)) output \(shape) is empty or too large")
             }
         }
@@ -91,8 +91,13 @@ public final class Model {
             }
             pOffset += layer.parameterCount; sOffset += layer.stateCount
         }
-        guard pOffset <= 1 << 28 else {
-            throw ModelError.spec("model '\(spec.name)' has \(pOffset) parameters; more than 2^28 is refused")
+        // Limits that keep a hostile model file from making us allocate gigabytes.
+        guard pOffset <= 1 << 25 else {
+            throw ModelError.spec("model '\(spec.name)' has \(pOffset) parameters; more than 2^25 (33.5 million) is refused")
+        }
+        let perExample = built.reduce(inputShape.count) { $0 + $1.outputShape.count }
+        guard perExample <= 1 << 24 else {
+            throw ModelError.spec("model '\(spec.name)' needs \(perExample) activations per example; more than 2^24 is refused")
         }
         tensors = named
         parameterCount = pOffset; stateCount = sOffset

@@ -1,0 +1,78 @@
+import Data
+import Engine
+import Foundation
+import Training
+
+/// Fuzz targets for every parser of outside input: IDX files, checkpoints (safetensors header,
+/// offsets, metadata) and model JSON. Built with `-DFUZZING` and `--sanitize=fuzzer` it is a
+/// libFuzzer binary (`scripts/fuzz`); built normally it replays the files it is given, so the
+/// corpus doubles as a regression test. The target comes from `DISTCNN_FUZZ_TARGET`.
+enum FuzzTarget: String {
+    case idx, checkpoint, model
+
+    static let current: FuzzTarget = {
+        let name = ProcessInfo.processInfo.environment["DISTCNN_FUZZ_TARGET"] ?? "idx"
+        guard let t = FuzzTarget(rawValue: name) else {
+            FileHandle.standardError.write(Data("DISTCNN_FUZZ_TARGET must be idx, checkpoint or model\n".utf8))
+            exit(2)
+        }
+        return t
+    }()
+
+    /// Scratch file for the IDX reader, which reads paths (in memory-backed /dev/shm when possible).
+    static let scratch: String = {
+        let dir = FileManager.default.isWritableFile(atPath: "/dev/shm") ? "/dev/shm" : NSTemporaryDirectory()
+        return dir + "/distcnn-fuzz-\(getpid()).idx"
+    }()
+
+    /// Parses one input; every failure must be a thrown error, never a crash or a huge allocation.
+    func run(_ bytes: [UInt8]) {
+        switch self {
+        case .idx:
+            guard FileManager.default.createFile(atPath: FuzzTarget.scratch, contents: Data(bytes)) else { return }
+            if let images = try? IDXReader.readImages(path: FuzzTarget.scratch) {
+                precondition(images.pixels.count == images.count * images.height * images.width * images.channels)
+            }
+            if let labels = try? IDXReader.readLabels(path: FuzzTarget.scratch) {
+                precondition(labels.count <= bytes.count * 1100)
+            }
+        case .checkpoint:
+            guard let ckpt = try? Checkpoint.parse(bytes, source: "fuzz") else { return }
+            if let model = try? Model(spec: ckpt.spec) {
+                try? ckpt.restore(into: model, adam: Adam(parameterCount: model.parameterCount, config: AdamConfig()),
+                                  source: "fuzz")
+            }
+        case .model:
+            guard let spec = try? ModelSpec.decode(Data(bytes), source: "fuzz"),
+                  let model = try? Model(spec: spec) else { return }
+            _ = ModelSummary(model: model, batchSize: 2)
+        }
+    }
+}
+
+#if FUZZING
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOneInput(_ data: UnsafePointer<UInt8>, _ count: Int) -> CInt {
+    FuzzTarget.current.run(Array(UnsafeBufferPointer(start: data, count: count)))
+    return 0
+}
+#else
+@main
+struct ReplayCorpus {
+    static func main() {
+        var files = 0
+        for path in CommandLine.arguments.dropFirst() {
+            var isDir: ObjCBool = false
+            FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+            let paths = isDir.boolValue
+                ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted().map { path + "/" + $0 } : [path]
+            for p in paths {
+                guard let data = FileManager.default.contents(atPath: p) else { continue }
+                FuzzTarget.current.run([UInt8](data))
+                files += 1
+            }
+        }
+        print("replayed \(files) inputs for \(FuzzTarget.current.rawValue) without a crash")
+    }
+}
+#endif
