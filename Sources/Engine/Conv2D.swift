@@ -153,6 +153,7 @@ public final class Conv2D: Layer {
     }
 
     /// col[(ci·kh + ky)·kw + kx][oy·ow + ox] = x[ci][oy·s − padTop + ky][ox·s − padLeft + kx], 0 outside.
+    /// Rows are short (an image row), so plain loops beat memcpy/memset calls here.
     func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
         let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
         let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
@@ -163,22 +164,22 @@ public final class Conv2D: Layer {
                 let oyRange = rows.validOutputs(offset: ky)
                 for kx in 0..<kernel {
                     let oxRange = cols.validOutputs(offset: kx)
+                    let lo = oxRange.lowerBound, hi = oxRange.upperBound, shift = kx - pl
                     for oy in 0..<OH {
                         let out = row + oy * OW
-                        guard oyRange.contains(oy), !oxRange.isEmpty else {
-                            out.update(repeating: 0, count: OW); continue
+                        if oy < oyRange.lowerBound || oy >= oyRange.upperBound || lo >= hi {
+                            for ox in 0..<OW { out[ox] = 0 }
+                            continue
                         }
                         let src = plane + (oy * sy - pt + ky) * W
-                        if oxRange.lowerBound > 0 { out.update(repeating: 0, count: oxRange.lowerBound) }
+                        for ox in 0..<lo { out[ox] = 0 }
                         if sx == 1 {
-                            let ix0 = oxRange.lowerBound - pl + kx
-                            (out + oxRange.lowerBound).update(from: src + ix0, count: oxRange.count)
+                            let s = src + shift
+                            for ox in lo..<hi { out[ox] = s[ox] }
                         } else {
-                            for ox in oxRange { out[ox] = src[ox * sx - pl + kx] }
+                            for ox in lo..<hi { out[ox] = src[ox * sx + shift] }
                         }
-                        if oxRange.upperBound < OW {
-                            (out + oxRange.upperBound).update(repeating: 0, count: OW - oxRange.upperBound)
-                        }
+                        for ox in hi..<OW { out[ox] = 0 }
                     }
                     row += OH * OW
                 }
