@@ -21,10 +21,12 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib",
                        providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
 
         // MARK: Libraries
         .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: optimize),
-        .target(name: "Data", dependencies: ["Engine", "CZlib"]),
+        .target(name: "Data", dependencies: ["Engine", "CZlib", "CPNG"]),
         .target(name: "Collective", dependencies: ["CMPI"]),
         .target(name: "Training", dependencies: ["Engine", "Data", "Collective"]),
 

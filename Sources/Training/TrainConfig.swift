@@ -61,6 +61,13 @@ public struct EpochMetrics: Codable, Equatable, Sendable {
     public var testLoss: Double, testAccuracy: Double
     public var learningRate: Double
     public var seconds: Double
+
+    public init(epoch: Int, globalStep: Int, trainLoss: Double, trainAccuracy: Double, valLoss: Double?, valAccuracy: Double?,
+                testLoss: Double, testAccuracy: Double, learningRate: Double, seconds: Double) {
+        self.epoch = epoch; self.globalStep = globalStep; self.trainLoss = trainLoss; self.trainAccuracy = trainAccuracy
+        self.valLoss = valLoss; self.valAccuracy = valAccuracy; self.testLoss = testLoss; self.testAccuracy = testAccuracy
+        self.learningRate = learningRate; self.seconds = seconds
+    }
 }
 
 /// Keras's EarlyStopping state: the best monitored value, when it was seen, and how many

@@ -125,6 +125,8 @@ public final class Trainer {
             try broadcastWeights(model)
         }
 
+        let tensorBoard = comm.rank == 0
+            ? try TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: state.globalStep) : nil
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: config.bnSync, seed: config.seed)
         let perRank = (config.batchSize + comm.size - 1) / comm.size
         step.reserve(batch: perRank)
@@ -162,9 +164,14 @@ public final class Trainer {
                 }
                 state.globalStep += 1; state.stepInEpoch += 1
                 state.epochLossSum += r.lossSum; state.epochCorrect += r.correct; state.epochSeen += Double(r.count)
+                if let tensorBoard, state.globalStep % options.logEvery == 0 {
+                    try tensorBoard.batch(step: state.globalStep, loss: r.lossSum / Double(r.count) + model.l2Loss(),
+                                          accuracy: r.correct / Double(r.count))
+                }
                 showProgress(state: state, stepsPerEpoch: stepsPerEpoch, epochStart: epochStart,
                              images: imagesSeen, seconds: stepSeconds, l2: model.l2Loss())
                 if r.stopRequested {
+                    try? tensorBoard?.flush()
                     state.trainSeconds = elapsed()
                     let path = try saveCheckpoint(model: model, adam: adam, state: state, best: best)
                     throw Preempted(signal: StopSignal.requested ? StopSignal.name : "a signal to another rank",
@@ -198,6 +205,7 @@ public final class Trainer {
             state.trainSeconds = elapsed()
             printEpoch(metrics, state: state)
             try files?.writeMetrics(state.history)
+            try tensorBoard?.epoch(metrics)
             _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best)
             if improved, let files { try files.writeCheckpoint(Checkpoint(model: model, adam: nil, state: state), name: "best.safetensors") }
             if state.earlyStopping.stopped { endedBy = "early-stopping" }
@@ -212,6 +220,8 @@ public final class Trainer {
         let val = validation.count > 0
             ? try evaluate(model: model, dataset: validation, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm) : nil
         let tst = try evaluate(model: model, dataset: test, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm)
+        let mistakes = try collectMistakes(model: model, dataset: test, normalizer: normalizer,
+                                           batchSize: config.evalBatchSize, comm: comm)
         state.trainSeconds = elapsed()
         let summary = RunSummary(
             model: config.model.name, worldSize: comm.size, epochsRun: state.history.count, globalSteps: state.globalStep,
@@ -224,6 +234,15 @@ public final class Trainer {
         if let files {
             try files.writeCheckpoint(Checkpoint(model: model, adam: adam, state: state), name: "final.safetensors")
             try files.writeSummary(summary)
+            try tensorBoard?.flush()
+            do {
+                try RunReport.save(RunReportData(confusion: tst.confusion, mistakes: mistakes,
+                                                 data: URL(fileURLWithPath: config.dataDirectory).standardized.path,
+                                                 title: "\(config.model.name), \(comm.size) rank\(comm.size == 1 ? "" : "s")"),
+                                   runDirectory: options.runDirectory, testSet: test)
+            } catch {
+                Console.warning("report.html not written: \(error)")
+            }
         }
         console.line(String(format: "test accuracy %.2f%%, loss %.4f; weights %@; run dir %@",
                             tst.accuracy * 100, tst.loss, String(summary.weightsSHA256.prefix(16)), options.runDirectory))

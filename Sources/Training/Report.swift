@@ -1,0 +1,504 @@
+import Collective
+import Data
+import Engine
+import Foundation
+
+/// What `RUN_DIR/report.json` holds: the final test evaluation's confusion matrix and the
+/// misclassified test images (by index into the test set of `data`), so `report.html` can be
+/// rebuilt from the run folder and the data set alone.
+public struct RunReportData: Codable, Sendable, Equatable {
+    public struct Mistake: Codable, Sendable, Equatable {
+        public var index: Int, label: Int, predicted: Int
+        /// Softmax probability of `predicted`.
+        public var confidence: Double
+        public init(index: Int, label: Int, predicted: Int, confidence: Double) {
+            self.index = index; self.label = label; self.predicted = predicted; self.confidence = confidence
+        }
+    }
+    /// confusion[true][predicted]
+    public var confusion: [[Int]]
+    public var mistakes: [Mistake]
+    /// The data folder whose test set the indices refer to.
+    public var data: String
+    public var title: String
+    public init(confusion: [[Int]], mistakes: [Mistake], data: String, title: String) {
+        self.confusion = confusion; self.mistakes = mistakes; self.data = data; self.title = title
+    }
+}
+
+/// A report that cannot be built: which file, and why, in one line.
+public struct ReportError: Error, CustomStringConvertible {
+    public var path: String, reason: String
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// `report.html`: one self-contained page (inline CSS and SVG, images as data URIs, no
+/// scripts, nothing fetched) with the learning curves, the confusion matrix and the
+/// misclassified test images of a run.
+public enum RunReport {
+    public typealias Mistake = (image: [UInt8], height: Int, width: Int, label: Int, predicted: Int, confidence: Double)
+
+    /// The page for a run's history, final confusion matrix (rows: true class) and mistakes
+    /// (images (H, W, C) bytes, C = image.count / (H·W)), with `summary` as a key–value table.
+    public static func html(history: [EpochMetrics], confusion: [[Int]], mistakes: [Mistake], title: String,
+                            summary: [(String, String)]) -> String {
+        var out = """
+            <!DOCTYPE html>
+            <html lang="en">
+            <head>
+            <meta charset="utf-8">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>\(escape(title))</title>
+            <style>\(css)</style>
+            </head>
+            <body>
+            <h1>\(escape(title))</h1>
+
+            """
+        if !summary.isEmpty {
+            out += "<table class=\"summary\">\n"
+            for (k, v) in summary { out += "<tr><th>\(escape(k))</th><td>\(escape(v))</td></tr>\n" }
+            out += "</table>\n"
+        }
+
+        out += "<h2>Learning curves</h2>\n"
+        if history.isEmpty {
+            out += "<p class=\"none\">No epoch has finished yet.</p>\n"
+        } else {
+            func series(_ name: String, _ color: String, _ value: (EpochMetrics) -> Double?) -> Chart.Series {
+                Chart.Series(name: name, color: color, points: history.map { (Double($0.epoch), value($0)) })
+            }
+            let loss = [series("train", Chart.train, { $0.trainLoss }), series("validation", Chart.validation, { $0.valLoss }),
+                        series("test", Chart.test, { $0.testLoss })]
+            let accuracy = [series("train", Chart.train, { $0.trainAccuracy }),
+                            series("validation", Chart.validation, { $0.valAccuracy }),
+                            series("test", Chart.test, { $0.testAccuracy })]
+            out += "<div class=\"charts\">\n"
+            out += Chart(title: "Loss", series: loss, percent: false).svg() + "\n"
+            out += Chart(title: "Accuracy", series: accuracy, percent: true).svg() + "\n"
+            out += "</div>\n"
+        }
+
+        out += "<h2>Confusion matrix</h2>\n"
+        out += confusion.isEmpty ? "<p class=\"none\">Not available: the run has not written report.json (it is written when a run ends).</p>\n"
+                                 : confusionTable(confusion)
+
+        out += "<h2>Misclassified test images</h2>\n"
+        if mistakes.isEmpty {
+            out += "<p class=\"none\">\(confusion.isEmpty ? "Not available." : "None to show.")</p>\n"
+        } else {
+            out += "<p class=\"note\">\(mistakes.count) shown, as true class → predicted class (softmax probability of the prediction).</p>\n"
+            out += "<div class=\"mistakes\">\n"
+            for m in mistakes { out += mistakeFigure(m) + "\n" }
+            out += "</div>\n"
+        }
+        out += "<footer>Written by <code>distcnn report</code>.</footer>\n</body>\n</html>\n"
+        return out
+    }
+
+    // MARK: From a run folder
+
+    /// Rebuilds `RUN_DIR/report.html` from `metrics.csv`, `report.json` (confusion matrix and
+    /// mistakes; optional, so a run in progress gets its curves) and `summary.json` (optional),
+    /// loading the mistakes' images from the test set of `dataDirectory` (default: the
+    /// folder report.json names). Returns the path written.
+    @discardableResult
+    public static func write(runDirectory: String, dataDirectory: String? = nil) throws -> String {
+        try write(runDirectory: runDirectory, dataDirectory: dataDirectory, testSet: nil)
+    }
+
+    /// Writes `RUN_DIR/report.json` and then `report.html`; `testSet` (the run's test set, as
+    /// loaded) spares reading the data folder again.
+    @discardableResult
+    public static func save(_ data: RunReportData, runDirectory: String, testSet: Dataset? = nil) throws -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(Array(try enc.encode(data)) + [0x0A], to: runDirectory + "/report.json")
+        return try write(runDirectory: runDirectory, dataDirectory: nil, testSet: testSet)
+    }
+
+    static func write(runDirectory dir: String, dataDirectory: String?, testSet: Dataset?) throws -> String {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw ReportError(path: dir, reason: "no such run folder")
+        }
+        let history = try readMetrics(path: dir + "/metrics.csv")
+        let reportPath = dir + "/report.json"
+        var data: RunReportData?
+        if FileManager.default.fileExists(atPath: reportPath) {
+            let bytes = try readFile(reportPath, limit: 64 << 20, what: "report")
+            do { data = try JSONDecoder().decode(RunReportData.self, from: Data(bytes)) } catch {
+                throw ReportError(path: reportPath, reason: "not a distcnn report file (\(jsonReason(error)))")
+            }
+        }
+        var mistakes: [Mistake] = []
+        if let data, !data.mistakes.isEmpty {
+            let test: Dataset
+            if let testSet, dataDirectory == nil { test = testSet } else {
+                test = try loadTestSet(directory: dataDirectory ?? data.data, reportPath: reportPath)
+            }
+            for m in data.mistakes {
+                guard m.index >= 0 && m.index < test.count else {
+                    throw ReportError(path: reportPath, reason: "mistake index \(m.index) is outside the \(test.count) test images of \(dataDirectory ?? data.data); pass the run's data folder with --data")
+                }
+                guard Int(test.labels[m.index]) == m.label else {
+                    throw ReportError(path: reportPath, reason: "test image \(m.index) has label \(test.labels[m.index]) in \(dataDirectory ?? data.data), not \(m.label): not the data set the run was evaluated on; pass it with --data")
+                }
+                mistakes.append((Array(test.image(m.index)), test.height, test.width, m.label, m.predicted, m.confidence))
+            }
+        }
+        let title = data?.title ?? URL(fileURLWithPath: dir).standardized.lastPathComponent
+        let page = html(history: history, confusion: data?.confusion ?? [], mistakes: mistakes, title: title,
+                        summary: summaryRows(runDirectory: dir, history: history))
+        let path = dir + "/report.html"
+        try AtomicFile.write(page, to: path)
+        return path
+    }
+
+    public static func loadTestSet(directory: String, reportPath: String) throws -> Dataset {
+        do {
+            guard let images = MNISTFiles.locate(base: MNISTFiles.testImages, in: directory),
+                  let labels = MNISTFiles.locate(base: MNISTFiles.testLabels, in: directory) else {
+                throw ReportError(path: directory, reason: "no \(MNISTFiles.testImages)[.gz] and \(MNISTFiles.testLabels)[.gz] here")
+            }
+            return try MNISTFiles.loadPair(images: images, labels: labels, classes: 256)
+        } catch {
+            throw ReportError(path: reportPath, reason: "cannot load the test images of the misclassified examples: \(error); pass the data folder with --data")
+        }
+    }
+
+    /// The epochs of `metrics.csv` (as `RunFiles.writeMetrics` writes it; columns found by name).
+    public static func readMetrics(path: String) throws -> [EpochMetrics] {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ReportError(path: path, reason: "not found: not a run folder, or no epoch has finished")
+        }
+        let text = String(decoding: try readFile(path, limit: 64 << 20, what: "metrics"), as: UTF8.self)
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
+        guard let header = lines.first, !header.isEmpty else { throw ReportError(path: path, reason: "empty file, no header line") }
+        let columns = header.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let required = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+        let missing = required.filter { !columns.contains($0) }
+        guard missing.isEmpty else {
+            throw ReportError(path: path, reason: "the header lacks \(missing.joined(separator: ", ")) (has \(columns.joined(separator: ",")))")
+        }
+        var history: [EpochMetrics] = []
+        for (n, line) in lines.enumerated().dropFirst() where !line.isEmpty {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count == columns.count else {
+                throw ReportError(path: path, reason: "line \(n + 1) has \(fields.count) fields, the header \(columns.count)")
+            }
+            func value(_ name: String) throws -> Double? {
+                guard let i = columns.firstIndex(of: name), !fields[i].isEmpty else { return nil }
+                guard let v = Double(fields[i]) else {
+                    throw ReportError(path: path, reason: "line \(n + 1): \(name) is '\(fields[i].prefix(40))', not a number")
+                }
+                return v
+            }
+            func need(_ name: String) throws -> Double {
+                guard let v = try value(name) else { throw ReportError(path: path, reason: "line \(n + 1): \(name) is empty") }
+                return v
+            }
+            history.append(EpochMetrics(
+                epoch: Int(try need("epoch")), globalStep: Int(try value("global_step") ?? 0),
+                trainLoss: try need("train_loss"), trainAccuracy: try need("train_accuracy"),
+                valLoss: try value("val_loss"), valAccuracy: try value("val_accuracy"),
+                testLoss: try need("test_loss"), testAccuracy: try need("test_accuracy"),
+                learningRate: try value("learning_rate") ?? .nan, seconds: try value("seconds") ?? .nan))
+        }
+        return history
+    }
+
+    /// Key facts for the page's header, from `summary.json` when the run has ended, else from
+    /// the history.
+    static func summaryRows(runDirectory dir: String, history: [EpochMetrics]) -> [(String, String)] {
+        var rows: [(String, String)] = []
+        let json = (try? Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
+            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        func number(_ key: String) -> Double? { (json?[key] as? NSNumber)?.doubleValue }
+        func percent(_ v: Double?) -> String? { v.map { String(format: "%.2f%%", $0 * 100) } }
+        func fixed(_ v: Double?) -> String? { v.map { String(format: "%.4f", $0) } }
+        func add(_ key: String, _ value: String?) { if let value { rows.append((key, value)) } }
+        if let json {
+            add("model", json["model"] as? String)
+            add("ranks", number("world_size").map { String(Int($0)) })
+            add("epochs", number("epochs_run").map { String(Int($0)) })
+            add("global steps", number("global_steps").map { String(Int($0)) })
+            add("ended by", json["ended_by"] as? String)
+            add("best epoch", number("best_epoch").map { String(Int($0)) })
+            add("test accuracy", percent(number("test_accuracy")))
+            add("test loss", fixed(number("test_loss")))
+            add("validation accuracy", percent(number("val_accuracy")))
+            add("validation loss", fixed(number("val_loss")))
+            add("training time", number("train_seconds").map(formatDuration))
+            add("throughput", number("images_per_second").map { String(format: "%.0f images/s", $0) })
+            add("weights SHA-256", (json["weights_sha256"] as? String).map { String($0.prefix(16)) + "…" })
+        } else if let last = history.last {
+            add("status", "in progress or interrupted (no summary.json)")
+            add("epochs", String(history.count))
+            add("test accuracy (last epoch)", percent(last.testAccuracy))
+            add("test loss (last epoch)", fixed(last.testLoss))
+        }
+        return rows
+    }
+
+    static func jsonReason(_ error: Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): return "no '\(key.stringValue)'"
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
+            return "wrong type at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+        case DecodingError.dataCorrupted: return "not valid JSON"
+        default: return "\(error)"
+        }
+    }
+
+    // MARK: Page parts
+
+    static func confusionTable(_ m: [[Int]]) -> String {
+        let k = m.count
+        let total = m.joined().reduce(0, +)
+        let correct = (0..<k).reduce(0) { $0 + (m[$1].count > $1 ? m[$1][$1] : 0) }
+        var maxOff = 0
+        for t in 0..<k { for (p, c) in m[t].enumerated() where p != t { maxOff = max(maxOff, c) } }
+        let columns = m.map(\.count).max() ?? 0
+        var out = "<table class=\"confusion\">\n<caption>Rows: true class; columns: predicted class. "
+        out += String(format: "Accuracy %.2f%% of %d.", total > 0 ? Double(correct) / Double(total) * 100 : 0, total)
+        out += "</caption>\n<thead><tr><th class=\"corner\">true \\ predicted</th>"
+        for p in 0..<columns { out += "<th>\(p)</th>" }
+        out += "<th class=\"margin\">recall</th></tr></thead>\n<tbody>\n"
+        for (t, row) in m.enumerated() {
+            let rowSum = row.reduce(0, +)
+            out += "<tr><th>\(t)</th>"
+            for p in 0..<columns {
+                let c = p < row.count ? row[p] : 0
+                // Diagonal: share of the class recognised (blue). Off the diagonal: errors,
+                // scaled to the worst confusion so that small ones stay visible (red).
+                let a = p == t ? (rowSum > 0 ? Double(c) / Double(rowSum) : 0)
+                               : (maxOff > 0 ? (Double(c) / Double(maxOff)).squareRoot() * 0.85 : 0)
+                if c == 0 {
+                    out += "<td class=\"zero\">0</td>"
+                } else {
+                    let rgb = p == t ? "31,119,180" : "214,39,40"
+                    let text = a > 0.5 ? ";color:#fff" : ""
+                    out += String(format: "<td style=\"background:rgba(%@,%.3f)%@\" title=\"true %d, predicted %d: %d\">%d</td>",
+                                  rgb, max(a, 0.06), text, t, p, c, c)
+                }
+            }
+            let recall = t < row.count && rowSum > 0 ? String(format: "%.1f%%", Double(row[t]) / Double(rowSum) * 100) : "–"
+            out += "<td class=\"margin\">\(recall)</td></tr>\n"
+        }
+        out += "<tr><th class=\"margin\">precision</th>"
+        for p in 0..<columns {
+            let colSum = m.reduce(0) { $0 + (p < $1.count ? $1[p] : 0) }
+            let hit = p < k && p < m[p].count ? m[p][p] : 0
+            out += "<td class=\"margin\">" + (colSum > 0 ? String(format: "%.1f%%", Double(hit) / Double(colSum) * 100) : "–") + "</td>"
+        }
+        out += "<td class=\"margin\"></td></tr>\n</tbody>\n</table>\n"
+        return out
+    }
+
+    static func mistakeFigure(_ m: Mistake) -> String {
+        let channels = max(1, m.image.count / max(m.height * m.width, 1))
+        let scale = max(1, 96 / max(m.height, m.width))
+        let png = PNG.encode(pixels: m.image, height: m.height, width: m.width, channels: channels)
+        let p = String(format: "%.2f", m.confidence)
+        return "<figure><img src=\"data:image/png;base64,\(Data(png).base64EncodedString())\" width=\"\(m.width * scale)\" "
+            + "height=\"\(m.height * scale)\" alt=\"true \(m.label), predicted \(m.predicted)\">"
+            + "<figcaption>\(m.label) → \(m.predicted) <span class=\"p\">(p=\(p))</span></figcaption></figure>"
+    }
+
+    static func escape(_ s: String) -> String {
+        var out = ""
+        out.reserveCapacity(s.count)
+        for ch in s {
+            switch ch {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.append(ch)
+            }
+        }
+        return out
+    }
+
+    static let css = """
+
+        body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", sans-serif; color: #222;
+               max-width: 1180px; margin: 24px auto; padding: 0 16px; background: #fff; }
+        h1 { font-size: 22px; margin: 0 0 12px; }
+        h2 { font-size: 17px; margin: 28px 0 10px; padding-bottom: 4px; border-bottom: 1px solid #ddd; }
+        table.summary { border-collapse: collapse; }
+        table.summary th, table.summary td { text-align: left; padding: 1px 18px 1px 0; vertical-align: top; }
+        table.summary th { font-weight: 600; color: #555; }
+        .charts { display: flex; flex-wrap: wrap; gap: 16px; }
+        .charts svg { border: 1px solid #e3e3e3; border-radius: 4px; max-width: 100%; height: auto; }
+        table.confusion { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+        table.confusion caption { caption-side: bottom; text-align: left; color: #666; padding-top: 6px; }
+        table.confusion th, table.confusion td { min-width: 42px; height: 28px; padding: 1px 6px; text-align: center;
+                                                 border: 1px solid #fff; }
+        table.confusion th { background: #f1f1f1; font-weight: 600; }
+        table.confusion th.corner { font-weight: 400; color: #666; font-size: 12px; }
+        table.confusion td.zero { color: #c4c4c4; }
+        table.confusion .margin { background: #f8f8f8; color: #555; font-size: 12px; }
+        .mistakes { display: grid; grid-template-columns: repeat(auto-fill, minmax(108px, 1fr)); gap: 10px; }
+        .mistakes figure { margin: 0; padding: 6px 4px; text-align: center; background: #f8f8f8; border: 1px solid #eee;
+                           border-radius: 4px; }
+        .mistakes img { display: block; margin: 0 auto 4px; image-rendering: crisp-edges; image-rendering: pixelated; }
+        .mistakes figcaption { font-size: 13px; }
+        .mistakes .p { color: #777; font-size: 12px; }
+        .none, .note { color: #666; }
+        .none { font-style: italic; }
+        footer { margin-top: 32px; color: #999; font-size: 12px; }
+
+        """
+}
+
+// MARK: Line charts
+
+/// An SVG line chart of values against epochs, with axes, grid, legend and a tooltip per
+/// point. Missing values (nil) break a line.
+struct Chart {
+    struct Series { var name: String, color: String, points: [(x: Double, y: Double?)] }
+    static let train = "#1f77b4", validation = "#ff7f0e", test = "#2ca02c"
+
+    var title: String
+    var series: [Series]
+    /// Values in 0…1 shown as percentages; the y axis then fits the data, else it starts at 0.
+    var percent: Bool
+    var width = 540.0, height = 320.0
+    let left = 62.0, right = 18.0, top = 40.0, bottom = 46.0
+
+    func svg() -> String {
+        let shown = series.filter { $0.points.contains { $0.y.map(\.isFinite) ?? false } }
+        let ys = shown.flatMap { $0.points.compactMap(\.y) }.filter(\.isFinite)
+        let xs = series.flatMap { $0.points.map(\.x) }
+        let plotW = width - left - right, plotH = height - top - bottom
+        var out = String(format: "<svg viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" role=\"img\" aria-label=\"%@\" font-family=\"system-ui, sans-serif\" font-size=\"12\">\n",
+                         width, height, width, height, RunReport.escape(title + " by epoch"))
+        out += String(format: "<rect x=\"0\" y=\"0\" width=\"%.0f\" height=\"%.0f\" fill=\"#fff\"/>\n", width, height)
+        out += "<text x=\"\(left)\" y=\"22\" font-size=\"15\" font-weight=\"600\" fill=\"#222\">\(RunReport.escape(title))</text>\n"
+        guard let xMin = xs.min(), let xMax = xs.max(), let yLo = ys.min(), let yHi = ys.max() else {
+            return out + "<text x=\"\(left)\" y=\"\(top + 20)\" fill=\"#777\">no values</text>\n</svg>"
+        }
+
+        // Axes: whole epochs on x; rounded ticks on y.
+        let (x0, x1) = xMin == xMax ? (xMin - 1, xMax + 1) : (xMin, xMax)
+        let xStep = max(1, Chart.niceStep((x1 - x0) / 8).rounded(.up))
+        var (y0, y1) = percent ? (yLo, yHi) : (min(0, yLo), yHi)
+        if y1 - y0 < 1e-9 { let pad = max(abs(y1) * 0.05, 1e-3); y0 -= pad; y1 += pad }
+        let yStep = Chart.niceStep((y1 - y0) / 5)
+        y0 = (y0 / yStep).rounded(.down) * yStep
+        y1 = (y1 / yStep).rounded(.up) * yStep
+        if percent, yHi <= 1, y1 > 1 { y1 = 1 }
+        func px(_ x: Double) -> Double { left + (x - x0) / (x1 - x0) * plotW }
+        func py(_ y: Double) -> Double { top + (1 - (y - y0) / (y1 - y0)) * plotH }
+        func f(_ v: Double) -> String { String(format: "%.1f", v) }
+
+        let decimals = max(0, Int((-log10(yStep * (percent ? 100 : 1))).rounded(.up)))
+        var y = y0
+        while y <= y1 + yStep * 1e-6 {
+            out += "<line x1=\"\(f(left))\" x2=\"\(f(left + plotW))\" y1=\"\(f(py(y)))\" y2=\"\(f(py(y)))\" stroke=\"#e8e8e8\"/>\n"
+            let label = percent ? String(format: "%.\(decimals)f%%", y * 100) : String(format: "%.\(decimals)f", y)
+            out += "<text x=\"\(f(left - 6))\" y=\"\(f(py(y) + 4))\" text-anchor=\"end\" fill=\"#555\">\(label)</text>\n"
+            y += yStep
+        }
+        var x = (x0 / xStep).rounded(.up) * xStep
+        while x <= x1 + 1e-9 {
+            out += "<line x1=\"\(f(px(x)))\" x2=\"\(f(px(x)))\" y1=\"\(f(top + plotH))\" y2=\"\(f(top + plotH + 4))\" stroke=\"#888\"/>\n"
+            out += "<text x=\"\(f(px(x)))\" y=\"\(f(top + plotH + 17))\" text-anchor=\"middle\" fill=\"#555\">\(Int(x))</text>\n"
+            x += xStep
+        }
+        out += "<polyline points=\"\(f(left)),\(f(top)) \(f(left)),\(f(top + plotH)) \(f(left + plotW)),\(f(top + plotH))\" fill=\"none\" stroke=\"#888\"/>\n"
+        out += "<text x=\"\(f(left + plotW / 2))\" y=\"\(f(height - 8))\" text-anchor=\"middle\" fill=\"#444\">epoch</text>\n"
+
+        // Lines (broken at missing values) and points with tooltips.
+        for s in shown {
+            var runs: [[(Double, Double)]] = [[]]
+            for p in s.points {
+                if let v = p.y, v.isFinite { runs[runs.count - 1].append((p.x, v)) } else if !runs.last!.isEmpty { runs.append([]) }
+            }
+            for run in runs where run.count > 1 {
+                let pts = run.map { "\(f(px($0.0))),\(f(py($0.1)))" }.joined(separator: " ")
+                out += "<polyline points=\"\(pts)\" fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\" stroke-linejoin=\"round\"/>\n"
+            }
+            for run in runs {
+                for (px_, v) in run {
+                    let shownValue = percent ? String(format: "%.2f%%", v * 100) : String(format: "%.4f", v)
+                    out += "<circle cx=\"\(f(px(px_)))\" cy=\"\(f(py(v)))\" r=\"3\" fill=\"\(s.color)\"><title>\(s.name), epoch \(Int(px_)): \(shownValue)</title></circle>\n"
+                }
+            }
+        }
+
+        // Legend, right-aligned in the title row.
+        var lx = width - right
+        for s in shown.reversed() {
+            lx -= Double(s.name.count) * 7 + 4
+            out += "<text x=\"\(f(lx))\" y=\"22\" fill=\"#333\">\(RunReport.escape(s.name))</text>\n"
+            lx -= 20
+            out += "<line x1=\"\(f(lx))\" x2=\"\(f(lx + 16))\" y1=\"18\" y2=\"18\" stroke=\"\(s.color)\" stroke-width=\"3\"/>\n"
+            lx -= 14
+        }
+        return out + "</svg>"
+    }
+
+    /// 1, 2 or 5 times a power of ten, at least `raw`.
+    static func niceStep(_ raw: Double) -> Double {
+        guard raw > 0, raw.isFinite else { return 1 }
+        let magnitude = pow(10, (log10(raw)).rounded(.down))
+        let n = raw / magnitude
+        return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 5 ? 5 : 10) * magnitude
+    }
+}
+
+// MARK: Mistakes of a model
+
+/// The test images the model gets wrong, most confident first (ties by index), at most
+/// `limit`. Collective: every rank scores its contiguous shard in inference mode and the
+/// `limit` most confident mistakes of each rank travel in one all-gather; every rank gets
+/// the same list.
+public func collectMistakes(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize: Int, comm: Communicator,
+                     limit: Int = 64) throws -> [RunReportData.Mistake] {
+    let classes = model.classes
+    let mine = shard(dataset.count, rank: comm.rank, size: comm.size)
+    model.reserve(batch: min(batchSize, max(mine.count, 1)))
+    let context = PassContext(training: false)
+    var found: [RunReportData.Mistake] = []
+    var start = mine.lowerBound
+    while start < mine.upperBound {
+        let end = min(start + batchSize, mine.upperBound)
+        normalizer.fill(model.input.pointer, from: dataset, indices: start..<end)
+        let logits = try model.forward(batch: end - start, context: context)   // (n, classes)
+        for j in 0..<(end - start) {
+            let row = logits + j * classes
+            var arg = 0
+            for c in 1..<classes where row[c] > row[arg] { arg = c }
+            let label = Int(dataset.labels[start + j])
+            guard arg != label else { continue }
+            var sum = 0.0
+            for c in 0..<classes { sum += exp(Double(row[c] - row[arg])) }
+            found.append(.init(index: start + j, label: label, predicted: arg, confidence: 1 / sum))
+        }
+        start = end
+    }
+    func mostConfident(_ list: [RunReportData.Mistake]) -> [RunReportData.Mistake] {
+        Array(list.sorted { ($0.confidence, -$0.index) > ($1.confidence, -$1.index) }.prefix(limit))
+    }
+    found = mostConfident(found)
+    guard comm.size > 1 else { return found }
+    comm.phase = "report mistakes all-gather"
+    let all = try comm.allGather(Array(try JSONEncoder().encode(found)))
+    return mostConfident(try all.flatMap { try JSONDecoder().decode([RunReportData.Mistake].self, from: Data($0)) })
+}
+
+// MARK: Command
+
+extension Tool {
+    /// `distcnn report RUN_DIR`: rebuilds RUN_DIR/report.html.
+    public static func report(runDirectory: String, data: String?) -> Int32 {
+        single {
+            let path = try RunReport.write(runDirectory: runDirectory, dataDirectory: data)
+            print("wrote \(path)")
+        }
+    }
+}
