@@ -15,7 +15,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var seed: UInt64 = 1
     public var validationSplit: Int = 5000
     public var standardize: Bool = false
+    /// Preset name the augmentation started from (none, seed, standard) and what it resolved to.
     public var augment: String = "none"
+    public var augmentation: AugmentationConfig = .none
     public var bnSync: BatchNormSync = .global
     public var patience: Int = 0
     public var minDelta: Double = 0
@@ -40,15 +42,14 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var scheduleFields: [String: String] {
         [
             "model": model.canonicalJSON(), "batch-size": "\(batchSize)", "seed": "\(seed)",
-            "validation-split": "\(validationSplit)", "standardize": "\(standardize)", "augment": augment,
+            "validation-split": "\(validationSplit)", "standardize": "\(standardize)",
+            "augment": String(decoding: try! JSONEncoder.sorted.encode(augmentation), as: UTF8.self),
             "bn-sync": bnSync.rawValue, "lr": "\(learningRate)", "train-limit": "\(trainLimit.map(String.init) ?? "all")",
         ]
     }
 
     public func canonicalJSON() -> String {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        return String(decoding: try! enc.encode(self), as: UTF8.self)
+        String(decoding: try! JSONEncoder.sorted.encode(self), as: UTF8.self)
     }
 }
 
@@ -99,4 +100,13 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var config: TrainConfig
 
     public init(config: TrainConfig) { self.config = config }
+}
+
+extension JSONEncoder {
+    /// Sorted keys: the same value always encodes to the same bytes (hashes, comparisons).
+    static var sorted: JSONEncoder {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return enc
+    }
 }

@@ -131,6 +131,7 @@ public final class Trainer {
         let perRank = (config.batchSize + comm.size - 1) / comm.size
         step.reserve(batch: perRank)
         let rng = CounterRNG(seed: config.seed)
+        let augmenter = config.augmentation == .none ? nil : Augmenter(config: config.augmentation, seed: config.seed)
         let stepsPerEpoch = (train.count + config.batchSize - 1) / config.batchSize
         printConfiguration(model: model, train: train, validation: validation, test: test, threads: threads,
                            stepsPerEpoch: stepsPerEpoch, hosts: hosts)
@@ -152,7 +153,7 @@ public final class Trainer {
                 let mine = shard(globalBatch, rank: comm.rank, size: comm.size)
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 step.reducer.seconds = 0
-                let r = try step.run(dataset: train, normalizer: normalizer,
+                let r = try step.run(dataset: train, normalizer: normalizer, augmenter: augmenter, epoch: state.epoch,
                                      indices: permutation[(lo + mine.lowerBound)..<(lo + mine.upperBound)],
                                      offset: mine.lowerBound, globalBatch: globalBatch, globalStep: state.globalStep,
                                      learningRate: config.learningRate, stopRequested: StopSignal.requested)
@@ -421,6 +422,8 @@ public final class Trainer {
             ("schedule", "\(config.epochs) epochs, Adam lr \(config.learningRate), seed \(config.seed)"
                 + (config.maxSteps.map { ", at most \($0) steps" } ?? "")),
             ("batch norm", "\(config.bnSync.rawValue) statistics"),
+            ("inputs", (config.standardize ? "featurewise standardised" : "scaled to [0, 1]")
+                + (config.augmentation == .none ? ", no augmentation" : ", augmentation \(config.augment): \(describe(config.augmentation))")),
             ("early stop", config.patience > 0 ? "\(config.monitor.rawValue), patience \(config.patience), min delta \(config.minDelta)" : "off"),
             ("run dir", options.runDirectory),
         ]
@@ -487,4 +490,19 @@ func defaultThreads(ranksOnNode: Int) -> Int {
           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") }) else { return share }
     let allowed = line.dropFirst("Cpus_allowed:".count).reduce(0) { n, ch in n + (ch.hexDigitValue?.nonzeroBitCount ?? 0) }
     return allowed > 0 && allowed < online ? allowed : share
+}
+
+/// `rotation ±20°, shear ±3°, fill nearest`.
+func describe(_ a: AugmentationConfig) -> String {
+    var parts: [String] = []
+    if a.rotationDegrees > 0 { parts.append("rotation ±\(a.rotationDegrees)°") }
+    if a.shearDegrees > 0 { parts.append("shear ±\(a.shearDegrees)°") }
+    if a.translate > 0 { parts.append("shift ±\(a.translate)") }
+    if a.zoom > 0 { parts.append("zoom ±\(a.zoom)") }
+    if let e = a.elastic { parts.append("elastic α \(e.alpha) σ \(e.sigma)") }
+    switch a.fill {
+    case .nearest: parts.append("fill nearest")
+    case .constant(let v): parts.append("fill \(v)")
+    }
+    return parts.joined(separator: ", ")
 }

@@ -45,10 +45,21 @@ final class TrainingStep {
 
     /// Runs one step on this rank's examples `indices` of `dataset`, which sit at positions
     /// `offset ..< offset + indices.count` of a global batch of `globalBatch` examples.
-    func run(dataset: Dataset, normalizer: Normalizer, indices: ArraySlice<Int>, offset: Int,
+    func run(dataset: Dataset, normalizer: Normalizer, augmenter: Augmenter? = nil, epoch: Int = 0,
+             indices: ArraySlice<Int>, offset: Int,
              globalBatch: Int, globalStep: Int, learningRate: Double, stopRequested: Bool) throws -> Result {
         let n = indices.count
-        normalizer.fill(model.input.pointer, from: dataset, indices: indices)
+        if let augmenter, augmenter.config != .none {
+            // Each example's transform is keyed by (seed, epoch, dataset index), never by rank.
+            let input = model.input.pointer, per = model.inputShape.count
+            Parallel.chunks(n, cost: 20 * per) { _, r in
+                augmenter.fill(input + r.lowerBound * per, from: dataset,
+                               indices: indices[(indices.startIndex + r.lowerBound)..<(indices.startIndex + r.upperBound)],
+                               epoch: epoch, normalizer: normalizer)
+            }
+        } else {
+            normalizer.fill(model.input.pointer, from: dataset, indices: indices)
+        }
         for (j, i) in indices.enumerated() { labels[j] = Int32(dataset.labels[i]) }
         model.zeroGradients()
         let context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: offset,

@@ -17,7 +17,14 @@ struct Train: ParsableCommand {
     @Option(help: "Epochs to train.") var epochs = 3
     @Option(help: "Global batch size, split across ranks (default: the model's).") var batchSize: Int?
     @Option(help: "Adam learning rate (default: the model's).") var lr: Double?
-    @Option(help: "Augmentation: none (seed and standard come with the accuracy work).") var augment = "none"
+    @Option(help: "Augmentation: none, seed (the notebook's: rotation ±20°, shear ±3°, featurewise standardisation) or standard (rotation ±10°, shift ±0.1, zoom ±0.1, shear ±5°).")
+    var augment = "none"
+    @Option(help: "Override the augmentation's rotation range, degrees.") var rotation: Double?
+    @Option(help: "Override the augmentation's shift range, fraction of the image size.") var shift: Double?
+    @Option(help: "Override the augmentation's zoom range (scale in 1 ± zoom).") var zoom: Double?
+    @Option(help: "Override the augmentation's shear range, degrees (Keras's meaning).") var shear: Double?
+    @Option(help: "Fill outside the image: nearest, or a pixel value 0...255.") var fill: String?
+    @Option(help: "Elastic distortion ALPHA:SIGMA in pixels (Simard et al.: 34:4).") var elastic: String?
     @Flag(help: "Standardise inputs with the training split's mean and std (Keras featurewise).") var standardize = false
     @Option(help: "Training examples held out (from the end) for validation.") var validationSplit = 5000
     @Option(help: "Early stopping: epochs without improvement before stopping; 0 turns it off.") var patience = 0
@@ -45,7 +52,7 @@ struct Train: ParsableCommand {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
         if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number") }
-        guard augment == "none" else { throw ValidationError("--augment \(augment): only 'none' is available in this build") }
+        _ = try augmentation()
         guard validationSplit >= 0 else { throw ValidationError("--validation-split must be 0 or more") }
         guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or more") }
         guard minDelta >= 0 else { throw ValidationError("--min-delta must be 0 or more") }
@@ -64,6 +71,31 @@ struct Train: ParsableCommand {
         if quiet && verbose { throw ValidationError("--quiet and --verbose do not go together") }
     }
 
+    /// The preset named by --augment with the per-part overrides applied.
+    func augmentation() throws -> AugmentationConfig {
+        guard var a = AugmentationConfig.named(augment) else {
+            throw ValidationError("--augment must be one of \(AugmentationConfig.presetNames.joined(separator: ", "))")
+        }
+        for (name, value, limit) in [("rotation", rotation, 180.0), ("shift", shift, 1.0), ("zoom", zoom, 0.9), ("shear", shear, 80.0)] {
+            if let value, !(0...limit).contains(value) { throw ValidationError("--\(name) must be in 0...\(limit)") }
+        }
+        if let rotation { a.rotationDegrees = rotation }
+        if let shift { a.translate = shift }
+        if let zoom { a.zoom = zoom }
+        if let shear { a.shearDegrees = shear }
+        if let fill {
+            if fill == "nearest" { a.fill = .nearest } else if let v = Float(fill), (0...255).contains(v) { a.fill = .constant(v) } else {
+                throw ValidationError("--fill must be nearest or a pixel value 0...255")
+            }
+        }
+        if let elastic {
+            let parts = elastic.split(separator: ":").compactMap { Double($0) }
+            guard parts.count == 2, parts[0] >= 0, parts[1] > 0 else { throw ValidationError("--elastic must be ALPHA:SIGMA, e.g. 34:4") }
+            a.elastic = ElasticDistortion(alpha: parts[0], sigma: parts[1])
+        }
+        return a
+    }
+
     func run() throws {
         let spec: ModelSpec
         do { spec = try ModelSpec.load(modelOption.model) } catch {
@@ -74,7 +106,10 @@ struct Train: ParsableCommand {
         c.batchSize = batchSize ?? spec.batchSize ?? 128
         c.learningRate = lr ?? spec.learningRate ?? 1e-3
         c.adam.learningRate = c.learningRate
-        c.seed = seed; c.validationSplit = validationSplit; c.standardize = standardize; c.augment = augment
+        c.seed = seed; c.validationSplit = validationSplit; c.augment = augment
+        c.augmentation = try augmentation()
+        // The notebook's ImageDataGenerator standardised featurewise; `--augment seed` does too.
+        c.standardize = standardize || augment == "seed"
         c.bnSync = TrainConfig.BatchNormSync(rawValue: bnSync)!
         c.patience = patience; c.minDelta = minDelta; c.monitor = TrainConfig.Monitor(rawValue: monitor)!
         c.restoreBestWeights = restoreBestWeights; c.maxSteps = maxSteps; c.trainLimit = trainLimit; c.testLimit = testLimit

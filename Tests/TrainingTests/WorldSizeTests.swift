@@ -54,6 +54,31 @@ final class WorldSizeTests: XCTestCase {
         return Difference(worst: worst, share: Double(within) / Double(max(total, 1)), at: at)
     }
 
+    /// The worst difference of the first step's gradients (Adam's first moment is 0.1·g),
+    /// relative to each tensor's largest value.
+    func gradientDifference(_ a: SafeTensorsFile, _ b: SafeTensorsFile) -> (Float, String) {
+        var worst: Float = 0, at = ""
+        for e in a.entries where e.name.hasPrefix("adam.m.")
+            && !WorldSizeTests.preBatchNormBiases.contains(String(e.name.dropFirst("adam.m.".count))) {
+            let x = a.values(e), y = b.values(b.entry(e.name)!)
+            let scale = max(x.map { abs($0) }.max() ?? 0, 1e-30)
+            for (p, q) in zip(x, y) where abs(p - q) / scale > worst { worst = abs(p - q) / scale; at = e.name }
+        }
+        return (worst, at)
+    }
+
+    /// After one step the summed gradients agree to float reassociation: the global batch,
+    /// its shards, dropout masks and batch-norm statistics are the same for every world size.
+    func testGradientsDoNotDependOnWorldSize() throws {
+        let base = temporaryDirectory(self)
+        _ = try train(ranks: 1, steps: 1, dir: base + "/np1")
+        for p in [2, 3] {
+            _ = try train(ranks: p, steps: 1, dir: base + "/np\(p)")
+            let (worst, at) = gradientDifference(try weights(base + "/np1"), try weights(base + "/np\(p)"))
+            XCTAssertLessThan(worst, 1e-5, "-np \(p): first-step gradient differs by \(worst) of its tensor's scale in \(at)")
+        }
+    }
+
     func testWeightsDoNotDependOnWorldSize() throws {
         let base = temporaryDirectory(self)
         var runs: [(Int, [String: Any], SafeTensorsFile)] = []
@@ -68,6 +93,17 @@ final class WorldSizeTests: XCTestCase {
             XCTAssertLessThanOrEqual(d.worst, 1e-3, "-np \(p) vs -np 1 after 3 steps: worst |Δw| \(d.worst) in \(d.at)")
             XCTAssertGreaterThanOrEqual(d.share, 0.99, "-np \(p) vs -np 1 after 3 steps: \(d.share) of weights within 1e-5 + 1e-4·|w|")
         }
+    }
+
+    /// Augmentation is keyed by (seed, epoch, example index), so ranks draw what one process draws.
+    func testAugmentedTrainingDoesNotDependOnWorldSize() throws {
+        let base = temporaryDirectory(self)
+        let augmented = try train(ranks: 1, steps: 1, dir: base + "/np1", extra: ["--augment", "standard", "--elastic", "34:4"])
+        _ = try train(ranks: 2, steps: 1, dir: base + "/np2", extra: ["--augment", "standard", "--elastic", "34:4"])
+        let (worst, at) = gradientDifference(try weights(base + "/np1"), try weights(base + "/np2"))
+        XCTAssertLessThan(worst, 1e-5, "augmented: first-step gradient differs by \(worst) of its tensor's scale in \(at)")
+        let plain = try train(ranks: 1, steps: 1, dir: base + "/plain")
+        XCTAssertNotEqual(plain["weights_sha256"] as? String, augmented["weights_sha256"] as? String, "augmentation changed nothing")
     }
 
     func testFunctionDoesNotDependOnWorldSizeOverTensOfSteps() throws {
