@@ -148,6 +148,12 @@ public final class Model {
             let size = try need(s.size, "size", 1...64)
             return try MaxPool2D(input: input, size: size, stride: try need(s.stride ?? size, "stride", 1...64),
                                  padding: s.padding ?? .valid)
+        case "lrn":
+            // PyTorch nn.LocalResponseNorm defaults except size, which it also requires.
+            return LocalResponseNorm(input: input, size: try need(s.size, "size", 1...4096),
+                                     alpha: Float(try unit(s.alpha, "alpha", default: 1e-4, 0...1e6)),
+                                     beta: Float(try unit(s.beta, "beta", default: 0.75, 0...16)),
+                                     k: Float(try unit(s.k, "k", default: 1, 1e-9...1e6)))
         case "flatten":
             return FlattenLayer(input: input)
         case "dropout":

@@ -10,7 +10,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
         case .shape(let m): return "impossible shape: \(m)"
         case .field(let i, let t, let m): return "layer \(i) (\(t)): \(m)"
         case .unknownLayer(let i, let t):
-            return "layer \(i): unknown type '\(t)' (known: conv2d, dense, batchnorm, maxpool2d, flatten, dropout, relu, elu)"
+            return "layer \(i): unknown type '\(t)' (known: conv2d, dense, batchnorm, maxpool2d, flatten, dropout, relu, elu, lrn)"
         case .spec(let m): return m
         }
     }

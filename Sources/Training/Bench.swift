@@ -19,13 +19,18 @@ public struct BenchResult: Codable, Sendable {
     public var peakShare: Double
     public var allReduceShare: Double
     public var stepMilliseconds: [Double]
+    /// What was measured: "train" (forward, backward, all-reduce, Adam) or "eval" (inference).
+    public var mode: String
+    /// Largest resident set of any rank, MiB.
+    public var peakRSSMiB: Double
     /// Per layer (and phase) milliseconds per step, when profiled.
     public var profile: [ProfileRow]?
 
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", threadsPerRank = "threads_per_rank", batchSize = "batch_size", steps, seconds
         case imagesPerSecond = "images_per_second", gflops, sgemmPeakGflops = "sgemm_peak_gflops", peakShare = "peak_share"
-        case allReduceShare = "all_reduce_share", stepMilliseconds = "step_milliseconds", profile
+        case allReduceShare = "all_reduce_share", stepMilliseconds = "step_milliseconds", profile, mode
+        case peakRSSMiB = "peak_rss_mib"
     }
 }
 
@@ -37,20 +42,22 @@ public struct ProfileRow: Codable, Sendable {
 }
 
 extension Tool {
-    public static func bench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool, json: Bool) -> Int32 {
+    public static func bench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool,
+                             eval: Bool = false, json: Bool) -> Int32 {
         let comm: Communicator
         do { comm = try makeCommunicator() } catch { Console.error("cannot start MPI: \(error)"); return 1 }
         defer { comm.finalize() }
         do {
-            let r = try runBench(model: name, batchSize: batchSize, steps: steps, warmup: warmup, threads: threads, profile: profile, comm: comm)
+            let r = try runBench(model: name, batchSize: batchSize, steps: steps, warmup: warmup, threads: threads, profile: profile,
+                                 eval: eval, comm: comm)
             guard comm.rank == 0 else { return 0 }
             if json {
                 let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: try enc.encode(r), as: UTF8.self))
             } else {
-                print(String(format: "%@: %d rank(s) × %d thread(s), batch %d: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), all-reduce %.1f%% of step",
-                             r.model, r.worldSize, r.threadsPerRank, r.batchSize, r.imagesPerSecond, r.gflops,
-                             r.peakShare * 100, r.sgemmPeakGflops, r.allReduceShare * 100))
+                print(String(format: "%@ %@: %d rank(s) × %d thread(s), batch %d: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), all-reduce %.1f%% of step, peak RSS %.0f MiB",
+                             r.model, r.mode, r.worldSize, r.threadsPerRank, r.batchSize, r.imagesPerSecond, r.gflops,
+                             r.peakShare * 100, r.sgemmPeakGflops, r.allReduceShare * 100, r.peakRSSMiB))
                 for row in r.profile ?? [] {
                     print(String(format: "  %-22@ forward %7.2f ms  backward %7.2f ms", row.name, row.forwardMs, row.backwardMs))
                 }
@@ -62,7 +69,7 @@ extension Tool {
     }
 
     static func runBench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool,
-                         comm: Communicator) throws -> BenchResult {
+                         eval: Bool, comm: Communicator) throws -> BenchResult {
         let spec = try ModelSpec.load(name)
         let threads = threads ?? defaultThreads(ranksOnNode: comm.localSize)
         Parallel.configure(threads: threads)
@@ -80,15 +87,21 @@ extension Tool {
             if profile && s == warmup { model.profile = LayerProfile(layers: model.layers.count) }
             step.reducer.seconds = 0
             let t0 = DispatchTime.now().uptimeNanoseconds
-            _ = try step.run(dataset: data, normalizer: .unit, indices: indices[mine], offset: mine.lowerBound,
-                             globalBatch: batch, globalStep: s, learningRate: 1e-4, stopRequested: false)
+            if eval {
+                // Inference as `evaluate` runs it: fill, forward in inference mode, no caches for backward.
+                Normalizer.unit.fill(model.input.pointer, from: data, indices: indices[mine])
+                try model.forward(batch: mine.count, context: PassContext(training: false))
+            } else {
+                _ = try step.run(dataset: data, normalizer: .unit, indices: indices[mine], offset: mine.lowerBound,
+                                 globalBatch: batch, globalStep: s, learningRate: 1e-4, stopRequested: false)
+            }
             if s >= warmup {
                 times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
                 allReduce += step.reducer.seconds
             }
         }
         // The job is as fast as its slowest rank.
-        var worst = [times.reduce(0, +), allReduce]
+        var worst = [times.reduce(0, +), allReduce, peakResidentMiB()]
         comm.phase = "bench results"
         try comm.allReduceMax(&worst)
         let seconds = worst[0]
@@ -96,7 +109,8 @@ extension Tool {
         let peak = sgemmPeak()
         BLAS.setThreads(1)
         let images = Double(batch * steps)
-        let gflops = images * Double(model.trainingFlopsPerExample) / seconds * 1e-9
+        let flops = eval ? 2 * model.forwardFlopsPerExample : model.trainingFlopsPerExample
+        let gflops = images * Double(flops) / seconds * 1e-9
         let rows = model.profile.map { p in
             model.layers.indices.map { i in
                 ProfileRow(name: "\(i) \(model.layers[i].kind)", forwardMs: p.forward[i] * 1000 / Double(steps),
@@ -107,7 +121,15 @@ extension Tool {
         return BenchResult(model: spec.name, worldSize: comm.size, threadsPerRank: threads, batchSize: batch, steps: steps,
                            seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,
                            sgemmPeakGflops: peak * Double(comm.size), peakShare: gflops / (peak * Double(comm.size)),
-                           allReduceShare: worst[1] / seconds, stepMilliseconds: times.map { $0 * 1000 }, profile: rows)
+                           allReduceShare: worst[1] / seconds, stepMilliseconds: times.map { $0 * 1000 },
+                           mode: eval ? "eval" : "train", peakRSSMiB: worst[2], profile: rows)
+    }
+
+    /// This process's peak resident set (getrusage), MiB.
+    static func peakResidentMiB() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024
     }
 
     /// Images of keyed random pixels with keyed random labels.

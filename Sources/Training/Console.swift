@@ -16,9 +16,20 @@ public final class Console {
     public let isTerminal: Bool
     var progressShown = false
 
-    public init(enabled: Bool, level: Level = .normal) {
+    /// Progress display: `auto` draws a bar on a terminal; under mpirun, whose pseudo-terminal
+    /// looks like one even when the job's output goes to a file, `auto` prints lines.
+    public enum Progress: String, Sendable, CaseIterable { case auto, bar, lines }
+
+    public init(enabled: Bool, level: Level = .normal, progress: Progress = .auto) {
         self.enabled = enabled; self.level = level
-        isTerminal = isatty(STDOUT_FILENO) == 1
+        switch progress {
+        case .bar: isTerminal = true
+        case .lines: isTerminal = false
+        case .auto:
+            let env = ProcessInfo.processInfo.environment
+            let underMPI = env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil
+            isTerminal = isatty(STDOUT_FILENO) == 1 && !underMPI
+        }
     }
 
     /// A line at `level` or below.

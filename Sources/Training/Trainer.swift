@@ -20,6 +20,7 @@ public struct RunOptions: Sendable {
     public var stepTimeout: Double?
     public var logEvery: Int = 100
     public var level: Console.Level = .normal
+    public var progress: Console.Progress = .auto
     public init() {}
 }
 
@@ -74,7 +75,7 @@ public final class Trainer {
 
     public init(config: TrainConfig, options: RunOptions, comm: Communicator) {
         self.config = config; self.options = options; self.comm = comm
-        console = Console(enabled: comm.rank == 0, level: options.level)
+        console = Console(enabled: comm.rank == 0, level: options.level, progress: options.progress)
         files = comm.rank == 0 ? RunFiles(directory: options.runDirectory) : nil
     }
 
@@ -246,7 +247,8 @@ public final class Trainer {
             }
         }
         console.line(String(format: "test accuracy %.2f%%, loss %.4f; weights %@; run dir %@",
-                            tst.accuracy * 100, tst.loss, String(summary.weightsSHA256.prefix(16)), options.runDirectory))
+                            tst.accuracy * 100, tst.loss, String(summary.weightsSHA256.prefix(16)), options.runDirectory),
+                     level: .quiet)
         return summary
     }
 

@@ -45,6 +45,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Untimed warm-up steps.") var warmup = 5
     @Option(help: "BLAS threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
     @Flag(help: "Time each layer's forward and backward.") var profile = false
+    @Flag(help: "Measure inference (evaluation) instead of training.") var eval = false
     @Flag(help: "Print JSON.") var json = false
     func validate() throws {
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be at least 1 and --warmup 0 or more") }
@@ -52,6 +53,6 @@ struct Bench: ParsableCommand {
     }
     func run() throws {
         try finish(Tool.bench(model: modelOption.model, batchSize: batchSize, steps: steps, warmup: warmup,
-                              threads: threads, profile: profile, json: json))
+                              threads: threads, profile: profile, eval: eval, json: json))
     }
 }

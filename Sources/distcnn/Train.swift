@@ -45,6 +45,8 @@ struct Train: ParsableCommand {
     @Option(help: "BLAS threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
     @Option(help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
     @Option(help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
+    @Option(help: "Progress display: auto (a bar on a terminal, lines in logs and under mpirun), bar or lines.")
+    var progress = "auto"
     @Flag(help: "Print only errors and the final line.") var quiet = false
     @Flag(help: "Print more.") var verbose = false
 
@@ -68,6 +70,7 @@ struct Train: ParsableCommand {
         guard keep >= 1 else { throw ValidationError("--keep must be at least 1") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1") }
         if resume && resumeFrom != nil { throw ValidationError("--resume and --resume-from do not go together; pick one") }
+        guard Console.Progress(rawValue: progress) != nil else { throw ValidationError("--progress must be auto, bar or lines") }
         if quiet && verbose { throw ValidationError("--quiet and --verbose do not go together") }
     }
 
@@ -119,6 +122,7 @@ struct Train: ParsableCommand {
         o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = threads; o.stepTimeout = stepTimeout
         o.logEvery = logEvery
         o.level = quiet ? .quiet : verbose ? .verbose : .normal
+        o.progress = Console.Progress(rawValue: progress)!
         try finish(Tool.train(config: c, options: o))
     }
 }
