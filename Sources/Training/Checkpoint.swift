@@ -14,7 +14,7 @@ public struct Checkpoint {
     public var state: TrainingState
 
     /// Captures the model, optimizer and run state.
-    public init(model: Model, adam: Adam?, state: TrainingState, best: FloatBuffer? = nil) {
+    public init(model: Model, adam: Adam?, state: TrainingState, best: FloatBuffer? = nil, ema: WeightAverage? = nil) {
         var f = SafeTensorsFile()
         for t in model.tensors {
             f.append(t.name, shape: t.shape, values: UnsafeBufferPointer(start: model.pointer(to: t), count: t.count))
@@ -23,6 +23,11 @@ public struct Checkpoint {
             if let adam {
                 f.append("adam.m." + t.name, shape: t.shape, values: UnsafeBufferPointer(start: adam.m.pointer + t.offset, count: t.count))
                 f.append("adam.v." + t.name, shape: t.shape, values: UnsafeBufferPointer(start: adam.v.pointer + t.offset, count: t.count))
+            }
+        }
+        if let ema {
+            for t in model.tensors where t.region == .parameters {
+                f.append("ema." + t.name, shape: t.shape, values: UnsafeBufferPointer(start: ema.shadow.pointer + t.offset, count: t.count))
             }
         }
         if let best {
@@ -34,6 +39,7 @@ public struct Checkpoint {
         }
         var st = state
         st.adamStep = adam?.step ?? state.adamStep
+        st.emaUpdates = ema?.updates ?? state.emaUpdates
         f.metadata = [
             "format": Checkpoint.format, "version": Checkpoint.version,
             "model": model.spec.canonicalJSON(),
@@ -91,7 +97,8 @@ public struct Checkpoint {
 
     /// Copies weights and running statistics (and, when given, Adam moments and best weights)
     /// into `model`, after checking that the checkpoint is of the same model.
-    public func restore(into model: Model, adam: Adam? = nil, best: FloatBuffer? = nil, source: String) throws {
+    public func restore(into model: Model, adam: Adam? = nil, best: FloatBuffer? = nil, ema: WeightAverage? = nil,
+                        source: String) throws {
         guard spec.layers == model.spec.layers, spec.input == model.spec.input else {
             throw CheckpointError.otherModel(source, "it holds model '\(spec.name)' with \(spec.layers.count) layers, the run uses '\(model.spec.name)' with \(model.spec.layers.count)")
         }
@@ -109,6 +116,12 @@ public struct Checkpoint {
                 try take("adam.v." + t.name, t, adam.v.pointer + t.offset)
             }
             adam.step = state.adamStep
+        }
+        if let ema {
+            for t in model.tensors where t.region == .parameters {
+                try take("ema." + t.name, t, ema.shadow.pointer + t.offset)
+            }
+            ema.updates = state.emaUpdates
         }
         if let best, hasBest {
             for t in model.tensors {

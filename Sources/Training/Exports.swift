@@ -2,3 +2,4 @@
 @_exported import struct Engine.ModelSpec
 @_exported import struct Data.AugmentationConfig
 @_exported import struct Data.ElasticDistortion
+@_exported import struct Engine.LearningRatePolicy

@@ -29,8 +29,39 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// Evaluate on only the first N test examples (tests, quick looks).
     public var testLimit: Int?
     public var evalBatchSize: Int = 128
+    /// Learning-rate schedule (`LearningRatePolicy.parse` forms) and linear warm-up steps.
+    public var lrSchedule: String = "constant"
+    public var warmupSteps: Int = 0
+    /// Label smoothing ε of the training loss (evaluation reports plain cross-entropy).
+    public var labelSmoothing: Double = 0
+    /// Decay of the exponential moving average of the weights used for evaluation; 0 is off.
+    public var emaDecay: Double = 0
 
     public init(model: ModelSpec) { self.model = model }
+
+    enum CodingKeys: String, CodingKey {
+        case model, dataDirectory, epochs, batchSize, learningRate, adam, seed, validationSplit, standardize, augment
+        case augmentation, bnSync, patience, minDelta, monitor, restoreBestWeights, maxSteps, trainLimit, testLimit
+        case evalBatchSize, lrSchedule, warmupSteps, labelSmoothing, emaDecay
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decode(ModelSpec.self, forKey: .model)
+        let d = TrainConfig(model: model)
+        func get<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T { try c.decodeIfPresent(T.self, forKey: key) ?? fallback }
+        dataDirectory = try get(.dataDirectory, d.dataDirectory); epochs = try get(.epochs, d.epochs)
+        batchSize = try get(.batchSize, d.batchSize); learningRate = try get(.learningRate, d.learningRate)
+        adam = try get(.adam, d.adam); seed = try get(.seed, d.seed); validationSplit = try get(.validationSplit, d.validationSplit)
+        standardize = try get(.standardize, d.standardize); augment = try get(.augment, d.augment)
+        augmentation = try get(.augmentation, d.augmentation); bnSync = try get(.bnSync, d.bnSync)
+        patience = try get(.patience, d.patience); minDelta = try get(.minDelta, d.minDelta); monitor = try get(.monitor, d.monitor)
+        restoreBestWeights = try get(.restoreBestWeights, d.restoreBestWeights)
+        maxSteps = try c.decodeIfPresent(Int.self, forKey: .maxSteps); trainLimit = try c.decodeIfPresent(Int.self, forKey: .trainLimit)
+        testLimit = try c.decodeIfPresent(Int.self, forKey: .testLimit); evalBatchSize = try get(.evalBatchSize, d.evalBatchSize)
+        lrSchedule = try get(.lrSchedule, d.lrSchedule); warmupSteps = try get(.warmupSteps, d.warmupSteps)
+        labelSmoothing = try get(.labelSmoothing, d.labelSmoothing); emaDecay = try get(.emaDecay, d.emaDecay)
+    }
 
     public enum BatchNormSync: String, Codable, Sendable, CaseIterable { case global, local }
     public enum Monitor: String, Codable, Sendable, CaseIterable {
@@ -45,6 +76,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
             "validation-split": "\(validationSplit)", "standardize": "\(standardize)",
             "augment": String(decoding: try! JSONEncoder.sorted.encode(augmentation), as: UTF8.self),
             "bn-sync": bnSync.rawValue, "lr": "\(learningRate)", "train-limit": "\(trainLimit.map(String.init) ?? "all")",
+            "lr-schedule": lrSchedule, "warmup-steps": "\(warmupSteps)", "label-smoothing": "\(labelSmoothing)",
+            "ema-decay": "\(emaDecay)", "weight-decay": "\(adam.weightDecay)",
         ]
     }
 
@@ -95,6 +128,8 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var epochCorrect: Double = 0
     public var epochSeen: Double = 0
     public var trainSeconds: Double = 0
+    /// Updates folded into the weight average so far (its warm-up depends on it).
+    public var emaUpdates: Int = 0
     /// How inputs were scaled, so evaluation and prediction see what training saw.
     public var normalizer: Normalizer = .unit
     public var config: TrainConfig

@@ -105,7 +105,8 @@ public final class Trainer {
             return (train, validation, test, model)
         }
         let normalizer = config.standardize ? Normalizer.featurewise(from: train) : .unit
-        let adam = Adam(parameterCount: model.parameterCount, config: config.adam)
+        let adam = Adam(parameterCount: model.parameterCount, config: config.adam, decayRanges: Adam.kernelRanges(of: model))
+        let ema = config.emaDecay > 0 ? WeightAverage(count: model.parameterCount, decay: config.emaDecay) : nil
         var state = TrainingState(config: config)
         state.normalizer = normalizer
         var best: FloatBuffer?
@@ -116,7 +117,7 @@ public final class Trainer {
             if config.restoreBestWeights && config.patience > 0 && ckpt.hasBest {
                 best = FloatBuffer(count: model.parameterCount + model.stateCount)
             }
-            try ckpt.restore(into: model, adam: adam, best: best, source: "checkpoint")
+            try ckpt.restore(into: model, adam: adam, best: best, ema: ema, source: "checkpoint")
             let epochs = state.config.epochs, maxSteps = state.config.maxSteps
             state = ckpt.state
             state.config.epochs = epochs; state.config.maxSteps = maxSteps
@@ -129,11 +130,18 @@ public final class Trainer {
         let tensorBoard = comm.rank == 0
             ? try TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: state.globalStep) : nil
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: config.bnSync, seed: config.seed)
+        step.smoothing = Float(config.labelSmoothing)
         let perRank = (config.batchSize + comm.size - 1) / comm.size
         step.reserve(batch: perRank)
         let rng = CounterRNG(seed: config.seed)
         let augmenter = config.augmentation == .none ? nil : Augmenter(config: config.augmentation, seed: config.seed)
         let stepsPerEpoch = (train.count + config.batchSize - 1) / config.batchSize
+        // The schedule spans the epochs; --max-steps only stops the run early (so a capped run
+        // resumed without the cap follows the same trajectory as one never capped).
+        let policy = try collectively("learning-rate schedule") {
+            try LearningRatePolicy.parse(config.lrSchedule, base: config.learningRate,
+                                         totalSteps: config.epochs * stepsPerEpoch, warmupSteps: config.warmupSteps)
+        }
         printConfiguration(model: model, train: train, validation: validation, test: test, threads: threads,
                            stepsPerEpoch: stepsPerEpoch, hosts: hosts)
         StopSignal.install()
@@ -157,7 +165,8 @@ public final class Trainer {
                 let r = try step.run(dataset: train, normalizer: normalizer, augmenter: augmenter, epoch: state.epoch,
                                      indices: permutation[(lo + mine.lowerBound)..<(lo + mine.upperBound)],
                                      offset: mine.lowerBound, globalBatch: globalBatch, globalStep: state.globalStep,
-                                     learningRate: config.learningRate, stopRequested: StopSignal.requested)
+                                     learningRate: policy.rate(at: state.globalStep), stopRequested: StopSignal.requested)
+                ema?.update(from: model.parameters.pointer)
                 stepSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
                 allReduceSeconds += step.reducer.seconds
                 imagesSeen += globalBatch
@@ -175,25 +184,28 @@ public final class Trainer {
                 if r.stopRequested {
                     try? tensorBoard?.flush()
                     state.trainSeconds = elapsed()
-                    let path = try saveCheckpoint(model: model, adam: adam, state: state, best: best)
+                    let path = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
                     throw Preempted(signal: StopSignal.requested ? StopSignal.name : "a signal to another rank",
                                     checkpoint: path, step: state.globalStep)
                 }
                 if let every = options.checkpointEvery, state.globalStep % every == 0, state.stepInEpoch < stepsPerEpoch {
                     state.trainSeconds = elapsed()
-                    _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best)
+                    _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
                 }
             }
 
             // Epoch end: evaluate (sharded), log, decide early stopping on rank 0.
             let trainLoss = state.epochLossSum / max(state.epochSeen, 1) + model.l2Loss()
             let trainAccuracy = state.epochCorrect / max(state.epochSeen, 1)
+            // With a weight average, the averaged weights are the ones evaluated (and kept as best).
+            ema?.swap(with: model.parameters.pointer)
             let val = validation.count > 0
                 ? try evaluate(model: model, dataset: validation, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm) : nil
             let tst = try evaluate(model: model, dataset: test, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm)
             let metrics = EpochMetrics(epoch: state.epoch + 1, globalStep: state.globalStep, trainLoss: trainLoss,
                                        trainAccuracy: trainAccuracy, valLoss: val?.loss, valAccuracy: val?.accuracy,
-                                       testLoss: tst.loss, testAccuracy: tst.accuracy, learningRate: config.learningRate,
+                                       testLoss: tst.loss, testAccuracy: tst.accuracy,
+                                       learningRate: policy.rate(at: max(state.globalStep - 1, 0)),
                                        seconds: Double(DispatchTime.now().uptimeNanoseconds - epochStart) * 1e-9)
             state.history.append(metrics)
             let improved = try decideEarlyStopping(&state, metrics: metrics)
@@ -202,14 +214,19 @@ public final class Trainer {
                 best!.pointer.update(from: model.parameters.pointer, count: model.parameterCount)
                 (best!.pointer + model.parameterCount).update(from: model.state.pointer, count: model.stateCount)
             }
+            ema?.swap(with: model.parameters.pointer)
             state.epoch += 1; state.stepInEpoch = 0
             state.epochLossSum = 0; state.epochCorrect = 0; state.epochSeen = 0
             state.trainSeconds = elapsed()
             printEpoch(metrics, state: state)
             try files?.writeMetrics(state.history)
             try tensorBoard?.epoch(metrics)
-            _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best)
-            if improved, let files { try files.writeCheckpoint(Checkpoint(model: model, adam: nil, state: state), name: "best.safetensors") }
+            _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
+            if improved, let files {
+                ema?.swap(with: model.parameters.pointer)
+                try files.writeCheckpoint(Checkpoint(model: model, adam: nil, state: state), name: "best.safetensors")
+                ema?.swap(with: model.parameters.pointer)
+            }
             if state.earlyStopping.stopped { endedBy = "early-stopping" }
         }
 
@@ -218,6 +235,8 @@ public final class Trainer {
             model.parameters.pointer.update(from: best.pointer, count: model.parameterCount)
             model.state.pointer.update(from: best.pointer + model.parameterCount, count: model.stateCount)
             console.line("restored the weights of epoch \(state.earlyStopping.bestEpoch) (best \(config.monitor.rawValue) \(fmt(state.earlyStopping.best ?? .nan)))")
+        } else if let ema {
+            ema.swap(with: model.parameters.pointer)   // the averaged weights are the run's result
         }
         let val = validation.count > 0
             ? try evaluate(model: model, dataset: validation, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm) : nil
@@ -398,9 +417,9 @@ public final class Trainer {
     }
 
     /// Rank 0 writes a step checkpoint (atomically) and prunes old ones; returns its path.
-    func saveCheckpoint(model: Model, adam: Adam, state: TrainingState, best: FloatBuffer?) throws -> String? {
+    func saveCheckpoint(model: Model, adam: Adam, state: TrainingState, best: FloatBuffer?, ema: WeightAverage?) throws -> String? {
         guard let files else { return nil }
-        let ckpt = Checkpoint(model: model, adam: adam, state: state, best: best)
+        let ckpt = Checkpoint(model: model, adam: adam, state: state, best: best, ema: ema)
         let path = try files.writeCheckpoint(ckpt, name: RunFiles.stepName(state.globalStep))
         files.prune(keep: options.keep)
         return path
@@ -421,7 +440,10 @@ public final class Trainer {
             ("hosts", perHost.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),
             ("data", "\(config.dataDirectory): \(train.count) train, \(validation.count) validation, \(test.count) test"),
             ("batch", "\(config.batchSize) global (≤ \((config.batchSize + comm.size - 1) / comm.size) per rank), \(stepsPerEpoch) steps per epoch"),
-            ("schedule", "\(config.epochs) epochs, Adam lr \(config.learningRate), seed \(config.seed)"
+            ("schedule", "\(config.epochs) epochs, Adam\(config.adam.weightDecay > 0 ? "W (decay \(config.adam.weightDecay))" : "") lr \(config.learningRate) \(config.lrSchedule)"
+                + (config.warmupSteps > 0 ? " after \(config.warmupSteps) warm-up steps" : "") + ", seed \(config.seed)"
+                + (config.labelSmoothing > 0 ? ", label smoothing \(config.labelSmoothing)" : "")
+                + (config.emaDecay > 0 ? ", weight average \(config.emaDecay)" : "")
                 + (config.maxSteps.map { ", at most \($0) steps" } ?? "")),
             ("batch norm", "\(config.bnSync.rawValue) statistics"),
             ("inputs", (config.standardize ? "featurewise standardised" : "scaled to [0, 1]")

@@ -30,6 +30,9 @@ final class TrainingStep {
         var count: Int           // global batch size
     }
 
+    /// Label smoothing ε of the loss being trained.
+    var smoothing: Float = 0
+
     init(model: Model, adam: Adam, comm: Communicator, bnSync: TrainConfig.BatchNormSync, seed: UInt64) {
         self.model = model; self.adam = adam; self.comm = comm; self.bnSync = bnSync
         reducer = CommunicatorReducer(comm)
@@ -68,7 +71,7 @@ final class TrainingStep {
         let (lossSum, correct) = labels.withUnsafeBufferPointer {
             SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: $0.baseAddress!, batch: n,
                                                 classes: model.classes, scale: 1 / Float(globalBatch),
-                                                dlogits: dlogits.pointer)
+                                                dlogits: dlogits.pointer, smoothing: smoothing)
         }
         try model.backward(batch: n, dlogits: dlogits.pointer, context: context)
 

@@ -17,6 +17,13 @@ struct Train: ParsableCommand {
     @Option(help: "Epochs to train.") var epochs = 3
     @Option(help: "Global batch size, split across ranks (default: the model's).") var batchSize: Int?
     @Option(help: "Adam learning rate (default: the model's).") var lr: Double?
+    @Option(help: "Learning-rate schedule: constant, exponential:RATE:STEPS, step:RATE:STEPS, cosine[:MIN_FACTOR], onecycle[:PEAK_FACTOR[:PCT_START[:FINAL_FACTOR]]].")
+    var lrSchedule = "constant"
+    @Option(help: "Linear learning-rate warm-up over the first N steps.") var warmupSteps = 0
+    @Option(help: "Decoupled weight decay (AdamW) on conv and dense kernels; 0 is plain Adam.") var weightDecay = 0.0
+    @Option(help: "Label smoothing of the training loss (evaluation reports plain cross-entropy).") var labelSmoothing = 0.0
+    @Option(help: "Evaluate and export an exponential moving average of the weights with this decay (e.g. 0.999); 0 is off.")
+    var emaDecay = 0.0
     @Option(help: "Augmentation: none, seed (the notebook's: rotation ±20°, shear ±3°, featurewise standardisation) or standard (rotation ±10°, shift ±0.1, zoom ±0.1, shear ±5°).")
     var augment = "none"
     @Option(help: "Override the augmentation's rotation range, degrees.") var rotation: Double?
@@ -55,6 +62,13 @@ struct Train: ParsableCommand {
         if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number") }
         _ = try augmentation()
+        guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be 0 or more") }
+        guard (0..<1).contains(weightDecay) else { throw ValidationError("--weight-decay must be in [0, 1)") }
+        guard (0..<1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in [0, 1)") }
+        guard (0..<1).contains(emaDecay) else { throw ValidationError("--ema-decay must be in [0, 1)") }
+        do { _ = try LearningRatePolicy.parse(lrSchedule, base: lr ?? 1e-3, totalSteps: 1000, warmupSteps: 0) } catch {
+            throw ValidationError("\(error)")
+        }
         guard validationSplit >= 0 else { throw ValidationError("--validation-split must be 0 or more") }
         guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or more") }
         guard minDelta >= 0 else { throw ValidationError("--min-delta must be 0 or more") }
@@ -109,6 +123,8 @@ struct Train: ParsableCommand {
         c.batchSize = batchSize ?? spec.batchSize ?? 128
         c.learningRate = lr ?? spec.learningRate ?? 1e-3
         c.adam.learningRate = c.learningRate
+        c.adam.weightDecay = weightDecay
+        c.lrSchedule = lrSchedule; c.warmupSteps = warmupSteps; c.labelSmoothing = labelSmoothing; c.emaDecay = emaDecay
         c.seed = seed; c.validationSplit = validationSplit; c.augment = augment
         c.augmentation = try augmentation()
         // The notebook's ImageDataGenerator standardised featurewise; `--augment seed` does too.

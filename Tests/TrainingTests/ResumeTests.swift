@@ -61,6 +61,28 @@ final class ResumeTests: XCTestCase {
                        try summary(base + "/whole")["weights_sha256"] as? String)
     }
 
+    /// Everything that evolves with the step resumes exactly too: the schedule with warm-up,
+    /// AdamW, label smoothing, the weight average and augmentation.
+    func testResumeWithScheduleAndWeightAverageIsBitwiseExact() throws {
+        let base = temporaryDirectory(self)
+        let extra = ["--lr-schedule", "cosine:0.1", "--warmup-steps", "20", "--weight-decay", "1e-4", "--label-smoothing", "0.1",
+                     "--ema-decay", "0.99", "--augment", "standard"]
+        func args(_ dir: String, _ more: [String] = []) -> [String] {
+            ["train", "--model", "seed", "--data", Repo.mnist, "--epochs", "2", "--train-limit", "6400", "--validation-split", "500",
+             "--test-limit", "500", "--checkpoint-every", "50", "--keep", "100", "--run-dir", dir, "--quiet"] + extra + more
+        }
+        let whole = try runProcess(Repo.binary, args(base + "/whole"))
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        let part = try runProcess(Repo.binary, args(base + "/part", ["--max-steps", "250"]))
+        XCTAssertEqual(part.status, 0, part.stderr)
+        // Continue from the mid-epoch-2 checkpoint (epoch 1 has 200 steps) without the step cap.
+        let resumed = try runProcess(Repo.binary, args(base + "/part", ["--resume-from", base + "/part/checkpoints/step-00000250.safetensors"]))
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        let a = try summary(base + "/whole"), b = try summary(base + "/part")
+        XCTAssertEqual(b["weights_sha256"] as? String, a["weights_sha256"] as? String)
+        XCTAssertEqual(b["global_steps"] as? Int, 400)
+    }
+
     func testResumeWithNoCheckpointStartsFresh() throws {
         let dir = temporaryDirectory(self) + "/fresh"
         let r = try runProcess(Repo.binary, ["train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "5",
