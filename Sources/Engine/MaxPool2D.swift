@@ -26,7 +26,10 @@ public final class MaxPool2D: Layer {
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
         let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
-        precondition(argmax.count >= batch * outputShape.count, "MaxPool2D: reserve(batch:) first")
+        // Inference keeps no argmax (nothing will go backward).
+        let keep = context.training
+        precondition(!keep || argmax.count >= batch * outputShape.count, "MaxPool2D: reserve(batch:) first")
+        if !keep && argmax.isEmpty { argmax = [0] }
         let fast = size == 2 && rows.stride == 2 && cols.stride == 2 && rows.padBefore == 0 && cols.padBefore == 0
             && 2 * OH <= H && 2 * OW <= W
         argmax.withUnsafeMutableBufferPointer { arg in
@@ -34,7 +37,7 @@ public final class MaxPool2D: Layer {
           Parallel.chunks(batch * inputShape.c, cost: H * W) { _, planes in
             for plane in planes {
                 let xp = x + plane * H * W, yp = y + plane * OH * OW
-                let ap = base + plane * OH * OW
+                let ap: UnsafeMutablePointer<Int32>? = keep ? base + plane * OH * OW : nil
                 if fast {
                     // 2×2 windows, stride 2, no padding: the common case, without bounds arithmetic.
                     for oy in 0..<OH {
@@ -46,7 +49,7 @@ public final class MaxPool2D: Layer {
                             if c > best { best = c; at = Int32((2 * oy + 1) * W + 2 * ox) }
                             if d > best { best = d; at = Int32((2 * oy + 1) * W + 2 * ox + 1) }
                             yp[oy * OW + ox] = best
-                            ap[oy * OW + ox] = at
+                            ap?[oy * OW + ox] = at
                         }
                     }
                     continue
@@ -64,13 +67,13 @@ public final class MaxPool2D: Layer {
                             }
                         }
                         yp[oy * OW + ox] = at < 0 ? 0 : best
-                        ap[oy * OW + ox] = at
+                        ap?[oy * OW + ox] = at
                     }
                 }
             }
           }
         }
-        hasTrainingForward = true
+        if keep { hasTrainingForward = true }
     }
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,

@@ -34,6 +34,8 @@ public final class Model {
 
     public var gradients: UnsafeMutablePointer<Float> { reductionBuffer.pointer }
     public var classes: Int { layers.last!.outputShape.count }
+    /// Whether the network ends in class scores (flat, at least 2), as training needs.
+    public var endsInClassScores: Bool { layers.last!.outputShape.isFlat && classes >= 2 }
 
     public private(set) var capacity = 0
     /// When set, forward and backward add each layer's seconds here (index = layer).
@@ -45,6 +47,10 @@ public final class Model {
     /// norm): skipped, their output buffer is the previous layer's.
     let fused: [Bool]
     var gradA = FloatBuffer(count: 0), gradB = FloatBuffer(count: 0)   // ping-pong (N, max shape)
+    /// Inference keeps no activations for backward: two ping-pong buffers of the widest layer.
+    public private(set) var inferenceCapacity = 0
+    var inferA = FloatBuffer(count: 0), inferB = FloatBuffer(count: 0)
+    var widest: Int { max(inputShape.count, layers.map { $0.outputShape.count }.max() ?? 0) }
 
     public init(spec: ModelSpec, reductionScalars: Int = 0) throws {
         self.spec = spec
@@ -64,9 +70,6 @@ public final class Model {
             guard shape.count > 0, shape.count <= 1 << 24 else {
                 throw ModelError.shape("layer \(i) (\(ls.type)) output \(shape) is empty or too large")
             }
-        }
-        guard shape.isFlat, shape.count >= 2 else {
-            throw ModelError.spec("model '\(spec.name)': the last layer must give class scores (a dense layer), gives \(shape)")
         }
         layers = built
         var fused = [Bool](repeating: false, count: built.count)
@@ -177,7 +180,7 @@ public final class Model {
     public func reserve(batch: Int) {
         guard batch > capacity else { return }
         capacity = batch
-        input = FloatBuffer(count: batch * inputShape.count)
+        if batch > inferenceCapacity { input = FloatBuffer(count: batch * inputShape.count) }
         activations = []
         for (i, layer) in layers.enumerated() {
             activations.append(fused[i] ? activations[i - 1] : FloatBuffer(count: batch * layer.outputShape.count))
@@ -187,9 +190,30 @@ public final class Model {
         for layer in layers { layer.reserve(batch: batch) }
     }
 
-    /// (N, classes) logits of the batch in `input`.
+    /// Sizes the inference path (evaluation, prediction) for batches of up to `batch`: input and
+    /// two ping-pong buffers, no per-layer activations, no backward caches.
+    public func reserveInference(batch: Int) {
+        guard batch > inferenceCapacity else { return }
+        inferenceCapacity = batch
+        if batch > capacity { input = FloatBuffer(count: batch * inputShape.count) }
+        inferA = FloatBuffer(count: batch * widest); inferB = FloatBuffer(count: batch * widest)
+        if capacity == 0 { for layer in layers { layer.reserve(batch: 1) } }
+    }
+
+    /// (N, classes) logits of the batch in `input`. In inference mode with `reserveInference`
+    /// the activations live in two ping-pong buffers; training keeps every layer's output.
     @discardableResult
     public func forward(batch: Int, context: PassContext) throws -> UnsafeMutablePointer<Float> {
+        if !context.training && batch <= inferenceCapacity {
+            var x = UnsafePointer(input.pointer)
+            var out = inferA.pointer, spare = inferB.pointer
+            for (i, layer) in layers.enumerated() where !fused[i] {
+                try layer.forward(x, out, batch: batch, context: context)
+                x = UnsafePointer(out)
+                swap(&out, &spare)
+            }
+            return UnsafeMutablePointer(mutating: x)
+        }
         precondition(batch <= capacity, "Model.forward: reserve(batch:) first")
         var x = UnsafePointer(input.pointer)
         for (i, (layer, y)) in zip(layers, activations).enumerated() where !fused[i] {

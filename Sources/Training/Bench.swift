@@ -75,10 +75,13 @@ extension Tool {
         Parallel.configure(threads: threads)
         let batch = batchSize ?? spec.batchSize ?? 128
         let model = try Model(spec: spec, reductionScalars: TrainingStep.extraFixed)
+        try requireClassifier(model)
         model.initialize(seed: 1)
         let adam = Adam(parameterCount: model.parameterCount, config: AdamConfig())
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: .global, seed: 1)
-        step.reserve(batch: (batch + comm.size - 1) / comm.size)
+        if eval { model.reserveInference(batch: (batch + comm.size - 1) / comm.size) } else {
+            step.reserve(batch: (batch + comm.size - 1) / comm.size)
+        }
         let data = syntheticDataset(count: batch, shape: model.inputShape, classes: model.classes)
         let mine = shard(batch, rank: comm.rank, size: comm.size)
         let indices = Array(0..<batch)

@@ -28,6 +28,7 @@ extension Tool {
         do {
             let ckpt = try Checkpoint.read(path: path)
             model = try Model(spec: ckpt.spec)
+            try requireClassifier(model)
             try ckpt.restore(into: model, source: path)
             normalizer = ckpt.state.normalizer
             let input = ckpt.spec.input
@@ -100,7 +101,7 @@ extension Tool {
         let n = images.count, classes = model.classes
         let dataset = Dataset(images: images.flatMap { $0 }, labels: [UInt8](repeating: 0, count: n),
                               height: height, width: width, classes: max(2, min(256, classes)))
-        model.reserve(batch: n)
+        model.reserveInference(batch: n)
         normalizer.fill(model.input.pointer, from: dataset, indices: 0..<n)
         let logits = try model.forward(batch: n, context: PassContext(training: false))  // (N, classes)
         return (0..<n).map { j in

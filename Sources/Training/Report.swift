@@ -461,7 +461,7 @@ public func collectMistakes(model: Model, dataset: Dataset, normalizer: Normaliz
                      limit: Int = 64) throws -> [RunReportData.Mistake] {
     let classes = model.classes
     let mine = shard(dataset.count, rank: comm.rank, size: comm.size)
-    model.reserve(batch: min(batchSize, max(mine.count, 1)))
+    model.reserveInference(batch: min(batchSize, max(mine.count, 1)))
     let context = PassContext(training: false)
     var found: [RunReportData.Mistake] = []
     var start = mine.lowerBound

@@ -52,6 +52,7 @@ public enum Tool {
         single {
             let ckpt = try Checkpoint.read(path: path)
             let model = try Model(spec: ckpt.spec)
+            try requireClassifier(model)
             try ckpt.restore(into: model, source: path)
             let (_, test) = try MNISTFiles.load(directory: data ?? ckpt.state.config.dataDirectory)
             let r = try Training.evaluate(model: model, dataset: test, normalizer: ckpt.state.normalizer,

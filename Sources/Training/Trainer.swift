@@ -96,6 +96,7 @@ public final class Trainer {
             var (train, validation) = try splitValidation(fullTrain, count: config.validationSplit)
             if let limit = config.trainLimit, limit < train.count { train = train.subset(0..<limit) }
             let model = try Model(spec: config.model, reductionScalars: TrainingStep.extraFixed)
+            try requireClassifier(model)
             guard model.inputShape == Shape(c: train.channels, h: train.height, w: train.width) else {
                 throw RunError.config("model '\(config.model.name)' takes \(config.model.input) inputs, the data in \(config.dataDirectory) has [\(train.height), \(train.width), \(train.channels)]")
             }
@@ -529,4 +530,11 @@ func describe(_ a: AugmentationConfig) -> String {
     case .constant(let v): parts.append("fill \(v)")
     }
     return parts.joined(separator: ", ")
+}
+
+/// Training, evaluation and prediction need a network that ends in class scores.
+func requireClassifier(_ model: Model) throws {
+    guard model.endsInClassScores else {
+        throw RunError.config("model '\(model.spec.name)': the last layer must give class scores (a dense layer), gives \(model.layers.last!.outputShape)")
+    }
 }
