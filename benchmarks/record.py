@@ -7,7 +7,12 @@
 
 distcnn's own `images_per_second` is total images / total time (a mean); for a like-for-like
 comparison with pytorch_bench.py we recompute images/s from the median step time and keep
-distcnn's figure as `images_per_second_mean`.
+distcnn's figure as `images_per_second_mean`. Its `"mode": "eval"` (bench --eval) is recorded
+as mode `eval`, training as `single` or `mpi`.
+
+Peak RSS (`peak_rss_mb`, MiB per process, the largest rank) comes from GNU time (--rss files)
+when there are any, otherwise from the binary's own `peak_rss_mib`; `peak_rss_source` says
+which, and the binary's figure is kept as `peak_rss_mib_reported` either way.
 """
 import argparse
 import datetime
@@ -20,7 +25,7 @@ import sys
 
 
 def rss_mb(files):
-    """Peak RSS in MB from /usr/bin/time -f %M files (KiB), one per process: (max, sum)."""
+    """Peak RSS in MiB from /usr/bin/time -f %M files (KiB), one per process: (max, sum)."""
     vals = []
     for f in files or []:
         try:
@@ -45,16 +50,27 @@ def distcnn(args):
     steps_ms = r["step_milliseconds"]
     med = statistics.median(steps_ms)
     rmax, rsum = rss_mb(args.rss)
+    reported = r.get("peak_rss_mib")
+    source = "time" if rmax is not None else None
+    if rmax is None and reported is not None:
+        # No /usr/bin/time: the binary's own figure (the largest rank's); the sum over
+        # ranks is known only for a single process.
+        rmax, source = float(reported), "distcnn"
+        rsum = rmax if r["world_size"] == 1 else None
+    if r.get("mode") == "eval":
+        mode = "eval"
+    else:
+        mode = "mpi" if r["world_size"] > 1 else "single"
     out = {
-        "framework": "distcnn", "model": r["model"],
-        "mode": "mpi" if r["world_size"] > 1 else "single",
+        "framework": "distcnn", "model": r["model"], "mode": mode,
         "threads": r["threads_per_rank"], "world_size": r["world_size"], "batch": r["batch_size"],
         "images_per_second": r["batch_size"] / (med / 1000.0),
         "step_ms_median": med, "step_ms_min": min(steps_ms), "step_ms_max": max(steps_ms),
         "steps": r["steps"], "images_per_second_mean": r["images_per_second"],
         "gflops": r["gflops"], "sgemm_peak_gflops": r["sgemm_peak_gflops"], "peak_share": r["peak_share"],
         "all_reduce_share": r["all_reduce_share"],
-        "peak_rss_mb": rmax, "peak_rss_mb_sum": rsum,
+        "peak_rss_mb": rmax, "peak_rss_mb_sum": rsum, "peak_rss_source": source,
+        "peak_rss_mib_reported": reported,
         "round": args.round, "command": args.command,
     }
     print(json.dumps(out))

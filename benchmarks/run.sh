@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# distcnn vs PyTorch (CPU) training throughput, interleaved over several rounds so both
-# see the same machine conditions. Writes benchmarks/results/<date>.jsonl (one JSON line
-# per run, plus a machine line) and prints a Markdown table (also saved as .md beside it).
+# distcnn vs PyTorch (CPU) training and inference throughput, interleaved over several
+# rounds so both see the same machine conditions. Writes benchmarks/results/<date>.jsonl
+# (one JSON line per run, plus a machine line) and prints a Markdown table (also saved as
+# .md beside it).
 #
 #   benchmarks/run.sh              # 3 rounds, ~6 min on a 2-core machine
 #   QUICK=1 benchmarks/run.sh      # 1 round, few steps: a smoke test (~1.5 min)
@@ -69,15 +70,18 @@ print(json.dumps({"framework": fw, "round": int(rnd), "command": cmd, "error": f
 EOF
 }
 
-# distcnn ROUND NP THREADS MODEL BATCH STEPS WARMUP
+# distcnn ROUND NP THREADS MODEL BATCH STEPS WARMUP [eval]
 distcnn() {
-    local rnd=$1 np=$2 threads=$3 model=$4 batch=$5 steps=$6 warmup=$7
-    local cmd="$DISTCNN bench --model $model --batch-size $batch --steps $steps --warmup $warmup --threads $threads --json"
+    local rnd=$1 np=$2 threads=$3 model=$4 batch=$5 steps=$6 warmup=$7 kind=${8:-train}
+    local evalflag=""
+    [[ "$kind" == eval ]] && evalflag=" --eval"
+    local cmd="$DISTCNN bench --model $model$evalflag --batch-size $batch --steps $steps --warmup $warmup --threads $threads --json"
     local shown="$cmd"
     [[ "$np" -gt 1 ]] && shown="$MPIRUN $cmd"
     rm -f "$TMP"/rss.*
     local wrap=()
     # Peak RSS per process with GNU time, one file per rank; not part of the timing.
+    # Without /usr/bin/time, record.py falls back to the binary's own peak_rss_mib.
     [[ -n "$TIME_BIN" ]] && wrap=(sh -c 'exec '"$TIME_BIN"' -f %M -o "$0.${OMPI_COMM_WORLD_RANK:-0}" "$@"' "$TMP/rss")
     local rc
     if [[ "$np" -gt 1 ]]; then
@@ -140,7 +144,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
         pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 1 --ddp --layout "$layout"
         pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --ddp --layout "$layout"
     done
-    # inference (no distcnn command for this yet)
+    # inference, one process, 2 threads
+    distcnn "$r" 1 2 ref "$EVAL_BATCH" "$EVAL_STEPS" "$EVAL_WARMUP" eval
     pytorch "$r" --model ref --eval --batch-size "$EVAL_BATCH" --steps "$EVAL_STEPS" --warmup "$EVAL_WARMUP" --threads 2 --layout eager
     pytorch "$r" --model ref --eval --batch-size "$EVAL_BATCH" --steps "$EVAL_STEPS" --warmup "$EVAL_WARMUP" --threads 2 --layout channels_last
 done

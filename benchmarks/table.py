@@ -5,7 +5,9 @@
 
 Every run's images/s comes from its median step time; a cell shows the median of those over
 the rounds and, in parentheses, their min–max. For PyTorch the best mode (layout) of each
-configuration is the one with the highest median; the others are listed beside it.
+configuration is the one with the highest median; the others are listed beside it. The
+memory column is the peak RSS (MiB) of one process (the largest rank), the maximum over
+rounds, distcnn / PyTorch's best mode.
 """
 import json
 import statistics
@@ -87,7 +89,7 @@ def main():
     rounds = sorted({r["round"] for r in runs})
     out = []
     p = out.append
-    p("## distcnn vs PyTorch, CPU training throughput")
+    p("## distcnn vs PyTorch, CPU training and inference throughput")
     p("")
     if machine:
         cores = machine.get("cpus")
@@ -103,7 +105,7 @@ def main():
         p(f"- Load average at start: {machine.get('load_average_at_start')}; rounds: {len(rounds)}")
     p("")
     p("| Configuration | distcnn images/s | PyTorch best images/s | PyTorch best mode | distcnn / PyTorch | "
-      "other PyTorch modes | peak RSS MB per process, distcnn / PyTorch |")
+      "other PyTorch modes | peak RSS MiB per process, distcnn / PyTorch |")
     p("|---|---:|---:|---|---:|---|---:|")
     details = []
     for k in sorted(groups, key=order):
@@ -121,8 +123,6 @@ def main():
             if mode != best_mode:
                 others.append(f"{mode}: {c}")
         ratio = f"{d_med / best_med:.2f}×" if d_med and best_med else "—"
-        if not g["distcnn"] and k[1] == "eval":
-            d_cell = "— (no distcnn inference benchmark yet)"
         d_rss = max((r["peak_rss_mb"] for r in g["distcnn"] if r.get("peak_rss_mb")), default=None)
         t_rss = max((r["peak_rss_mb"] for r in g["pytorch"].get(best_mode, []) if r.get("peak_rss_mb")),
                     default=None)
@@ -148,7 +148,8 @@ def main():
     steps = sorted({(r["model"], r["mode"] == "eval", r["steps"], r.get("warmup")) for r in runs
                     if r["framework"] == "pytorch"})
     p("Notes:")
-    p("- images/s = batch / median step time of a run (forward + backward + gradient all-reduce + Adam); "
+    p("- images/s = batch / median step time of a run (training: forward + backward + gradient all-reduce "
+      "+ Adam; inference: forward only, batch-norm in inference mode, no gradients); "
       "cells give the median over rounds and (min–max). Synthetic data, random labels; the two frameworks "
       "alternate within every round.")
     p("- Timed steps (warm-up): " + "; ".join(
@@ -157,9 +158,17 @@ def main():
       "`torch.channels_last`; `ddp` = DistributedDataParallel over gloo with per-rank BatchNorm "
       "(`SyncBatchNorm` is GPU-only), while `distcnn bench` synchronises batch-norm statistics "
       "across ranks (`--bn-sync global`), i.e. does more communication.")
-    p("- Peak RSS: PyTorch from `getrusage` (the `import torch` runtime alone is ~300 MB); distcnn from "
-      "GNU `time -f %M`; per process (the largest rank under mpirun / DDP).")
-    p("- Inference: distcnn has no inference-throughput command yet, so that row has PyTorch only.")
+    sources = {r.get("peak_rss_source") or "time" for r in runs
+               if r["framework"] == "distcnn" and r.get("peak_rss_mb")}
+    d_src = " and ".join({"time": "GNU `time -f %M`",
+                          "distcnn": "its own `peak_rss_mib` (no `/usr/bin/time`)"}.get(x, x)
+                         for x in sorted(sources, reverse=True)) or "—"
+    p("- Peak RSS (MiB = 2^20 bytes): PyTorch from `getrusage` (the `import torch` runtime alone is "
+      f"~300 MiB); distcnn from {d_src}; per process (the largest rank under mpirun / DDP), "
+      "maximum over rounds.")
+    if any(k[1] == "eval" and not groups[k]["distcnn"] for k in groups):
+        p("- Inference: no distcnn `bench --eval` result in this file (older runner or a failed run), "
+          "so that row has PyTorch only.")
     if failures:
         p("- **Failed runs:** " + "; ".join(f"round {f['round']} `{f['command']}` ({f['error']})" for f in failures))
     p("")

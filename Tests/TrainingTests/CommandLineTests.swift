@@ -17,6 +17,11 @@ final class CommandLineTests: XCTestCase {
         try oneLine(["train", "--bn-sync", "sometimes"], contains: "--bn-sync must be global or local")
         try oneLine(["train", "--resume", "--resume-from", "x"], contains: "do not go together")
         try oneLine(["train", "--patience", "2", "--validation-split", "0"], contains: "needs a validation set")
+        try oneLine(["train", "--lr-schedule", "cosine:2"], contains: "minimum factor 2 must be in [0, 1]")
+        try oneLine(["train", "--augment", "heavy"], contains: "--augment must be one of none, seed, standard")
+        try oneLine(["train", "--label-smoothing", "1.5"], contains: "--label-smoothing must be in [0, 1)")
+        try oneLine(["train", "--progress", "fancy"], contains: "--progress must be auto, bar or lines")
+        try oneLine(["train", "--elastic", "34"], contains: "--elastic must be ALPHA:SIGMA")
     }
 
     func testUnknownModelAndMissingData() throws {
@@ -64,10 +69,23 @@ final class CommandLineTests: XCTestCase {
                      "--bn-sync", "--max-steps", "--step-timeout"] {
             XCTAssertTrue(r.stdout.contains(flag), "train --help lacks \(flag)")
         }
-        for command in ["evaluate", "summary", "bench", "inspect"] {
+        let expected: [String: [String]] = [
+            "evaluate": ["--checkpoint", "--data", "--json"],
+            "summary": ["--model", "--input", "--batch-size", "--json"],
+            "bench": ["--model", "--batch-size", "--steps", "--threads", "--profile", "--eval", "--json"],
+            "inspect": ["<file>", "--json"],
+            "predict": ["--checkpoint", "<images>", "--top", "--json"],
+            "report": ["<run-dir>"],
+            "download": ["--dataset", "--to", "--mirror"],
+        ]
+        for (command, flags) in expected {
             let h = try runProcess(Repo.binary, [command, "--help"])
             XCTAssertEqual(h.status, 0, command)
             XCTAssertTrue(h.stdout.contains("USAGE: distcnn \(command)"), h.stdout)
+            XCTAssertTrue(h.stdout.contains("OVERVIEW: "), "\(command) --help has no overview")
+            for flag in flags { XCTAssertTrue(h.stdout.contains(flag), "\(command) --help lacks \(flag): \(h.stdout)") }
         }
+        let top = try runProcess(Repo.binary, ["--help"])
+        for command in expected.keys { XCTAssertTrue(top.stdout.contains(command), "distcnn --help lacks \(command)") }
     }
 }
