@@ -199,8 +199,19 @@ public final class TensorBoardLog {
 
     /// Logs the training loss and accuracy (e.g. the running epoch averages) after global
     /// step `step`; buffered until the next `flush()` or `epoch(_:)`.
-    public func batch(step: Int, loss: Double, accuracy: Double) throws {
-        try writer("train").scalars([("batch_loss", loss), ("batch_accuracy", accuracy)], step: step)
+    public func batch(step: Int, loss: Double, accuracy: Double, learningRate: Double? = nil,
+                      imagesPerSecond: Double? = nil, allReduceShare: Double? = nil) throws {
+        var values = [("batch_loss", loss), ("batch_accuracy", accuracy)]
+        if let learningRate { values.append(("batch_learning_rate", learningRate)) }
+        if let imagesPerSecond { values.append(("batch_images_per_second", imagesPerSecond)) }
+        if let allReduceShare { values.append(("batch_all_reduce_share", allReduceShare)) }
+        try writer("train").scalars(values, step: step)
+    }
+
+    /// Throughput figures of an epoch, under train/.
+    public func epochSpeed(step: Int, imagesPerSecond: Double, allReduceShare: Double) throws {
+        try writer("train").scalars([("epoch_images_per_second", imagesPerSecond),
+                                     ("epoch_all_reduce_share", allReduceShare)], step: step)
     }
 
     public func flush() throws {

@@ -57,15 +57,30 @@ public enum Tool {
             let (_, test) = try MNISTFiles.load(directory: data ?? ckpt.state.config.dataDirectory)
             let r = try Training.evaluate(model: model, dataset: test, normalizer: ckpt.state.normalizer,
                                           batchSize: batchSize, comm: SingleProcessCommunicator())
+            let perClass = r.confusion.enumerated().map { t, row in Double(row[t]) / Double(max(row.reduce(0, +), 1)) }
+            let pairs = confusedPairs(r.confusion, limit: 5)
             if json {
                 let out: [String: Any] = ["test_loss": r.loss, "test_accuracy": r.accuracy, "count": r.count,
-                                          "confusion": r.confusion, "model": ckpt.spec.name, "checkpoint": path]
+                                          "confusion": r.confusion, "model": ckpt.spec.name, "checkpoint": path,
+                                          "per_class_accuracy": perClass,
+                                          "most_confused": pairs.map { ["true": $0.0, "predicted": $0.1, "count": $0.2] }]
                 print(String(decoding: try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys]), as: UTF8.self))
             } else {
                 print(String(format: "%@: test accuracy %.2f%% (%d images), loss %.4f", path, r.accuracy * 100, r.count, r.loss))
+                print("per class: " + perClass.enumerated().map { String(format: "%d %.2f%%", $0, $1 * 100) }.joined(separator: ", "))
+                if !pairs.isEmpty {
+                    print("most confused (true → predicted): " + pairs.map { "\($0.0) → \($0.1) (\($0.2))" }.joined(separator: ", "))
+                }
                 print(confusionTable(r.confusion))
             }
         }
+    }
+
+    /// Off-diagonal cells of the confusion matrix, largest first.
+    static func confusedPairs(_ m: [[Int]], limit: Int) -> [(Int, Int, Int)] {
+        var cells: [(Int, Int, Int)] = []
+        for (t, row) in m.enumerated() { for (p, n) in row.enumerated() where p != t && n > 0 { cells.append((t, p, n)) } }
+        return Array(cells.sorted { $0.2 != $1.2 ? $0.2 > $1.2 : ($0.0, $0.1) < ($1.0, $1.1) }.prefix(limit))
     }
 
     static func confusionTable(_ m: [[Int]]) -> String {

@@ -178,7 +178,10 @@ public final class Trainer {
                 state.epochLossSum += r.lossSum; state.epochCorrect += r.correct; state.epochSeen += Double(r.count)
                 if let tensorBoard, state.globalStep % options.logEvery == 0 {
                     try tensorBoard.batch(step: state.globalStep, loss: r.lossSum / Double(r.count) + model.l2Loss(),
-                                          accuracy: r.correct / Double(r.count))
+                                          accuracy: r.correct / Double(r.count),
+                                          learningRate: policy.rate(at: state.globalStep - 1),
+                                          imagesPerSecond: stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
+                                          allReduceShare: stepSeconds > 0 ? allReduceSeconds / stepSeconds : 0)
                 }
                 showProgress(state: state, stepsPerEpoch: stepsPerEpoch, epochStart: epochStart,
                              images: imagesSeen, seconds: stepSeconds, l2: model.l2Loss())
@@ -222,6 +225,8 @@ public final class Trainer {
             printEpoch(metrics, state: state)
             try files?.writeMetrics(state.history)
             try tensorBoard?.epoch(metrics)
+            try tensorBoard?.epochSpeed(step: state.globalStep, imagesPerSecond: stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
+                                        allReduceShare: stepSeconds > 0 ? allReduceSeconds / stepSeconds : 0)
             _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
             if improved, let files {
                 ema?.swap(with: model.parameters.pointer)

@@ -83,6 +83,33 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(b["global_steps"] as? Int, 400)
     }
 
+    /// Early stopping's state (best value, its epoch, epochs waited) lives in the checkpoint: a run
+    /// cut after epoch 2 and resumed stops where the uninterrupted one does. Stale temporary
+    /// files of a killed write are removed at start.
+    func testEarlyStoppingStateSurvivesResume() throws {
+        let base = temporaryDirectory(self)
+        func args(_ dir: String, _ more: [String] = []) -> [String] {
+            ["train", "--model", "seed", "--data", Repo.mnist, "--epochs", "6", "--train-limit", "3008", "--validation-split", "1000",
+             "--test-limit", "500", "--patience", "2", "--min-delta", "10", "--run-dir", dir, "--quiet"] + more
+        }
+        let whole = try runProcess(Repo.binary, args(base + "/whole"))
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        XCTAssertEqual(try summary(base + "/whole")["epochs_run"] as? Int, 3)
+        let part = try runProcess(Repo.binary, args(base + "/part", ["--max-steps", "188"]))   // 94 steps per epoch
+        XCTAssertEqual(part.status, 0, part.stderr)
+        XCTAssertEqual(try summary(base + "/part")["stopped_early"] as? Bool, false)
+        let stale = base + "/part/checkpoints/.tmp-step-00000190.safetensors.4242"
+        FileManager.default.createFile(atPath: stale, contents: Data("half a checkpoint".utf8))
+        let resumed = try runProcess(Repo.binary, args(base + "/part", ["--resume"]))
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale), "stale temporary file left behind")
+        let a = try summary(base + "/whole"), b = try summary(base + "/part")
+        XCTAssertEqual(b["epochs_run"] as? Int, 3)
+        XCTAssertEqual(b["stopped_early"] as? Bool, true)
+        XCTAssertEqual(b["best_epoch"] as? Int, 1)
+        XCTAssertEqual(b["weights_sha256"] as? String, a["weights_sha256"] as? String)
+    }
+
     func testResumeWithNoCheckpointStartsFresh() throws {
         let dir = temporaryDirectory(self) + "/fresh"
         let r = try runProcess(Repo.binary, ["train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "5",

@@ -118,6 +118,23 @@ final class WorldSizeTests: XCTestCase {
         XCTAssertLessThan(d.worst, 24e-3, "no weight moved further apart than the steps allow: \(d.worst) in \(d.at)")
     }
 
+    /// Ranks started with different settings all stop at once with one line saying what differs.
+    func testRanksWithDifferentSettingsStopTogether() throws {
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
+        let dir = temporaryDirectory(self) + "/mismatch"
+        func rank(_ seed: String) -> [String] {
+            ["-np", "1", Repo.binary, "train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "5", "--train-limit", "500",
+             "--run-dir", dir, "--seed", seed]
+        }
+        let r = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none"] + rank("1") + [":"] + rank("2"),
+                               environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
+        XCTAssertNotEqual(r.status, 0)
+        let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") }
+        XCTAssertEqual(errors.count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("rank 1 was started with different settings than rank 0: seed"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"))
+    }
+
     /// `--bn-sync local` with one rank is exactly `global`. With two ranks each normalises by its
     /// own shard's statistics (a different estimator, so the weights differ by design), but
     /// every rank ends with identical weights (the run checks the hashes across ranks) and the
