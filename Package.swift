@@ -1,8 +1,9 @@
 // swift-tools-version:5.9
 import PackageDescription
 
-// The numeric engine drops bounds checks in release builds; parsers of outside input (Data,
-// Training) keep them, so a hostile file traps instead of reading out of bounds.
+// The numeric engine is built -Ounchecked in release (no bounds checks, no preconditions in its
+// hot loops); parsers of outside input (Data, Training) keep every check, so a hostile file
+// traps instead of reading out of bounds.
 let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
 
 let package = Package(

@@ -95,7 +95,7 @@ public final class Conv2D: Layer {
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
-        Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
+        let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.
             let dW = t == 0 ? dWeight! : partials[t - 1].pointer
@@ -103,7 +103,7 @@ public final class Conv2D: Layer {
             if t > 0 { partials[t - 1].zero() }
             backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB)
         }
-        let used = min(Parallel.workers, batch)
+        // Only the workers that ran this call hold fresh partials.
         for t in stride(from: 1, to: used, by: 1) {
             let p = partials[t - 1].pointer
             for i in 0..<(filters * patch) { dWeight[i] += p[i] }

@@ -56,6 +56,8 @@ public protocol Layer: AnyObject {
     func initialize(rng: CounterRNG, layerIndex: Int)
     /// Sizes workspaces for batches of up to `batch` examples (called outside the step).
     func reserve(batch: Int)
+    /// Sizes what an inference forward of `batch` examples needs (most layers: nothing per batch).
+    func reserveInference(batch: Int)
     /// x: (N, inputShape) → y: (N, outputShape)
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                  context: PassContext) throws
@@ -75,6 +77,7 @@ extension Layer {
                      state: UnsafeMutablePointer<Float>) {}
     public func initialize(rng: CounterRNG, layerIndex: Int) {}
     public func reserve(batch: Int) {}
+    public func reserveInference(batch: Int) {}
 }
 
 /// Glorot (Xavier) uniform, Keras's default kernel initializer.

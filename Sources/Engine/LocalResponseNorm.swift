@@ -43,6 +43,9 @@ public final class LocalResponseNorm: Layer {
         inputShape = input; self.size = size; self.alpha = alpha; self.beta = beta; self.k = k
     }
 
+    /// Its forward writes the per-batch scale caches in inference too.
+    public func reserveInference(batch: Int) { reserve(batch: batch) }
+
     public func reserve(batch: Int) {
         guard batch > capacity else { return }
         capacity = batch

@@ -198,6 +198,7 @@ public final class Model {
         if batch > capacity { input = FloatBuffer(count: batch * inputShape.count) }
         inferA = FloatBuffer(count: batch * widest); inferB = FloatBuffer(count: batch * widest)
         if capacity == 0 { for layer in layers { layer.reserve(batch: 1) } }
+        for layer in layers { layer.reserveInference(batch: batch) }
     }
 
     /// (N, classes) logits of the batch in `input`. In inference mode with `reserveInference`

@@ -16,14 +16,16 @@ public enum Parallel {
 
     /// Calls `body(worker, range)` for contiguous chunks of `0..<count`, in parallel when
     /// there is enough work (`cost` ≈ operations per item).
-    @inline(__always)
-    public static func chunks(_ count: Int, cost: Int = 1 << 20, _ body: (Int, Range<Int>) -> Void) {
+    /// Returns how many chunks ran (workers 0..<k).
+    @inline(__always) @discardableResult
+    public static func chunks(_ count: Int, cost: Int = 1 << 20, _ body: (Int, Range<Int>) -> Void) -> Int {
         let k = min(workers, count, max(1, count * cost / 200_000))
-        if k <= 1 { body(0, 0..<count); return }
+        if k <= 1 { body(0, 0..<count); return 1 }
         DispatchQueue.concurrentPerform(iterations: k) { t in
             let base = count / k, extra = count % k
             let start = t * base + min(t, extra)
             body(t, start..<(start + base + (t < extra ? 1 : 0)))
         }
+        return k
     }
 }

@@ -46,7 +46,18 @@ public struct Checkpoint {
             "state": Checkpoint.encode(st),
             "data_sha256": SHA256.hex(f.data.withUnsafeBytes { SHA256.hash($0) }),
         ]
+        f.metadata["metadata_sha256"] = Checkpoint.metadataHash(f.metadata)
         file = f; spec = model.spec; self.state = st
+    }
+
+    /// SHA-256 over the metadata that is not the data checksum itself (model spec, state, …),
+    /// so a damaged header is caught as surely as damaged tensors.
+    static func metadataHash(_ m: [String: String]) -> String {
+        var h = SHA256()
+        for key in m.keys.sorted() where key != "metadata_sha256" {
+            h.update(Array(key.utf8) + [0] + Array(m[key]!.utf8) + [0])
+        }
+        return SHA256.hex(h.finalize())
     }
 
     static func encode(_ s: TrainingState) -> String {
@@ -76,6 +87,8 @@ public struct Checkpoint {
         let want = f.metadata["data_sha256"] ?? ""
         let have = SHA256.hex(f.data.withUnsafeBytes { SHA256.hash($0) })
         guard want == have else { throw CheckpointError.checksum(source, want: want, have: have) }
+        let wantMeta = f.metadata["metadata_sha256"] ?? "", haveMeta = metadataHash(f.metadata)
+        guard wantMeta == haveMeta else { throw CheckpointError.checksum(source, want: wantMeta, have: haveMeta) }
         let spec: ModelSpec, state: TrainingState
         do {
             spec = try ModelSpec.decode(Data((f.metadata["model"] ?? "").utf8), source: "\(source) model")

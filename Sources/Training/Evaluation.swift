@@ -17,7 +17,8 @@ func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize:
               comm: Communicator) throws -> EvaluationResult {
     let classes = model.classes
     let mine = shard(dataset.count, rank: comm.rank, size: comm.size)
-    model.reserveInference(batch: min(batchSize, max(mine.count, 1)))
+    let batchSize = min(batchSize, max(mine.count, 1))
+    model.reserveInference(batch: batchSize)
     var sums = [Double](repeating: 0, count: 3 + classes * classes)
     var labels = [Int32](repeating: 0, count: batchSize)
     let context = PassContext(training: false)

@@ -8,8 +8,9 @@ enum StopSignal {
     nonisolated(unsafe) static var received: Int32 = 0
 
     static func install() {
-        signal(SIGTERM) { sig in StopSignal.received = sig }
-        signal(SIGINT) { sig in StopSignal.received = sig }
+        // The first signal asks for a clean stop; a second one gets the default action.
+        signal(SIGTERM) { sig in StopSignal.received = sig; signal(SIGTERM, SIG_DFL); signal(SIGINT, SIG_DFL) }
+        signal(SIGINT) { sig in StopSignal.received = sig; signal(SIGTERM, SIG_DFL); signal(SIGINT, SIG_DFL) }
     }
 
     static var requested: Bool { received != 0 }

@@ -71,7 +71,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// The fields a resumed run must share with the checkpoint (everything that changes which
     /// examples meet which weights), as name → value for a one-line diff.
     public var scheduleFields: [String: String] {
-        [
+        var fields = [
             "model": model.canonicalJSON(), "batch-size": "\(batchSize)", "seed": "\(seed)",
             "validation-split": "\(validationSplit)", "standardize": "\(standardize)",
             "augment": String(decoding: try! JSONEncoder.sorted.encode(augmentation), as: UTF8.self),
@@ -79,6 +79,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
             "lr-schedule": lrSchedule, "warmup-steps": "\(warmupSteps)", "label-smoothing": "\(labelSmoothing)",
             "ema-decay": "\(emaDecay)", "weight-decay": "\(adam.weightDecay)",
         ]
+        // A decaying schedule spans epochs × steps per epoch, so the epoch count shapes it too.
+        if lrSchedule != "constant" { fields["epochs"] = "\(epochs)" }
+        return fields
     }
 
     public func canonicalJSON() -> String {
@@ -130,6 +133,9 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var trainSeconds: Double = 0
     /// Updates folded into the weight average so far (its warm-up depends on it).
     public var emaUpdates: Int = 0
+    /// Engine threads per rank: per-worker partial gradients are summed in worker order, so a
+    /// bitwise resume needs the same count (a resume with another count warns).
+    public var threads: Int?
     /// How inputs were scaled, so evaluation and prediction see what training saw.
     public var normalizer: Normalizer = .unit
     public var config: TrainConfig

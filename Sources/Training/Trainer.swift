@@ -110,6 +110,7 @@ public final class Trainer {
         let ema = config.emaDecay > 0 ? WeightAverage(count: model.parameterCount, decay: config.emaDecay) : nil
         var state = TrainingState(config: config)
         state.normalizer = normalizer
+        state.threads = threads
         var best: FloatBuffer?
 
         // Start: rank 0's weights (fresh or from a checkpoint) reach every rank.
@@ -118,10 +119,15 @@ public final class Trainer {
             if config.restoreBestWeights && config.patience > 0 && ckpt.hasBest {
                 best = FloatBuffer(count: model.parameterCount + model.stateCount)
             }
-            try ckpt.restore(into: model, adam: adam, best: best, ema: ema, source: "checkpoint")
-            let epochs = state.config.epochs, maxSteps = state.config.maxSteps
+            try collectively("restoring the checkpoint") {
+                try ckpt.restore(into: model, adam: adam, best: best, ema: ema, source: "checkpoint")
+            }
             state = ckpt.state
-            state.config.epochs = epochs; state.config.maxSteps = maxSteps
+            state.config = config   // schedule-relevant fields were checked equal; the rest may change
+            if let saved = state.threads, saved != threads, comm.rank == 0 {
+                Console.warning("the checkpoint was written with \(saved) threads per rank, this run has \(threads): the run continues, but not bit for bit (use --threads \(saved) for that)")
+            }
+            state.threads = threads
             console.line("resuming at epoch \(state.epoch + 1), step \(state.stepInEpoch) (global step \(state.globalStep))")
         } else {
             model.initialize(seed: config.seed)
@@ -195,6 +201,7 @@ public final class Trainer {
                 if let every = options.checkpointEvery, state.globalStep % every == 0, state.stepInEpoch < stepsPerEpoch {
                     state.trainSeconds = elapsed()
                     _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
+                    try waitForRootFiles()
                 }
             }
 
@@ -223,6 +230,10 @@ public final class Trainer {
             state.epochLossSum = 0; state.epochCorrect = 0; state.epochSeen = 0
             state.trainSeconds = elapsed()
             printEpoch(metrics, state: state)
+            console.line(String(format: "  %.0f images/s, all-reduce %.1f%% of step time, learning rate %.3g, %d global steps",
+                                stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
+                                stepSeconds > 0 ? 100 * allReduceSeconds / stepSeconds : 0, metrics.learningRate, state.globalStep),
+                         level: .verbose)
             try files?.writeMetrics(state.history)
             try tensorBoard?.epoch(metrics)
             try tensorBoard?.epochSpeed(step: state.globalStep, imagesPerSecond: stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
@@ -233,6 +244,7 @@ public final class Trainer {
                 try files.writeCheckpoint(Checkpoint(model: model, adam: nil, state: state), name: "best.safetensors")
                 ema?.swap(with: model.parameters.pointer)
             }
+            try waitForRootFiles()
             if state.earlyStopping.stopped { endedBy = "early-stopping" }
         }
 
@@ -259,7 +271,9 @@ public final class Trainer {
             weightsSHA256: model.weightsSHA256(), threadsPerRank: threads, endedBy: endedBy, hosts: hosts)
         try verifyIdenticalWeights(summary.weightsSHA256)
         if let files {
-            try files.writeCheckpoint(Checkpoint(model: model, adam: adam, state: state), name: "final.safetensors")
+            // The result: the weights evaluated (best or averaged), without optimizer state, so it
+            // cannot be mistaken for a point to resume from (step checkpoints are).
+            try files.writeCheckpoint(Checkpoint(model: model, adam: nil, state: state), name: "final.safetensors")
             try files.writeSummary(summary)
             try tensorBoard?.flush()
             do {
@@ -311,6 +325,16 @@ public final class Trainer {
                 throw RunError.config("rank \(r) was started with different settings than rank 0: \(differing.joined(separator: ", ")) (e.g. \(key): '\(other[key]?.prefix(60) ?? "")' vs '\(reference[key]?.prefix(60) ?? "")'); start every rank with the same command line")
             }
         }
+    }
+
+    /// While rank 0 writes files the others would wait in the next collective with
+    /// `--step-timeout` running; a slow file system must not look like a stalled rank.
+    func waitForRootFiles() throws {
+        guard comm.size > 1, let limit = comm.timeout else { return }
+        comm.timeout = nil
+        defer { comm.timeout = limit }
+        comm.phase = "waiting for rank 0's files"
+        try comm.barrier()
     }
 
     func broadcastWeights(_ model: Model) throws {

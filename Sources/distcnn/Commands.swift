@@ -7,7 +7,7 @@ struct Evaluate: ParsableCommand {
     @Option(help: "Data folder (default: the one the checkpoint was trained on).") var data: String?
     @Option(help: "Images per forward pass.") var batchSize = 500
     @Flag(help: "Print JSON.") var json = false
-    func validate() throws { guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1") } }
+    func validate() throws { guard (1...65536).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...65536") } }
     func run() throws { try finish(Tool.evaluate(checkpoint: checkpoint, data: data, batchSize: batchSize, json: json)) }
 }
 
@@ -43,7 +43,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Global batch size (default: the model's).") var batchSize: Int?
     @Option(help: "Timed steps.") var steps = 50
     @Option(help: "Untimed warm-up steps.") var warmup = 5
-    @Option(help: "BLAS threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
+    @Option(help: "Engine threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
     @Flag(help: "Time each layer's forward and backward.") var profile = false
     @Flag(help: "Measure inference (evaluation) instead of training.") var eval = false
     @Flag(help: "Print JSON.") var json = false

@@ -6,7 +6,7 @@ struct Download: ParsableCommand {
         abstract: "Fetch MNIST or Fashion-MNIST (four gzipped IDX files), verified by SHA-256.",
         discussion: """
             Files already present and valid are kept. Each file is downloaded to \
-            DIR/.tmp-NAME.part (a partial one is resumed when the server allows), checked \
+            DIR/.tmp-NAME.gz.part (a partial one is resumed when the server allows), checked \
             against the SHA-256 of its decompressed content, and only then renamed into place.
 
             Example:

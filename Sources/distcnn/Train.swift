@@ -49,7 +49,8 @@ struct Train: ParsableCommand {
     @Option(help: "Step checkpoints to keep.") var keep = 3
     @Flag(help: "Continue from the newest valid checkpoint in the run dir (starts fresh if there is none).") var resume = false
     @Option(help: "Continue from this checkpoint file.") var resumeFrom: String?
-    @Option(help: "BLAS threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
+    @Option(help: "Engine threads per rank (default: cores on the node / ranks on the node, or the cores this rank is bound to).")
+    var threads: Int?
     @Option(help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
     @Option(help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
     @Option(help: "Progress display: auto (a bar on a terminal, lines in logs and under mpirun), bar or lines.")
@@ -59,7 +60,7 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
-        if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let b = batchSize, !(1...65536).contains(b) { throw ValidationError("--batch-size must be in 1...65536") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number") }
         _ = try augmentation()
         guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be 0 or more") }
@@ -80,7 +81,7 @@ struct Train: ParsableCommand {
         if let t = testLimit, t < 1 { throw ValidationError("--test-limit must be at least 1") }
         if let c = checkpointEvery, c < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
-        if let t = stepTimeout, !(t > 0) { throw ValidationError("--step-timeout must be positive") }
+        if let t = stepTimeout, !(t > 0 && t <= 1e6) { throw ValidationError("--step-timeout must be in (0, 1000000] seconds") }
         guard keep >= 1 else { throw ValidationError("--keep must be at least 1") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1") }
         if resume && resumeFrom != nil { throw ValidationError("--resume and --resume-from do not go together; pick one") }
@@ -93,7 +94,7 @@ struct Train: ParsableCommand {
         guard var a = AugmentationConfig.named(augment) else {
             throw ValidationError("--augment must be one of \(AugmentationConfig.presetNames.joined(separator: ", "))")
         }
-        for (name, value, limit) in [("rotation", rotation, 180.0), ("shift", shift, 1.0), ("zoom", zoom, 0.9), ("shear", shear, 80.0)] {
+        for (name, value, limit) in [("rotation", rotation, 180.0), ("shift", shift, 0.9), ("zoom", zoom, 0.9), ("shear", shear, 80.0)] {
             if let value, !(0...limit).contains(value) { throw ValidationError("--\(name) must be in 0...\(limit)") }
         }
         if let rotation { a.rotationDegrees = rotation }
@@ -107,7 +108,9 @@ struct Train: ParsableCommand {
         }
         if let elastic {
             let parts = elastic.split(separator: ":").compactMap { Double($0) }
-            guard parts.count == 2, parts[0] >= 0, parts[1] > 0 else { throw ValidationError("--elastic must be ALPHA:SIGMA, e.g. 34:4") }
+            guard parts.count == 2, (0...1000).contains(parts[0]), parts[1] > 0, parts[1] <= 64 else {
+                throw ValidationError("--elastic must be ALPHA:SIGMA with ALPHA in 0...1000 and SIGMA in (0, 64], e.g. 34:4")
+            }
             a.elastic = ElasticDistortion(alpha: parts[0], sigma: parts[1])
         }
         return a

@@ -87,4 +87,50 @@ final class ModelTests: XCTestCase {
         XCTAssertGreaterThan(checked, sampled * 8 / 10, "too many parameters near a kink")
         XCTAssertLessThan(worst, 2e-2, "worst relative error \(worst) at parameter \(worstAt)")
     }
+
+    /// Per-worker partial gradients: a call that runs fewer chunks than an earlier one must not
+    /// add the earlier call's leftovers.
+    func testConvGradientsWithChangingChunkCounts() throws {
+        func gradients(workers: Int) throws -> [Float] {
+            let saved = Parallel.workers
+            Parallel.workers = workers
+            defer { Parallel.workers = saved }
+            let conv = try Conv2D(input: Shape(c: 2, h: 8, w: 8), filters: 3, kernel: 3, stride: 1, padding: .same,
+                                  activation: .linear, useBias: true, l2: 0)
+            // 64 images make 3 chunks; 2 images are too little work to split, so 1 chunk runs.
+            let h = LayerHarness(conv, batch: 64)
+            let big = randomArray(64 * 128, seed: 5), bigR = randomArray(64 * 192, seed: 6)
+            _ = try h.gradients(big, bigR, context: PassContext(training: true))
+            let small = Array(big[0..<256]), smallR = Array(bigR[0..<384])
+            let two = LayerHarness(conv, batch: 2)
+            return try two.gradients(small, smallR, context: PassContext(training: true)).dparams
+        }
+        let reference = try gradients(workers: 1), threaded = try gradients(workers: 3)
+        let worst = zip(reference, threaded).map { abs($0 - $1) }.max() ?? 0
+        XCTAssertLessThan(worst, 1e-5, "stale partial gradients: worst difference \(worst)")
+    }
+
+    /// Inference after training-sized reservations: layers with per-batch caches (LRN) are sized
+    /// for the inference batch, and inference gives what a training-mode pass gives for LRN.
+    func testInferenceBatchLargerThanTrainingBatch() throws {
+        let spec = try ModelSpec.decode(Data("""
+            {"name": "lrn", "input": [8, 8, 1], "layers": [
+             {"type": "conv2d", "filters": 4, "kernel": 3, "padding": "same"},
+             {"type": "lrn", "size": 3}, {"type": "maxpool2d", "size": 2},
+             {"type": "flatten"}, {"type": "dense", "units": 3}]}
+            """.utf8), source: "test")
+        let model = try Model(spec: spec)
+        model.initialize(seed: 3)
+        model.reserve(batch: 2)
+        model.reserveInference(batch: 9)
+        let x = randomArray(9 * 64, seed: 4)
+        model.input.pointer.update(from: x, count: x.count)
+        let inferred = Array(UnsafeBufferPointer(start: try model.forward(batch: 9, context: PassContext(training: false)), count: 27))
+        let trained = try Model(spec: spec)
+        trained.initialize(seed: 3)
+        trained.reserve(batch: 9)
+        trained.input.pointer.update(from: x, count: x.count)
+        let direct = Array(UnsafeBufferPointer(start: try trained.forward(batch: 9, context: PassContext(training: true)), count: 27))
+        XCTAssertEqual(inferred, direct)
+    }
 }
