@@ -28,9 +28,6 @@ public final class BatchNorm: Layer {
     var hasTrainingForward = false
     /// Reduction scratch: [count | Σx (C) | Σx² (C)] forward, [Σdy (C) | Σdy·x̂ (C)] backward.
     var sums: [Double]
-    /// The batch statistics of the last training forward are also this rank's contribution to
-    /// averaged running statistics in `--bn-sync local` mode; the count tells its weight.
-    public private(set) var lastLocalCount = 0
 
     public init(input: Shape, momentum: Float, epsilon: Float) {
         self.inputShape = input; self.momentum = momentum; self.epsilon = epsilon
@@ -91,7 +88,6 @@ public final class BatchNorm: Layer {
           }
           }
         }
-        lastLocalCount = batch
         if let reducer = context.reducer {
             try sums.withUnsafeMutableBufferPointer { try reducer.sum($0, phase: "batch-norm forward") }
         }

@@ -66,7 +66,9 @@ public struct Checkpoint {
         return String(decoding: try! enc.encode(s), as: UTF8.self)
     }
 
-    public var hasAdam: Bool { file.entry("adam.m." + (file.entries.first?.name ?? "")) != nil }
+    /// Whether it holds optimizer state, i.e. can be resumed from (step checkpoints do; `final`
+    /// and `best` hold only the weights they were evaluated with).
+    public var hasAdam: Bool { file.entries.contains { $0.name.hasPrefix("adam.m.") } }
     public var hasBest: Bool { file.entries.contains { $0.name.hasPrefix("best.") } }
 
     /// Parses and validates a checkpoint's bytes: container, format, checksum, model spec.

@@ -1,3 +1,4 @@
+import Collective
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -26,9 +27,7 @@ public final class Console {
         case .bar: isTerminal = true
         case .lines: isTerminal = false
         case .auto:
-            let env = ProcessInfo.processInfo.environment
-            let underMPI = env["OMPI_COMM_WORLD_SIZE"] != nil || env["PMIX_RANK"] != nil
-            isTerminal = isatty(STDOUT_FILENO) == 1 && !underMPI
+            isTerminal = isatty(STDOUT_FILENO) == 1 && !MPICommunicator.isLaunchedByMPIRun()
         }
     }
 

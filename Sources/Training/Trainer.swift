@@ -135,7 +135,7 @@ public final class Trainer {
         }
 
         let tensorBoard = comm.rank == 0
-            ? try TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: state.globalStep) : nil
+            ? TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: state.globalStep) : nil
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: config.bnSync, seed: config.seed)
         step.smoothing = Float(config.labelSmoothing)
         let perRank = (config.batchSize + comm.size - 1) / comm.size
@@ -438,6 +438,9 @@ public final class Trainer {
     func checkCompatible(_ ckpt: Checkpoint, source: String) throws {
         guard ckpt.spec.layers == config.model.layers, ckpt.spec.input == config.model.input else {
             throw CheckpointError.otherModel(source, "it holds model '\(ckpt.spec.name)', the run uses '\(config.model.name)'")
+        }
+        guard ckpt.hasAdam else {
+            throw CheckpointError.mismatch(source, "it holds no optimizer state (a final or best checkpoint); resume from one of the run's step-*.safetensors")
         }
         let theirs = ckpt.state.config.scheduleFields, mine = config.scheduleFields
         let differing = mine.keys.sorted().filter { $0 != "model" && mine[$0] != theirs[$0] }

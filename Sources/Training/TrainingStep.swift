@@ -20,9 +20,6 @@ final class TrainingStep {
     /// Offsets of the fused extras after the P gradients.
     static let extraLoss = 0, extraCorrect = 1, extraStop = 2, extraFixed = 3
 
-    /// Seconds spent in collectives (gradient and batch-norm) since the last reset.
-    var allReduceSeconds: Double { reducer.seconds }
-
     struct Result {
         var lossSum: Double      // Σ cross-entropy over the global batch
         var correct: Double

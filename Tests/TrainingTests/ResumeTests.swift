@@ -150,6 +150,12 @@ final class ResumeTests: XCTestCase {
             let i = try runProcess(Repo.binary, ["inspect", path])
             XCTAssertEqual(i.status, 1, "inspect must call \(name) invalid")
         }
+        // The run's result is not a point to resume from.
+        let final = try runProcess(Repo.binary, ["train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "5",
+                                                 "--train-limit", "500", "--validation-split", "100", "--test-limit", "100",
+                                                 "--run-dir", base + "/run-final", "--resume-from", good + "/checkpoints/final.safetensors"])
+        XCTAssertEqual(final.status, 1)
+        XCTAssertTrue(final.stderr.contains("holds no optimizer state"), final.stderr)
         // A valid checkpoint of another model.
         let other = try runProcess(Repo.binary, ["train", "--model", "ref", "--data", Repo.mnist, "--max-steps", "1",
                                                  "--train-limit", "500", "--resume-from", good + "/checkpoints/final.safetensors",
