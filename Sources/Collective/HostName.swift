@@ -6,7 +6,7 @@ import Darwin
 
 /// This machine's host name from `gethostname`, without the DNS lookups of
 /// `ProcessInfo.hostName` (which can stall for seconds on a cluster node).
-func localHostName() -> String {
+public func localHostName() -> String {
     var name = [CChar](repeating: 0, count: 256)
     guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
     return String(cString: name)

@@ -61,9 +61,7 @@ public struct Checkpoint {
     }
 
     static func encode(_ s: TrainingState) -> String {
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys]
-        return String(decoding: try! enc.encode(s), as: UTF8.self)
+        String(decoding: try! JSONEncoder.sorted.encode(s), as: UTF8.self)
     }
 
     /// Whether it holds optimizer state, i.e. can be resumed from (step checkpoints do; `final`

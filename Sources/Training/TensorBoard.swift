@@ -1,3 +1,4 @@
+import Collective
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -22,7 +23,7 @@ public final class TensorBoardWriter {
         try AtomicFile.makeDirectory(directory)
         // Two writers started in the same second (a quick requeue) must not share a file;
         // readers take every file whose name holds "tfevents", in name order.
-        let base = directory + "/events.out.tfevents.\(Int(Date().timeIntervalSince1970)).\(Self.hostName())"
+        let base = directory + "/events.out.tfevents.\(Int(Date().timeIntervalSince1970)).\(localHostName().replacingOccurrences(of: "/", with: "_"))"
         var candidate = base, attempt = 0
         var fd = open(candidate, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0o644)
         while fd < 0 && errno == EEXIST && attempt < 1000 {
@@ -117,13 +118,6 @@ public final class TensorBoardWriter {
 
     private func littleEndian(_ v: UInt32) -> [UInt8] { (0..<4).map { UInt8(truncatingIfNeeded: v >> (8 * $0)) } }
 
-    /// `gethostname`, without the DNS lookups of `ProcessInfo.hostName`.
-    static func hostName() -> String {
-        var name = [CChar](repeating: 0, count: 256)
-        guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
-        let host = String(cString: name)
-        return host.isEmpty ? "localhost" : host.replacingOccurrences(of: "/", with: "_")
-    }
 }
 
 /// The few protobuf wire-format encodings an Event needs.

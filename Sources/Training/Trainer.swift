@@ -158,6 +158,15 @@ public final class Trainer {
         let runStart = DispatchTime.now().uptimeNanoseconds
         let startSeconds = state.trainSeconds
         func elapsed() -> Double { startSeconds + Double(DispatchTime.now().uptimeNanoseconds - runStart) * 1e-9 }
+        func imagesPerSecond() -> Double { stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0 }
+        func allReduceShare() -> Double { stepSeconds > 0 ? allReduceSeconds / stepSeconds : 0 }
+        /// Validation (when there is a split) and test metrics of the weights now in the model.
+        func evaluateSplits() throws -> (validation: EvaluationResult?, test: EvaluationResult) {
+            let val = validation.count > 0
+                ? try evaluate(model: model, dataset: validation, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm)
+                : nil
+            return (val, try evaluate(model: model, dataset: test, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm))
+        }
 
         epochLoop: while state.epoch < config.epochs && !state.earlyStopping.stopped {
             let permutation = rng.permutation(count: train.count, epoch: state.epoch)
@@ -186,8 +195,7 @@ public final class Trainer {
                     try tensorBoard.batch(step: state.globalStep, loss: r.lossSum / Double(r.count) + model.l2Loss(),
                                           accuracy: r.correct / Double(r.count),
                                           learningRate: policy.rate(at: state.globalStep - 1),
-                                          imagesPerSecond: stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
-                                          allReduceShare: stepSeconds > 0 ? allReduceSeconds / stepSeconds : 0)
+                                          imagesPerSecond: imagesPerSecond(), allReduceShare: allReduceShare())
                 }
                 showProgress(state: state, stepsPerEpoch: stepsPerEpoch, epochStart: epochStart,
                              images: imagesSeen, seconds: stepSeconds, l2: model.l2Loss())
@@ -210,9 +218,7 @@ public final class Trainer {
             let trainAccuracy = state.epochCorrect / max(state.epochSeen, 1)
             // With a weight average, the averaged weights are the ones evaluated (and kept as best).
             ema?.swap(with: model.parameters.pointer)
-            let val = validation.count > 0
-                ? try evaluate(model: model, dataset: validation, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm) : nil
-            let tst = try evaluate(model: model, dataset: test, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm)
+            let (val, tst) = try evaluateSplits()
             let metrics = EpochMetrics(epoch: state.epoch + 1, globalStep: state.globalStep, trainLoss: trainLoss,
                                        trainAccuracy: trainAccuracy, valLoss: val?.loss, valAccuracy: val?.accuracy,
                                        testLoss: tst.loss, testAccuracy: tst.accuracy,
@@ -231,13 +237,11 @@ public final class Trainer {
             state.trainSeconds = elapsed()
             printEpoch(metrics, state: state)
             console.line(String(format: "  %.0f images/s, all-reduce %.1f%% of step time, learning rate %.3g, %d global steps",
-                                stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
-                                stepSeconds > 0 ? 100 * allReduceSeconds / stepSeconds : 0, metrics.learningRate, state.globalStep),
+                                imagesPerSecond(), 100 * allReduceShare(), metrics.learningRate, state.globalStep),
                          level: .verbose)
             try files?.writeMetrics(state.history)
             try tensorBoard?.epoch(metrics)
-            try tensorBoard?.epochSpeed(step: state.globalStep, imagesPerSecond: stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
-                                        allReduceShare: stepSeconds > 0 ? allReduceSeconds / stepSeconds : 0)
+            try tensorBoard?.epochSpeed(step: state.globalStep, imagesPerSecond: imagesPerSecond(), allReduceShare: allReduceShare())
             _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
             if improved, let files {
                 ema?.swap(with: model.parameters.pointer)
@@ -256,9 +260,7 @@ public final class Trainer {
         } else if let ema {
             ema.swap(with: model.parameters.pointer)   // the averaged weights are the run's result
         }
-        let val = validation.count > 0
-            ? try evaluate(model: model, dataset: validation, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm) : nil
-        let tst = try evaluate(model: model, dataset: test, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm)
+        let (val, tst) = try evaluateSplits()
         let mistakes = try collectMistakes(model: model, dataset: test, normalizer: normalizer,
                                            batchSize: config.evalBatchSize, comm: comm)
         state.trainSeconds = elapsed()
@@ -266,8 +268,7 @@ public final class Trainer {
             model: config.model.name, worldSize: comm.size, epochsRun: state.history.count, globalSteps: state.globalStep,
             stoppedEarly: state.earlyStopping.stopped, bestEpoch: config.patience > 0 ? state.earlyStopping.bestEpoch : nil,
             valLoss: val?.loss, valAccuracy: val?.accuracy, testLoss: tst.loss, testAccuracy: tst.accuracy,
-            trainSeconds: state.trainSeconds, imagesPerSecond: stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0,
-            allReduceShare: stepSeconds > 0 ? allReduceSeconds / stepSeconds : 0,
+            trainSeconds: state.trainSeconds, imagesPerSecond: imagesPerSecond(), allReduceShare: allReduceShare(),
             weightsSHA256: model.weightsSHA256(), threadsPerRank: threads, endedBy: endedBy, hosts: hosts)
         try verifyIdenticalWeights(summary.weightsSHA256)
         if let files {
