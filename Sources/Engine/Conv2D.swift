@@ -1,4 +1,15 @@
-/// 2-D convolution by im2col + sgemm, one image at a time so the column matrix stays in
+/// How a convolution turns into sgemm calls.
+public enum ConvolutionAlgorithm: String, Sendable {
+    /// Shifted GEMMs when the layer allows them, else im2col.
+    case auto
+    /// im2col + one sgemm per image (any stride, padding and kernel).
+    case im2col
+    /// Stride 1, `same` padding: kh·kw sgemms per image over shifted views of a zero-padded
+    /// copy of the image, so no column matrix is built (see `Conv2D+Shifted.swift`).
+    case shifted
+}
+
+/// 2-D convolution, one image at a time per engine worker so its working set stays in
 /// cache. Weight layout is PyTorch's `[out, in, kh, kw]`; activations are NCHW.
 public final class Conv2D: Layer {
     public let inputShape: Shape
@@ -20,6 +31,13 @@ public final class Conv2D: Layer {
     var dBias: UnsafeMutablePointer<Float>?
     var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
     var partials: [FloatBuffer] = []               // workers 1…: (out·K + out) partial dW, db
+    var shiftedSpace: ShiftedWorkspace?
+
+    /// The algorithm to use; `auto` picks by measurement-backed rules (`usesShifted`).
+    /// Tests force each one to hold them equal to the naive convolution.
+    public var algorithm: ConvolutionAlgorithm = .auto {
+        didSet { columns = []; shiftedSpace = nil }
+    }
 
     public init(input: Shape, filters: Int, kernel: Int, stride: Int, padding: Padding,
                 activation: Activation, useBias: Bool, l2: Float) throws {
@@ -63,6 +81,13 @@ public final class Conv2D: Layer {
 
     public func reserve(batch: Int) {
         let workers = Parallel.workers
+        if usesShifted {
+            if shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
+            if partials.count != max(0, workers - 1) {
+                partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
+            }
+            return
+        }
         if columns.count != workers || (columns.first?.count ?? 0) < patch * pixels {
             columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) }
             partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
@@ -71,6 +96,16 @@ public final class Conv2D: Layer {
 
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
+        if usesShifted {
+            guard let space = shiftedSpace, space.workers == Parallel.workers else {
+                preconditionFailure("Conv2D: reserve(batch:) first")
+            }
+            space.packWeights(weight)
+            Parallel.chunks(batch, cost: forwardFlops) { t, images in
+                shiftedForward(x, y, images: images, worker: t, space: space)
+            }
+            return
+        }
         precondition(columns.count == Parallel.workers, "Conv2D: reserve(batch:) first")
         Parallel.chunks(batch, cost: forwardFlops) { t, images in forward(x, y, images: images, worker: t) }
     }
@@ -95,13 +130,23 @@ public final class Conv2D: Layer {
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
+        if usesShifted {
+            guard let space = shiftedSpace, space.workers == Parallel.workers else {
+                preconditionFailure("Conv2D: reserve(batch:) first")
+            }
+            space.packWeights(weight)
+        }
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.
             let dW = t == 0 ? dWeight! : partials[t - 1].pointer
             let dB = t == 0 ? dBias : partials[t - 1].pointer + filters * patch
             if t > 0 { partials[t - 1].zero() }
-            backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB)
+            if let space = shiftedSpace, usesShifted {
+                shiftedBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: space)
+            } else {
+                backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB)
+            }
         }
         // Only the workers that ran this call hold fresh partials.
         for t in stride(from: 1, to: used, by: 1) {
@@ -117,15 +162,7 @@ public final class Conv2D: Layer {
         let inCount = inputShape.count, outCount = outputShape.count
         for n in images {
             let xn = x + n * inCount, dz = dy + n * outCount   // dz: (out, P)
-            ActivationFunction.backward(activation, alpha: 1, y: y + n * outCount, dz, count: outCount)
-            if let dBias {
-                for o in 0..<filters {
-                    let row = dz + o * pixels
-                    var s: Float = 0
-                    for p in 0..<pixels { s += row[p] }
-                    dBias[o] += s
-                }
-            }
+            preactivationGradient(y: y + n * outCount, dz, dBias: dBias)
             // dW (out, K) += dz (out, P) · colᵀ (P, K); the column matrix is rebuilt, not stored.
             let col = columns(for: xn, worker: worker)
             BLAS.gemm(transB: true, m: filters, n: patch, k: pixels, dz, lda: pixels, col, ldb: pixels,
@@ -142,6 +179,21 @@ public final class Conv2D: Layer {
                           beta: 0, column, ldc: pixels)
                 col2im(column, dxn)
             }
+        }
+    }
+
+    /// Turns one image's dL/dy into dL/dz (through the fused activation) in place and adds
+    /// its per-channel sums to the bias gradient.
+    @inline(__always)
+    func preactivationGradient(y: UnsafePointer<Float>, _ dz: UnsafeMutablePointer<Float>,
+                               dBias: UnsafeMutablePointer<Float>?) {
+        ActivationFunction.backward(activation, alpha: 1, y: y, dz, count: outputShape.count)
+        guard let dBias else { return }
+        for o in 0..<filters {
+            let row = dz + o * pixels
+            var s: Float = 0
+            for p in 0..<pixels { s += row[p] }
+            dBias[o] += s
         }
     }
 

@@ -29,6 +29,48 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// The shifted-sgemm path (stride 1, `same`) against the naive convolution, and its
+    /// gradients (dx, dW, db, through a fused activation) against the im2col path's, with
+    /// two workers so the per-worker partial gradients are exercised.
+    func testShiftedMatchesNaiveAndIm2col() throws {
+        let cases: [(Shape, Int, Int, Activation)] = [
+            (Shape(c: 3, h: 7, w: 9), 4, 3, .linear),
+            (Shape(c: 8, h: 5, w: 6), 6, 3, .relu),
+            (Shape(c: 2, h: 6, w: 5), 3, 2, .elu),     // even kernel: padding 0 before, 1 after
+            (Shape(c: 4, h: 9, w: 8), 5, 5, .linear),
+            (Shape(c: 1, h: 6, w: 6), 2, 3, .relu),
+        ]
+        let saved = Parallel.workers
+        defer { Parallel.configure(threads: saved) }
+        Parallel.configure(threads: 2)
+        for (shape, filters, k, activation) in cases {
+            let batch = 5
+            func run(_ algorithm: ConvolutionAlgorithm) throws -> (y: [Float], dx: [Float], dp: [Float], w: [Float]) {
+                let conv = try Conv2D(input: shape, filters: filters, kernel: k, stride: 1, padding: .same,
+                                      activation: activation, useBias: true, l2: 0)
+                conv.algorithm = algorithm
+                let h = LayerHarness(conv, batch: batch)
+                let x = randomArray(batch * shape.count, seed: 31)
+                let r = randomArray(batch * conv.outputShape.count, seed: 32)
+                let y = try h.forward(x, context: PassContext(training: true))
+                let (dx, dp) = try h.gradients(x, r, context: PassContext(training: true))
+                return (y, dx, dp, h.params.array)
+            }
+            let fast = try run(.shifted), reference = try run(.im2col)
+            let name = "conv \(shape) k\(k) \(activation)"
+            let conv = try Conv2D(input: shape, filters: filters, kernel: k, stride: 1, padding: .same,
+                                  activation: .linear, useBias: true, l2: 0)
+            let kernelCount = filters * shape.c * k * k
+            let x = randomArray(batch * shape.count, seed: 31)
+            var naive = NaiveConvolution.forward(conv, x: x, weight: Array(fast.w[0..<kernelCount]),
+                                                 bias: Array(fast.w[kernelCount...]), batch: batch)
+            naive = naive.map { v in activation == .relu ? max(v, 0) : activation == .elu ? (v > 0 ? v : expm1(v)) : v }
+            XCTAssertLessThan(maxDifference(fast.y, naive), 1e-5, "\(name): forward vs naive")
+            XCTAssertLessThan(maxDifference(fast.dx, reference.dx), 1e-4, "\(name): dx")
+            XCTAssertLessThan(maxDifference(fast.dp, reference.dp), 1e-4, "\(name): dW, db")
+        }
+    }
+
     func testSamePaddingFollowsTensorFlow() {
         // out = ceil(in / stride); the odd padding goes bottom/right.
         let g = AxisGeometry(input: 28, kernel: 3, stride: 2, padding: .same)!
@@ -43,4 +85,9 @@ final class ConvolutionTests: XCTestCase {
         XCTAssertEqual(v.output, 3); XCTAssertEqual(v.padBefore, 0)
         XCTAssertNil(AxisGeometry(input: 2, kernel: 3, stride: 1, padding: .valid))
     }
+}
+
+func maxDifference(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count)
+    return zip(a, b).map { abs($0 - $1) }.max() ?? 0
 }

@@ -7,6 +7,14 @@ final class LayerGradientTests: XCTestCase {
         try checkGradients(Conv2D(input: Shape(c: 2, h: 6, w: 5), filters: 3, kernel: 3, stride: 1, padding: .same,
                                   activation: .linear, useBias: true, l2: 0), batch: 2)
     }
+    func testConvShiftedSameStride1() throws {
+        for (k, activation) in [(3, Activation.elu), (2, .linear)] {
+            let conv = try Conv2D(input: Shape(c: 3, h: 6, w: 5), filters: 4, kernel: k, stride: 1, padding: .same,
+                                  activation: activation, useBias: true, l2: 0)
+            conv.algorithm = .shifted
+            try checkGradients(conv, batch: 2)
+        }
+    }
     func testConvSameStride2OddPadding() throws {
         // 7 → 4 with stride 2: total padding 2; 6 → 3: total padding 1 (extra at the bottom/right).
         try checkGradients(Conv2D(input: Shape(c: 2, h: 7, w: 6), filters: 3, kernel: 3, stride: 2, padding: .same,
