@@ -80,8 +80,7 @@ public final class BatchNorm: Layer {
             var s = 0.0, q = 0.0
             for n in 0..<batch {
                 let p = x + (n * C + c) * S
-                var fs: Float = 0, fq: Float = 0   // short runs in Float, merged in Double
-                for i in 0..<S { let v = p[i]; fs += v; fq += v * v }
+                let (fs, fq) = Reduce.sumAndSquares(p, count: S)   // a plane in Float, merged in Double
                 s += Double(fs); q += Double(fq)
             }
             sums[1 + c] = s; sums[1 + C + c] = q
@@ -134,14 +133,8 @@ public final class BatchNorm: Layer {
         let C = channels, S = inputShape.spatial
         // With a fused activation, dy is at the activation's output; the gradient at the batch
         // norm's output is dy·f'(z) with z = γ·x̂ + β recomputed from x, which saves reading y.
+        // It replaces dy in place (dy is this layer's own scratch), so the dx pass reads it as is.
         let act = fusedActivation, alpha = fusedAlpha
-        @inline(__always) func gate(_ z: Float, _ g: Float) -> Float {
-            switch act {
-            case .linear: return g
-            case .relu: return z > 0 ? g : 0
-            case .elu: return z > 0 ? g : g * alpha * expf(z)
-            }
-        }
         // Local [Σdy | Σdy·x̂].
         sums.withUnsafeMutableBufferPointer { sp in
           let sums = sp
@@ -151,12 +144,14 @@ public final class BatchNorm: Layer {
             var sdy = 0.0, sdyx = 0.0
             for n in 0..<batch {
                 let p = x + (n * C + c) * S, g = dy + (n * C + c) * S
-                var a: Float = 0, b: Float = 0
-                for i in 0..<S {
-                    let xhat = (p[i] - mean) * inv
-                    let gi = gate(gm * xhat + bt, g[i])
-                    a += gi; b += gi * xhat
+                if act == .elu {
+                    for i in 0..<S {
+                        let z = gm * (p[i] - mean) * inv + bt
+                        if z <= 0 { g[i] *= alpha * expf(z) }
+                    }
                 }
+                let (a, b) = Reduce.gatedSums(g, p, mean: mean, invStd: inv, gamma: gm, beta: bt,
+                                              relu: act == .relu, count: S)
                 sdy += Double(a); sdyx += Double(b)
             }
             sums[c] = sdy; sums[C + c] = sdyx
@@ -177,12 +172,12 @@ public final class BatchNorm: Layer {
           for c in channels {
             let mean = batchMean[c], inv = batchInvStd[c]
             let meanDy = Float(sums[c] / m), meanDyX = Float(sums[C + c] / m)
-            let k = gamma[c] * inv, gm = gamma[c], bt = beta[c]
+            let k = gamma[c] * inv
             for n in 0..<batch {
                 let p = x + (n * C + c) * S, g = dy + (n * C + c) * S, d = dx + (n * C + c) * S
                 for i in 0..<S {
                     let xhat = (p[i] - mean) * inv
-                    d[i] = k * (gate(gm * xhat + bt, g[i]) - meanDy - xhat * meanDyX)
+                    d[i] = k * (g[i] - meanDy - xhat * meanDyX)
                 }
             }
           }
