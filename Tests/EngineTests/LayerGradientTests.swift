@@ -35,6 +35,11 @@ final class LayerGradientTests: XCTestCase {
         try checkGradients(BatchNorm(input: Shape(c: 3, h: 4, w: 4), momentum: 0.9, epsilon: 1e-3), batch: 3,
                            step: 5e-3, tolerance: 3e-2)
     }
+    func testBatchNormWithFusedELU() throws {
+        let bn = BatchNorm(input: Shape(c: 3, h: 4, w: 5), momentum: 0.9, epsilon: 1e-3)
+        bn.fusedActivation = .elu
+        try checkGradients(bn, batch: 3, step: 5e-3, tolerance: 3e-2)
+    }
     func testBatchNormFeaturesTraining() throws {
         try checkGradients(BatchNorm(input: Shape(features: 6), momentum: 0.99, epsilon: 1e-3), batch: 5,
                            step: 5e-3, tolerance: 3e-2)
