@@ -111,8 +111,9 @@ def machine(args):
         mkldnn = torch.backends.mkldnn.is_available()
     except Exception:  # noqa: BLE001
         torch_version, torch_threads, mkldnn = None, None, None
-    head = sh("git rev-parse --short HEAD")
-    dirty = bool(sh("git status --porcelain --untracked-files=no"))
+    # DISTCNN_GIT names the commit when the binary was built outside this checkout.
+    head = os.environ.get("DISTCNN_GIT") or sh("git rev-parse --short HEAD")
+    dirty = "DISTCNN_GIT" not in os.environ and bool(sh("git status --porcelain --untracked-files=no"))
     print(json.dumps({
         "type": "machine",
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

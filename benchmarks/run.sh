@@ -9,7 +9,8 @@
 #
 # Overrides (environment): ROUNDS, REF_STEPS, REF_WARMUP, SEED_STEPS, SEED_WARMUP,
 # EVAL_STEPS, EVAL_WARMUP, EVAL_BATCH, DDP_LAYOUTS ("eager channels_last"),
-# DISTCNN (binary), PYTHON, RESULTS (folder), TIMEOUT (seconds per run).
+# DISTCNN (binary), DISTCNN_GIT (its commit, when built outside this checkout), PYTHON,
+# RESULTS (folder), TIMEOUT (seconds per run).
 set -uo pipefail
 
 cd "$(dirname "$0")/.."

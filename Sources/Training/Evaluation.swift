@@ -1,3 +1,4 @@
+import Foundation
 import Collective
 import Data
 import Engine
@@ -9,12 +10,15 @@ public struct EvaluationResult: Sendable {
     public var count: Int
     /// confusion[true][predicted]
     public var confusion: [[Int]]
+    /// The most confident mistakes, when asked for (`mistakes:` > 0), the same on every rank.
+    public var mistakes: [RunReportData.Mistake] = []
 }
 
 /// Evaluates in inference mode, each rank on its contiguous shard of the set; the sums
-/// `[loss | correct | count | confusion]` travel in one all-reduce.
-func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize: Int,
-              comm: Communicator) throws -> EvaluationResult {
+/// `[loss | correct | count | confusion]` travel in one all-reduce. With `mistakes:` > 0 the
+/// same pass keeps the most confident wrong predictions (for report.html), gathered after it.
+public func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize: Int,
+                     comm: Communicator, mistakes limit: Int = 0) throws -> EvaluationResult {
     let classes = model.classes
     let mine = shard(dataset.count, rank: comm.rank, size: comm.size)
     let batchSize = min(batchSize, max(mine.count, 1))
@@ -22,6 +26,7 @@ func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize:
     var sums = [Double](repeating: 0, count: 3 + classes * classes)
     var labels = [Int32](repeating: 0, count: batchSize)
     let context = PassContext(training: false)
+    var mistakes: [RunReportData.Mistake] = []
     var start = mine.lowerBound
     while start < mine.upperBound {
         let end = min(start + batchSize, mine.upperBound), n = end - start
@@ -38,6 +43,11 @@ func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize:
             var arg = 0
             for c in 1..<classes where row[c] > row[arg] { arg = c }
             sums[3 + Int(labels[j]) * classes + arg] += 1
+            if limit > 0 && arg != Int(labels[j]) {
+                var sum = 0.0
+                for c in 0..<classes { sum += exp(Double(row[c] - row[arg])) }
+                mistakes.append(.init(index: start + j, label: Int(labels[j]), predicted: arg, confidence: 1 / sum))
+            }
         }
         start = end
     }
@@ -45,6 +55,21 @@ func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize:
     try comm.allReduceSum(&sums)
     let count = max(sums[2], 1)
     let confusion = (0..<classes).map { t in (0..<classes).map { p in Int(sums[3 + t * classes + p]) } }
-    return EvaluationResult(loss: sums[0] / count + model.l2Loss(), accuracy: sums[1] / count,
-                            count: Int(sums[2]), confusion: confusion)
+    var result = EvaluationResult(loss: sums[0] / count + model.l2Loss(), accuracy: sums[1] / count,
+                                  count: Int(sums[2]), confusion: confusion)
+    if limit > 0 { result.mistakes = try mostConfident(mistakes, limit: limit, comm: comm) }
+    return result
+}
+
+/// The `limit` most confident of every rank's mistakes (ties by dataset index), gathered so
+/// that each rank returns the same list.
+func mostConfident(_ mine: [RunReportData.Mistake], limit: Int, comm: Communicator) throws -> [RunReportData.Mistake] {
+    func top(_ list: [RunReportData.Mistake]) -> [RunReportData.Mistake] {
+        Array(list.sorted { ($0.confidence, -$0.index) > ($1.confidence, -$1.index) }.prefix(limit))
+    }
+    let local = top(mine)
+    guard comm.size > 1 else { return local }
+    comm.phase = "report mistakes all-gather"
+    let all = try comm.allGather(Array(try JSONEncoder().encode(local)))
+    return top(try all.flatMap { try JSONDecoder().decode([RunReportData.Mistake].self, from: Data($0)) })
 }

@@ -451,46 +451,6 @@ struct Chart {
     }
 }
 
-// MARK: Mistakes of a model
-
-/// The test images the model gets wrong, most confident first (ties by index), at most
-/// `limit`. Collective: every rank scores its contiguous shard in inference mode and the
-/// `limit` most confident mistakes of each rank travel in one all-gather; every rank gets
-/// the same list.
-public func collectMistakes(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize: Int, comm: Communicator,
-                     limit: Int = 64) throws -> [RunReportData.Mistake] {
-    let classes = model.classes
-    let mine = shard(dataset.count, rank: comm.rank, size: comm.size)
-    model.reserveInference(batch: min(batchSize, max(mine.count, 1)))
-    let context = PassContext(training: false)
-    var found: [RunReportData.Mistake] = []
-    var start = mine.lowerBound
-    while start < mine.upperBound {
-        let end = min(start + batchSize, mine.upperBound)
-        normalizer.fill(model.input.pointer, from: dataset, indices: start..<end)
-        let logits = try model.forward(batch: end - start, context: context)   // (n, classes)
-        for j in 0..<(end - start) {
-            let row = logits + j * classes
-            var arg = 0
-            for c in 1..<classes where row[c] > row[arg] { arg = c }
-            let label = Int(dataset.labels[start + j])
-            guard arg != label else { continue }
-            var sum = 0.0
-            for c in 0..<classes { sum += exp(Double(row[c] - row[arg])) }
-            found.append(.init(index: start + j, label: label, predicted: arg, confidence: 1 / sum))
-        }
-        start = end
-    }
-    func mostConfident(_ list: [RunReportData.Mistake]) -> [RunReportData.Mistake] {
-        Array(list.sorted { ($0.confidence, -$0.index) > ($1.confidence, -$1.index) }.prefix(limit))
-    }
-    found = mostConfident(found)
-    guard comm.size > 1 else { return found }
-    comm.phase = "report mistakes all-gather"
-    let all = try comm.allGather(Array(try JSONEncoder().encode(found)))
-    return mostConfident(try all.flatMap { try JSONDecoder().decode([RunReportData.Mistake].self, from: Data($0)) })
-}
-
 // MARK: Command
 
 extension Tool {

@@ -161,11 +161,13 @@ public final class Trainer {
         func imagesPerSecond() -> Double { stepSeconds > 0 ? Double(imagesSeen) / stepSeconds : 0 }
         func allReduceShare() -> Double { stepSeconds > 0 ? allReduceSeconds / stepSeconds : 0 }
         /// Validation (when there is a split) and test metrics of the weights now in the model.
-        func evaluateSplits() throws -> (validation: EvaluationResult?, test: EvaluationResult) {
+        /// At the end, the test pass also collects the mistakes report.html shows.
+        func evaluateSplits(final: Bool = false) throws -> (validation: EvaluationResult?, test: EvaluationResult) {
             let val = validation.count > 0
                 ? try evaluate(model: model, dataset: validation, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm)
                 : nil
-            return (val, try evaluate(model: model, dataset: test, normalizer: normalizer, batchSize: config.evalBatchSize, comm: comm))
+            return (val, try evaluate(model: model, dataset: test, normalizer: normalizer, batchSize: config.evalBatchSize,
+                                      comm: comm, mistakes: final ? 64 : 0))
         }
 
         epochLoop: while state.epoch < config.epochs && !state.earlyStopping.stopped {
@@ -260,9 +262,7 @@ public final class Trainer {
         } else if let ema {
             ema.swap(with: model.parameters.pointer)   // the averaged weights are the run's result
         }
-        let (val, tst) = try evaluateSplits()
-        let mistakes = try collectMistakes(model: model, dataset: test, normalizer: normalizer,
-                                           batchSize: config.evalBatchSize, comm: comm)
+        let (val, tst) = try evaluateSplits(final: true)
         state.trainSeconds = elapsed()
         let summary = RunSummary(
             model: config.model.name, worldSize: comm.size, epochsRun: state.history.count, globalSteps: state.globalStep,
@@ -278,7 +278,7 @@ public final class Trainer {
             try files.writeSummary(summary)
             try tensorBoard?.flush()
             do {
-                try RunReport.save(RunReportData(confusion: tst.confusion, mistakes: mistakes,
+                try RunReport.save(RunReportData(confusion: tst.confusion, mistakes: tst.mistakes,
                                                  data: URL(fileURLWithPath: config.dataDirectory).standardized.path,
                                                  title: "\(config.model.name), \(comm.size) rank\(comm.size == 1 ? "" : "s")"),
                                    runDirectory: options.runDirectory, testSet: test)

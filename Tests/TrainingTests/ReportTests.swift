@@ -95,7 +95,7 @@ final class ReportTests: XCTestCase {
 
     /// The mistakes of an (untrained) model: each wrong, most confident first, and the same
     /// list whether one rank scores all images or three ranks score a shard each.
-    func testCollectMistakesIsTheSameForAnyWorldSize() throws {
+    func testMistakesAreTheSameForAnyWorldSize() throws {
         let test = try RunReport.loadTestSet(directory: Repo.mnist, reportPath: "report.json").subset(0..<301)
         func mistakes(ranks: Int) throws -> [RunReportData.Mistake] {
             let comms = ranks == 1 ? [SingleProcessCommunicator()] : ThreadedCommunicator.makeGroup(size: ranks)
@@ -107,8 +107,8 @@ final class ReportTests: XCTestCase {
                     let result = Result { () throws -> [RunReportData.Mistake] in
                         let model = try Model(spec: try ModelSpec.load("seed"))
                         model.initialize(seed: 3)
-                        return try collectMistakes(model: model, dataset: test, normalizer: .unit, batchSize: 64,
-                                                   comm: comm, limit: 25)
+                        return try evaluate(model: model, dataset: test, normalizer: .unit, batchSize: 64,
+                                            comm: comm, mistakes: 25).mistakes
                     }
                     results.set(r, result)
                     done.leave()
