@@ -79,6 +79,16 @@ public final class Conv2D: Layer {
     /// A 1×1, stride-1, unpadded conv needs no column matrix: the image already is one.
     var isPointwise: Bool { kernel == 1 && rows.stride == 1 && cols.stride == 1 }
 
+    /// Floats of scratch one forward pass of one image needs beside its input and output:
+    /// the padded image and output grid (shifted), the column matrix (im2col) or none (1×1).
+    public var inferenceWorkspace: Int {
+        if usesShifted {
+            let g = ShiftedGeometry(height: inputShape.h, width: inputShape.w, kernel: kernel)
+            return inputShape.c * g.plane + filters * g.height * g.width
+        }
+        return isPointwise ? 0 : patch * pixels
+    }
+
     public func reserve(batch: Int) {
         let workers = Parallel.workers
         if usesShifted {

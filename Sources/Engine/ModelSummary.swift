@@ -20,7 +20,7 @@ public struct ModelSummary: Codable, Sendable {
     /// Bytes of parameters and running statistics.
     public var parameterBytes: Int
     /// Peak bytes of activations alive at once for one prediction: a layer's input and output
-    /// (earlier activations can be freed), plus its im2col workspace.
+    /// (earlier activations can be freed), plus its convolution workspace.
     public var predictionActivationBytes: Int
     /// Bytes for training one batch: every layer's output kept for backward, two gradient
     /// buffers of the widest activation, parameters, gradients and two Adam moments.
@@ -46,8 +46,7 @@ public struct ModelSummary: Codable, Sendable {
         var peak = 0
         var previous = model.inputShape.count
         for layer in model.layers {
-            var workspace = 0
-            if let conv = layer as? Conv2D, !conv.isPointwise { workspace = conv.patch * conv.pixels }
+            let workspace = (layer as? Conv2D)?.inferenceWorkspace ?? 0
             peak = max(peak, previous + layer.outputShape.count + workspace)
             previous = layer.outputShape.count
         }
