@@ -43,13 +43,13 @@ public struct ProfileRow: Codable, Sendable {
 
 extension Tool {
     public static func bench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool,
-                             eval: Bool = false, json: Bool) -> Int32 {
+                             eval: Bool = false, convolution: ConvolutionAlgorithm = .auto, json: Bool) -> Int32 {
         let comm: Communicator
         do { comm = try makeCommunicator() } catch { Console.error("cannot start MPI: \(error)"); return 1 }
         defer { comm.finalize() }
         do {
             let r = try runBench(model: name, batchSize: batchSize, steps: steps, warmup: warmup, threads: threads, profile: profile,
-                                 eval: eval, comm: comm)
+                                 eval: eval, convolution: convolution, comm: comm)
             guard comm.rank == 0 else { return 0 }
             if json {
                 let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -69,13 +69,14 @@ extension Tool {
     }
 
     static func runBench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool,
-                         eval: Bool, comm: Communicator) throws -> BenchResult {
+                         eval: Bool, convolution: ConvolutionAlgorithm = .auto, comm: Communicator) throws -> BenchResult {
         let spec = try ModelSpec.load(name)
         let threads = threads ?? defaultThreads(ranksOnNode: comm.localSize)
         Parallel.configure(threads: threads)
         let batch = batchSize ?? spec.batchSize ?? 128
         let model = try Model(spec: spec, reductionScalars: TrainingStep.extraFixed)
         try requireClassifier(model)
+        for case let conv as Conv2D in model.layers { conv.algorithm = convolution }
         model.initialize(seed: 1)
         let adam = Adam(parameterCount: model.parameterCount, config: AdamConfig())
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: .global, seed: 1)

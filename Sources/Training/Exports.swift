@@ -3,3 +3,4 @@
 @_exported import struct Data.AugmentationConfig
 @_exported import struct Data.ElasticDistortion
 @_exported import struct Engine.LearningRatePolicy
+@_exported import enum Engine.ConvolutionAlgorithm

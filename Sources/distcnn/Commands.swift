@@ -46,6 +46,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Engine threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
     @Flag(help: "Time each layer's forward and backward.") var profile = false
     @Flag(help: "Measure inference (evaluation) instead of training.") var eval = false
+    @Option(help: "Convolution algorithm: auto, im2col or shifted (stride-1 `same` layers; others use im2col).")
+    var convolution: ConvolutionAlgorithm = .auto
     @Flag(help: "Print JSON.") var json = false
     func validate() throws {
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be at least 1 and --warmup 0 or more") }
@@ -53,6 +55,8 @@ struct Bench: ParsableCommand {
     }
     func run() throws {
         try finish(Tool.bench(model: modelOption.model, batchSize: batchSize, steps: steps, warmup: warmup,
-                              threads: threads, profile: profile, eval: eval, json: json))
+                              threads: threads, profile: profile, eval: eval, convolution: convolution, json: json))
     }
 }
+
+extension ConvolutionAlgorithm: ExpressibleByArgument {}
