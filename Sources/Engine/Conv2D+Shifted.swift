@@ -11,7 +11,7 @@
 /// core against 57 for the whole im2col layer (BENCHMARKS.md).
 extension Conv2D {
     /// Whether this layer runs the shifted path.
-    var usesShifted: Bool {
+    public var usesShifted: Bool {
         switch algorithm {
         case .im2col: return false
         case .shifted, .auto:
@@ -29,13 +29,15 @@ extension Conv2D {
         let taps = kernel * kernel, gridCount = g.height * g.width
         for n in images {
             let yn = y + n * outputShape.count
-            g.fill(xpad, from: x + n * inputShape.count, channels: cin, top: rows.padBefore, left: cols.padBefore)
+            layoutTimed(worker) {
+                g.fill(xpad, from: x + n * inputShape.count, channels: cin, top: rows.padBefore, left: cols.padBefore)
+            }
             for t in 0..<taps {
                 BLAS.gemm(m: cout, n: gridCount, k: cin, space.packedWeight.pointer + t * cout * cin, lda: cin,
                           xpad + (t / kernel) * g.width + t % kernel, ldb: g.plane,
                           beta: t == 0 ? 0 : 1, grid, ldc: gridCount)
             }
-            g.crop(grid, to: yn, channels: cout, bias: bias)
+            layoutTimed(worker) { g.crop(grid, to: yn, channels: cout, bias: bias) }
             ActivationFunction.apply(activation, alpha: 1, yn, count: outputShape.count)
         }
     }
@@ -54,8 +56,10 @@ extension Conv2D {
         for n in images {
             let dz = dy + n * outputShape.count
             preactivationGradient(y: y + n * outputShape.count, dz, dBias: dB)
-            g.fill(dzpad, from: dz, channels: cout, top: top, left: left)
-            g.fill(xpad, from: x + n * inputShape.count, channels: cin, top: rows.padBefore, left: cols.padBefore)
+            layoutTimed(worker) {
+                g.fill(dzpad, from: dz, channels: cout, top: top, left: left)
+                g.fill(xpad, from: x + n * inputShape.count, channels: cin, top: rows.padBefore, left: cols.padBefore)
+            }
             // dW[tap] (out, in) += dZ (out, H·Wp) · Xpad[tap view]ᵀ; dZ's extra columns read padding zeros.
             let dzGrid = dzpad + top * g.width + left
             for t in 0..<taps {
@@ -71,7 +75,7 @@ extension Conv2D {
                           lda: cin, dzpad + ky * g.width + kx, ldb: g.plane,
                           beta: t == 0 ? 0 : 1, grid, ldc: gridCount)
             }
-            g.crop(grid, to: dx + n * inputShape.count, channels: cin, bias: nil)
+            layoutTimed(worker) { g.crop(grid, to: dx + n * inputShape.count, channels: cin, bias: nil) }
         }
         // Back to PyTorch's (out, in, kh, kw) order.
         for co in 0..<cout {

@@ -1,3 +1,5 @@
+import Dispatch
+
 /// How a convolution turns into sgemm calls.
 public enum ConvolutionAlgorithm: String, Sendable {
     /// Shifted GEMMs when the layer allows them, else im2col.
@@ -32,6 +34,22 @@ public final class Conv2D: Layer {
     var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
     var partials: [FloatBuffer] = []               // workers 1…: (out·K + out) partial dW, db
     var shiftedSpace: ShiftedWorkspace?
+
+    /// While set, worker 0 adds the seconds it spends rearranging data (im2col, col2im, the
+    /// padded-plane copies) to `layoutSeconds`; the workers run equal chunks in parallel, so
+    /// that is about the wall time of that part (`bench --profile`).
+    public var timesLayout = false
+    /// [forward, backward] seconds, while `timesLayout` is set.
+    public var layoutSeconds = [0.0, 0.0]
+    var layoutPhase = 0
+
+    @inline(__always)
+    func layoutTimed<T>(_ worker: Int, _ body: () -> T) -> T {
+        guard timesLayout && worker == 0 else { return body() }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { layoutSeconds[layoutPhase] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+        return body()
+    }
 
     /// The algorithm to use; `auto` picks by measurement-backed rules (`usesShifted`).
     /// Tests force each one to hold them equal to the naive convolution.
@@ -106,6 +124,7 @@ public final class Conv2D: Layer {
 
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
+        layoutPhase = 0
         if usesShifted {
             guard let space = shiftedSpace, space.workers == Parallel.workers else {
                 preconditionFailure("Conv2D: reserve(batch:) first")
@@ -140,6 +159,7 @@ public final class Conv2D: Layer {
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
+        layoutPhase = 1
         if usesShifted {
             guard let space = shiftedSpace, space.workers == Parallel.workers else {
                 preconditionFailure("Conv2D: reserve(batch:) first")
@@ -187,7 +207,7 @@ public final class Conv2D: Layer {
                 let column = columns[worker].pointer
                 BLAS.gemm(transA: true, m: patch, n: pixels, k: filters, weight, lda: patch, dz, ldb: pixels,
                           beta: 0, column, ldc: pixels)
-                col2im(column, dxn)
+                layoutTimed(worker) { col2im(column, dxn) }
             }
         }
     }
@@ -210,7 +230,7 @@ public final class Conv2D: Layer {
     @inline(__always)
     func columns(for xn: UnsafePointer<Float>, worker: Int) -> UnsafePointer<Float> {
         if isPointwise { return xn }
-        im2col(xn, columns[worker].pointer)
+        layoutTimed(worker) { im2col(xn, columns[worker].pointer) }
         return UnsafePointer(columns[worker].pointer)
     }
 

@@ -23,13 +23,16 @@ public struct BenchResult: Codable, Sendable {
     public var mode: String
     /// Largest resident set of any rank, MiB.
     public var peakRSSMiB: Double
-    /// Per layer (and phase) milliseconds per step, when profiled.
+    /// Per layer milliseconds per step (convolutions followed by their data-layout share),
+    /// when profiled.
     public var profile: [ProfileRow]?
+    /// The step's parts outside the layers, milliseconds per step, when profiled.
+    public var phases: [PhaseRow]?
 
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", threadsPerRank = "threads_per_rank", batchSize = "batch_size", steps, seconds
         case imagesPerSecond = "images_per_second", gflops, sgemmPeakGflops = "sgemm_peak_gflops", peakShare = "peak_share"
-        case allReduceShare = "all_reduce_share", stepMilliseconds = "step_milliseconds", profile, mode
+        case allReduceShare = "all_reduce_share", stepMilliseconds = "step_milliseconds", profile, phases, mode
         case peakRSSMiB = "peak_rss_mib"
     }
 }
@@ -41,26 +44,47 @@ public struct ProfileRow: Codable, Sendable {
     enum CodingKeys: String, CodingKey { case name, forwardMs = "forward_ms", backwardMs = "backward_ms" }
 }
 
+public struct PhaseRow: Codable, Sendable {
+    public var name: String
+    public var ms: Double
+}
+
+/// What `distcnn bench` measures.
+public struct BenchOptions: Sendable {
+    public var model = "ref"
+    public var batchSize: Int?
+    public var steps = 50, warmup = 5
+    public var threads: Int?
+    public var profile = false
+    /// Inference instead of training.
+    public var eval = false
+    public var convolution: ConvolutionAlgorithm = .auto
+    /// Applied to the synthetic training images each step, as `train --augment` does.
+    public var augmentation: AugmentationConfig = .none
+    public var json = false
+    public init() {}
+}
+
 extension Tool {
-    public static func bench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool,
-                             eval: Bool = false, convolution: ConvolutionAlgorithm = .auto, json: Bool) -> Int32 {
+    public static func bench(_ options: BenchOptions) -> Int32 {
         let comm: Communicator
         do { comm = try makeCommunicator() } catch { Console.error("cannot start MPI: \(error)"); return 1 }
         defer { comm.finalize() }
         do {
-            let r = try runBench(model: name, batchSize: batchSize, steps: steps, warmup: warmup, threads: threads, profile: profile,
-                                 eval: eval, convolution: convolution, comm: comm)
+            let r = try runBench(options, comm: comm)
             guard comm.rank == 0 else { return 0 }
-            if json {
+            if options.json {
                 let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: try enc.encode(r), as: UTF8.self))
             } else {
                 print(String(format: "%@ %@: %d rank(s) × %d thread(s), batch %d: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), all-reduce %.1f%% of step, peak RSS %.0f MiB",
                              r.model, r.mode, r.worldSize, r.threadsPerRank, r.batchSize, r.imagesPerSecond, r.gflops,
                              r.peakShare * 100, r.sgemmPeakGflops, r.allReduceShare * 100, r.peakRSSMiB))
+                func label(_ name: String) -> String { "  " + name.padding(toLength: 34, withPad: " ", startingAt: 0) }
                 for row in r.profile ?? [] {
-                    print(String(format: "  %-22@ forward %7.2f ms  backward %7.2f ms", row.name, row.forwardMs, row.backwardMs))
+                    print(label(row.name) + String(format: "forward %7.2f ms  backward %7.2f ms", row.forwardMs, row.backwardMs))
                 }
+                for row in r.phases ?? [] { print(label(row.name) + String(format: "%7.2f ms", row.ms)) }
             }
             return 0
         } catch {
@@ -68,15 +92,16 @@ extension Tool {
         }
     }
 
-    static func runBench(model name: String, batchSize: Int?, steps: Int, warmup: Int, threads: Int?, profile: Bool,
-                         eval: Bool, convolution: ConvolutionAlgorithm = .auto, comm: Communicator) throws -> BenchResult {
-        let spec = try ModelSpec.load(name)
-        let threads = threads ?? defaultThreads(ranksOnNode: comm.localSize)
+    static func runBench(_ options: BenchOptions, comm: Communicator) throws -> BenchResult {
+        let spec = try ModelSpec.load(options.model)
+        let threads = options.threads ?? defaultThreads(ranksOnNode: comm.localSize)
         Parallel.configure(threads: threads)
-        let batch = batchSize ?? spec.batchSize ?? 128
+        let batch = options.batchSize ?? spec.batchSize ?? 128
+        let steps = options.steps, warmup = options.warmup, eval = options.eval
         let model = try Model(spec: spec, reductionScalars: TrainingStep.extraFixed)
         try requireClassifier(model)
-        for case let conv as Conv2D in model.layers { conv.algorithm = convolution }
+        let convolutions = model.layers.compactMap { $0 as? Conv2D }
+        for conv in convolutions { conv.algorithm = options.convolution }
         model.initialize(seed: 1)
         let adam = Adam(parameterCount: model.parameterCount, config: AdamConfig())
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: .global, seed: 1)
@@ -86,9 +111,14 @@ extension Tool {
         let data = syntheticDataset(count: batch, shape: model.inputShape, classes: model.classes)
         let mine = shard(batch, rank: comm.rank, size: comm.size)
         let indices = Array(0..<batch)
+        let augmenter = options.augmentation == .none ? nil : Augmenter(config: options.augmentation, seed: 1)
         var times: [Double] = [], allReduce = 0.0
         for s in 0..<(warmup + steps) {
-            if profile && s == warmup { model.profile = LayerProfile(layers: model.layers.count) }
+            if options.profile && s == warmup {
+                model.profile = LayerProfile(layers: model.layers.count)
+                step.phaseTimes = TrainingStep.PhaseTimes()
+                for conv in convolutions { conv.timesLayout = true; conv.layoutSeconds = [0, 0] }
+            }
             step.reducer.seconds = 0
             let t0 = DispatchTime.now().uptimeNanoseconds
             if eval {
@@ -96,7 +126,7 @@ extension Tool {
                 Normalizer.unit.fill(model.input.pointer, from: data, indices: indices[mine])
                 try model.forward(batch: mine.count, context: PassContext(training: false))
             } else {
-                _ = try step.run(dataset: data, normalizer: .unit, indices: indices[mine], offset: mine.lowerBound,
+                _ = try step.run(dataset: data, normalizer: .unit, augmenter: augmenter, indices: indices[mine], offset: mine.lowerBound,
                                  globalBatch: batch, globalStep: s, learningRate: 1e-4, stopRequested: false)
             }
             if s >= warmup {
@@ -115,18 +145,34 @@ extension Tool {
         let images = Double(batch * steps)
         let flops = eval ? 2 * model.forwardFlopsPerExample : model.trainingFlopsPerExample
         let gflops = images * Double(flops) / seconds * 1e-9
+        let perStep = 1000 / Double(steps)
         let rows = model.profile.map { p in
-            model.layers.indices.map { i in
-                ProfileRow(name: "\(i) \(model.layers[i].kind)", forwardMs: p.forward[i] * 1000 / Double(steps),
-                           backwardMs: p.backward[i] * 1000 / Double(steps))
-            } + [ProfileRow(name: "all-reduce + rest", forwardMs: 0,
-                            backwardMs: (times.reduce(0, +) - p.forward.reduce(0, +) - p.backward.reduce(0, +)) * 1000 / Double(steps))]
+            model.layers.indices.flatMap { i -> [ProfileRow] in
+                let layer = model.layers[i]
+                let row = ProfileRow(name: "\(i) \(layer.kind)", forwardMs: p.forward[i] * perStep,
+                                     backwardMs: p.backward[i] * perStep)
+                guard let conv = layer as? Conv2D else { return [row] }
+                let layout = ProfileRow(name: "  of which " + (conv.usesShifted ? "padded copies" : "im2col/col2im"),
+                                        forwardMs: conv.layoutSeconds[0] * perStep, backwardMs: conv.layoutSeconds[1] * perStep)
+                return [row, layout]
+            }
+        }
+        let phases = step.phaseTimes.flatMap { t -> [PhaseRow]? in
+            guard let p = model.profile, !eval else { return nil }
+            let layers = p.forward.reduce(0, +) + p.backward.reduce(0, +)
+            let outside = times.reduce(0, +) - layers - t.input - t.loss - t.gradientAllReduce - t.optimizer
+            return [PhaseRow(name: "input (fill + augmentation)", ms: t.input * perStep),
+                    PhaseRow(name: "loss (softmax cross-entropy)", ms: t.loss * perStep),
+                    PhaseRow(name: "batch-norm sync (in its rows)", ms: (allReduce - t.gradientAllReduce) * perStep),
+                    PhaseRow(name: "gradient all-reduce", ms: t.gradientAllReduce * perStep),
+                    PhaseRow(name: "optimizer (L2 + Adam)", ms: t.optimizer * perStep),
+                    PhaseRow(name: "rest (zeroing gradients, timers)", ms: outside * perStep)]
         }
         return BenchResult(model: spec.name, worldSize: comm.size, threadsPerRank: threads, batchSize: batch, steps: steps,
                            seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,
                            sgemmPeakGflops: peak * Double(comm.size), peakShare: gflops / (peak * Double(comm.size)),
                            allReduceShare: worst[1] / seconds, stepMilliseconds: times.map { $0 * 1000 },
-                           mode: eval ? "eval" : "train", peakRSSMiB: worst[2], profile: rows)
+                           mode: eval ? "eval" : "train", peakRSSMiB: worst[2], profile: rows, phases: phases)
     }
 
     /// This process's peak resident set (getrusage), MiB.

@@ -30,6 +30,21 @@ final class TrainingStep {
     /// Label smoothing ε of the loss being trained.
     var smoothing: Float = 0
 
+    /// Seconds per phase of the step outside the layers, summed while set (`bench --profile`).
+    final class PhaseTimes {
+        var input = 0.0, loss = 0.0, gradientAllReduce = 0.0, optimizer = 0.0
+    }
+    var phaseTimes: PhaseTimes?
+
+    /// Runs `body`, adding its wall time to `phaseTimes[keyPath:]` when profiling.
+    @inline(__always)
+    private func timed<T>(_ phase: ReferenceWritableKeyPath<PhaseTimes, Double>, _ body: () throws -> T) rethrows -> T {
+        guard let phaseTimes else { return try body() }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        defer { phaseTimes[keyPath: phase] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+        return try body()
+    }
+
     init(model: Model, adam: Adam, comm: Communicator, bnSync: TrainConfig.BatchNormSync, seed: UInt64) {
         self.model = model; self.adam = adam; self.comm = comm; self.bnSync = bnSync
         reducer = CommunicatorReducer(comm)
@@ -43,16 +58,13 @@ final class TrainingStep {
         if dlogits.count < batch * model.classes { dlogits = FloatBuffer(count: batch * model.classes) }
     }
 
-    /// Runs one step on this rank's examples `indices` of `dataset`, which sit at positions
-    /// `offset ..< offset + indices.count` of a global batch of `globalBatch` examples.
-    func run(dataset: Dataset, normalizer: Normalizer, augmenter: Augmenter? = nil, epoch: Int = 0,
-             indices: ArraySlice<Int>, offset: Int,
-             globalBatch: Int, globalStep: Int, learningRate: Double, stopRequested: Bool) throws -> Result {
-        let n = indices.count
+    /// The model's input (augmented when asked, keyed by (seed, epoch, dataset index), never by
+    /// rank) and the labels of `indices`.
+    private func fillInput(dataset: Dataset, normalizer: Normalizer, augmenter: Augmenter?, epoch: Int,
+                           indices: ArraySlice<Int>) {
         if let augmenter, augmenter.config != .none {
-            // Each example's transform is keyed by (seed, epoch, dataset index), never by rank.
             let input = model.input.pointer, per = model.inputShape.count
-            Parallel.chunks(n, cost: 20 * per) { _, r in
+            Parallel.chunks(indices.count, cost: 20 * per) { _, r in
                 augmenter.fill(input + r.lowerBound * per, from: dataset,
                                indices: indices[(indices.startIndex + r.lowerBound)..<(indices.startIndex + r.upperBound)],
                                epoch: epoch, normalizer: normalizer)
@@ -61,14 +73,27 @@ final class TrainingStep {
             normalizer.fill(model.input.pointer, from: dataset, indices: indices)
         }
         for (j, i) in indices.enumerated() { labels[j] = Int32(dataset.labels[i]) }
+    }
+
+    /// Runs one step on this rank's examples `indices` of `dataset`, which sit at positions
+    /// `offset ..< offset + indices.count` of a global batch of `globalBatch` examples.
+    func run(dataset: Dataset, normalizer: Normalizer, augmenter: Augmenter? = nil, epoch: Int = 0,
+             indices: ArraySlice<Int>, offset: Int,
+             globalBatch: Int, globalStep: Int, learningRate: Double, stopRequested: Bool) throws -> Result {
+        let n = indices.count
+        timed(\.input) {
+            fillInput(dataset: dataset, normalizer: normalizer, augmenter: augmenter, epoch: epoch, indices: indices)
+        }
         model.zeroGradients()
         let context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: offset,
                                   reducer: bnSync == .global ? reducer : nil)
         let logits = try model.forward(batch: n, context: context)
-        let (lossSum, correct) = labels.withUnsafeBufferPointer {
-            SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: $0.baseAddress!, batch: n,
-                                                classes: model.classes, scale: 1 / Float(globalBatch),
-                                                dlogits: dlogits.pointer, smoothing: smoothing)
+        let (lossSum, correct) = timed(\.loss) {
+            labels.withUnsafeBufferPointer {
+                SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: $0.baseAddress!, batch: n,
+                                                    classes: model.classes, scale: 1 / Float(globalBatch),
+                                                    dlogits: dlogits.pointer, smoothing: smoothing)
+            }
         }
         try model.backward(batch: n, dlogits: dlogits.pointer, context: context)
 
@@ -86,15 +111,19 @@ final class TrainingStep {
             for i in 0..<model.stateCount { dst[i] = s[i] * w }
             fused += model.stateCount
         }
-        try reducer.sum(UnsafeMutableBufferPointer(start: model.gradients, count: fused), phase: "gradient all-reduce")
+        try timed(\.gradientAllReduce) {
+            try reducer.sum(UnsafeMutableBufferPointer(start: model.gradients, count: fused), phase: "gradient all-reduce")
+        }
         if bnSync == .local && model.stateCount > 0 {
             model.state.pointer.update(from: extras + TrainingStep.extraFixed, count: model.stateCount)
         }
         let result = Result(lossSum: Double(extras[TrainingStep.extraLoss]),
                             correct: Double(extras[TrainingStep.extraCorrect]),
                             stopRequested: extras[TrainingStep.extraStop] > 0, count: globalBatch)
-        model.addL2Gradients()
-        adam.update(model.parameters.pointer, model.gradients, learningRate: learningRate)
+        timed(\.optimizer) {
+            model.addL2Gradients()
+            adam.update(model.parameters.pointer, model.gradients, learningRate: learningRate)
+        }
         return result
     }
 }

@@ -48,14 +48,22 @@ struct Bench: ParsableCommand {
     @Flag(help: "Measure inference (evaluation) instead of training.") var eval = false
     @Option(help: "Convolution algorithm: auto, im2col or shifted (stride-1 `same` layers; others use im2col).")
     var convolution: ConvolutionAlgorithm = .auto
+    @Option(help: "Augment the synthetic training images each step: none, seed or standard.")
+    var augment = "none"
     @Flag(help: "Print JSON.") var json = false
     func validate() throws {
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be at least 1 and --warmup 0 or more") }
         if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
+        guard AugmentationConfig.named(augment) != nil else {
+            throw ValidationError("--augment must be one of \(AugmentationConfig.presetNames.joined(separator: ", "))")
+        }
     }
     func run() throws {
-        try finish(Tool.bench(model: modelOption.model, batchSize: batchSize, steps: steps, warmup: warmup,
-                              threads: threads, profile: profile, eval: eval, convolution: convolution, json: json))
+        var o = BenchOptions()
+        o.model = modelOption.model; o.batchSize = batchSize; o.steps = steps; o.warmup = warmup
+        o.threads = threads; o.profile = profile; o.eval = eval; o.convolution = convolution
+        o.augmentation = AugmentationConfig.named(augment) ?? .none; o.json = json
+        try finish(Tool.bench(o))
     }
 }
 

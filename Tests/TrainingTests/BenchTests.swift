@@ -1,0 +1,39 @@
+import Foundation
+import XCTest
+
+/// `distcnn bench --profile --json`: every layer timed, each convolution's data-layout share,
+/// and the step's parts outside the layers, adding up to the measured step.
+final class BenchTests: XCTestCase {
+    func bench(_ args: [String]) throws -> [String: Any] {
+        let r = try runProcess(Repo.binary, ["bench", "--steps", "3", "--warmup", "1", "--threads", "1", "--json"] + args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+    }
+
+    func testProfileCoversLayersLayoutAndPhases() throws {
+        for (convolution, layout) in [("auto", "padded copies"), ("im2col", "im2col/col2im")] {
+            let d = try bench(["--model", "ref", "--batch-size", "8", "--profile", "--augment", "standard",
+                               "--convolution", convolution])
+            let rows = try XCTUnwrap(d["profile"] as? [[String: Any]])
+            let names = rows.compactMap { $0["name"] as? String }
+            // ref: 20 layers, 4 convolutions each followed by its layout row.
+            XCTAssertEqual(names.count, 24, "\(names)")
+            XCTAssertEqual(names.filter { $0.hasSuffix("conv2d") }.count, 4)
+            // The first convolution (one input channel) always uses im2col; the other three follow --convolution.
+            XCTAssertEqual(names.filter { $0.hasSuffix(layout) }.count, convolution == "auto" ? 3 : 4, "\(names)")
+            let phases = try XCTUnwrap(d["phases"] as? [[String: Any]])
+            XCTAssertEqual(phases.compactMap { $0["name"] as? String },
+                           ["input (fill + augmentation)", "loss (softmax cross-entropy)", "batch-norm sync (in its rows)",
+                            "gradient all-reduce", "optimizer (L2 + Adam)", "rest (zeroing gradients, timers)"])
+            let layerMs = rows.filter { !($0["name"] as! String).hasPrefix(" ") }
+                .reduce(0.0) { $0 + ($1["forward_ms"] as! Double) + ($1["backward_ms"] as! Double) }
+            let phaseMs = phases.filter { $0["name"] as! String != "batch-norm sync (in its rows)" }
+                .reduce(0.0) { $0 + ($1["ms"] as! Double) }
+            let steps = try XCTUnwrap(d["step_milliseconds"] as? [Double])
+            let stepMs = steps.reduce(0, +) / Double(steps.count)
+            XCTAssertEqual(layerMs + phaseMs, stepMs, accuracy: 1e-6 * stepMs + 1e-9, "the parts add up to the step")
+            for p in phases { XCTAssertGreaterThanOrEqual(p["ms"] as! Double, 0, "\(p)") }
+            XCTAssertGreaterThan(phases[0]["ms"] as! Double, 0, "augmentation takes time")
+        }
+    }
+}
