@@ -22,6 +22,16 @@ extension Conv2D {
         }
     }
 
+    /// The shifted path's workspace with the weights regrouped by tap, or nil on the im2col path.
+    func preparedShiftedSpace() -> ShiftedWorkspace? {
+        guard usesShifted else { return nil }
+        guard let space = shiftedSpace, space.workers == Parallel.workers else {
+            preconditionFailure("Conv2D: reserve(batch:) first")
+        }
+        space.packWeights(weight)
+        return space
+    }
+
     func shiftedForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>,
                         worker: Int, space: ShiftedWorkspace) {
         let g = space.geometry, cin = inputShape.c, cout = filters

@@ -125,11 +125,7 @@ public final class Conv2D: Layer {
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
         layoutPhase = 0
-        if usesShifted {
-            guard let space = shiftedSpace, space.workers == Parallel.workers else {
-                preconditionFailure("Conv2D: reserve(batch:) first")
-            }
-            space.packWeights(weight)
+        if let space = preparedShiftedSpace() {
             Parallel.chunks(batch, cost: forwardFlops) { t, images in
                 shiftedForward(x, y, images: images, worker: t, space: space)
             }
@@ -160,19 +156,14 @@ public final class Conv2D: Layer {
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         layoutPhase = 1
-        if usesShifted {
-            guard let space = shiftedSpace, space.workers == Parallel.workers else {
-                preconditionFailure("Conv2D: reserve(batch:) first")
-            }
-            space.packWeights(weight)
-        }
+        let space = preparedShiftedSpace()
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.
             let dW = t == 0 ? dWeight! : partials[t - 1].pointer
             let dB = t == 0 ? dBias : partials[t - 1].pointer + filters * patch
             if t > 0 { partials[t - 1].zero() }
-            if let space = shiftedSpace, usesShifted {
+            if let space {
                 shiftedBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: space)
             } else {
                 backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB)
@@ -219,12 +210,7 @@ public final class Conv2D: Layer {
                                dBias: UnsafeMutablePointer<Float>?) {
         ActivationFunction.backward(activation, alpha: 1, y: y, dz, count: outputShape.count)
         guard let dBias else { return }
-        for o in 0..<filters {
-            let row = dz + o * pixels
-            var s: Float = 0
-            for p in 0..<pixels { s += row[p] }
-            dBias[o] += s
-        }
+        for o in 0..<filters { dBias[o] += Reduce.sum(dz + o * pixels, count: pixels) }
     }
 
     @inline(__always)

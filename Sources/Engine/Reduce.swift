@@ -14,6 +14,16 @@ enum Reduce {
         UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: V.self)
     }
 
+    /// Σx.
+    @inline(__always)
+    static func sum(_ p: UnsafePointer<Float>, count: Int) -> Float {
+        var s = V(), i = 0
+        while i + 8 <= count { s += load(p, i); i += 8 }
+        var fs = s.sum()
+        while i < count { fs += p[i]; i += 1 }
+        return fs
+    }
+
     /// (Σx, Σx²).
     @inline(__always)
     static func sumAndSquares(_ p: UnsafePointer<Float>, count: Int) -> (Float, Float) {
