@@ -189,6 +189,10 @@ def record(args, mode, threads, batch, times, rss, **extra):
 def _ddp_worker(rank, world, args, port, queue):
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
+    if args.bind_cores:
+        # One core per process, as `mpirun --bind-to core` places distcnn's ranks.
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[rank % len(cores)]})
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     import torch.distributed as dist
@@ -265,6 +269,7 @@ def main():
     p.add_argument("--layout", choices=["eager", "channels_last"], default="eager",
                    help="memory layout for ddp and eval modes")
     p.add_argument("--world-size", type=int, default=2, help="ddp processes")
+    p.add_argument("--bind-cores", action="store_true", help="pin each ddp process to its own core")
     args = p.parse_args()
 
     modes = [m.strip() for m in args.mode.split(",") if m.strip()]

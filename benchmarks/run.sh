@@ -9,7 +9,8 @@
 #
 # Overrides (environment): ROUNDS, REF_STEPS, REF_WARMUP, SEED_STEPS, SEED_WARMUP,
 # EVAL_STEPS, EVAL_WARMUP, EVAL_BATCH, DDP_LAYOUTS ("eager channels_last"),
-# DISTCNN (binary), DISTCNN_GIT (its commit, when built outside this checkout), PYTHON,
+# BIND (core or none: rank placement for mpirun and DDP), DISTCNN (binary), DISTCNN_GIT (its
+# commit, when built outside this checkout), PYTHON,
 # RESULTS (folder), TIMEOUT (seconds per run).
 set -uo pipefail
 
@@ -36,7 +37,12 @@ EVAL_BATCH=${EVAL_BATCH:-1000}
 DDP_LAYOUTS=${DDP_LAYOUTS:-eager}
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-MPIRUN="mpirun -np 2 --bind-to none --oversubscribe"
+# Rank placement: `core` pins each rank (and each DDP process, --bind-cores) to its own core;
+# `none` lets the scheduler move them.
+BIND=${BIND:-core}
+MPIRUN="mpirun -np 2 --bind-to $BIND --oversubscribe"
+DDP_BIND=""
+[[ "$BIND" == core ]] && DDP_BIND="--bind-cores"
 PTB="$PYTHON benchmarks/pytorch_bench.py"
 
 [[ -x "$DISTCNN" ]] || { echo "run.sh: no distcnn binary at $DISTCNN (build with: swift build -c release)" >&2; exit 1; }
@@ -53,7 +59,7 @@ trap 'rm -rf "$TMP"' EXIT
 TIME_BIN=""
 [[ -x /usr/bin/time ]] && TIME_BIN=/usr/bin/time
 
-"$PYTHON" benchmarks/record.py machine --command-line "QUICK=$QUICK ROUNDS=$ROUNDS REF_STEPS=$REF_STEPS REF_WARMUP=$REF_WARMUP SEED_STEPS=$SEED_STEPS SEED_WARMUP=$SEED_WARMUP EVAL_STEPS=$EVAL_STEPS EVAL_WARMUP=$EVAL_WARMUP EVAL_BATCH=$EVAL_BATCH DDP_LAYOUTS='$DDP_LAYOUTS' benchmarks/run.sh" >> "$OUT"
+"$PYTHON" benchmarks/record.py machine --command-line "QUICK=$QUICK ROUNDS=$ROUNDS REF_STEPS=$REF_STEPS REF_WARMUP=$REF_WARMUP SEED_STEPS=$SEED_STEPS SEED_WARMUP=$SEED_WARMUP EVAL_STEPS=$EVAL_STEPS EVAL_WARMUP=$EVAL_WARMUP EVAL_BATCH=$EVAL_BATCH DDP_LAYOUTS='$DDP_LAYOUTS' BIND=$BIND benchmarks/run.sh" >> "$OUT"
 
 log() { printf '%s\n' "$*" >&2; }
 START=$SECONDS
@@ -142,8 +148,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     distcnn "$r" 2 1 ref 128 "$REF_STEPS" "$REF_WARMUP"
     distcnn "$r" 2 1 seed 32 "$SEED_STEPS" "$SEED_WARMUP"
     for layout in $DDP_LAYOUTS; do
-        pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 1 --ddp --layout "$layout"
-        pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --ddp --layout "$layout"
+        pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 1 --ddp --layout "$layout" $DDP_BIND
+        pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --ddp --layout "$layout" $DDP_BIND
     done
     # inference, one process, 2 threads
     distcnn "$r" 1 2 ref "$EVAL_BATCH" "$EVAL_STEPS" "$EVAL_WARMUP" eval
