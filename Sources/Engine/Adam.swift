@@ -115,7 +115,7 @@ public final class Adam {
             }
         }
         ranges.withUnsafeBufferPointer { decayed in
-            Parallel.chunks(m.count, cost: 16) { _, chunk in
+            _ = Parallel.chunks(m.count, cost: 16) { _, chunk in
                 // Walk the chunk, alternating plain and decayed segments.
                 var i = chunk.lowerBound
                 for r in decayed where r.upperBound > i {

@@ -179,7 +179,7 @@ final class HTTPServer {
 
     init(directory: String, test: XCTestCase, ranges: Bool = false) throws {
         log = temporaryDirectory(test) + "/server.log"
-        FileManager.default.createFile(atPath: log, contents: nil)
+        XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil), "cannot create \(log)")
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ranges ? ["python3", "-u", "-c", Self.rangeHandler, directory]
             : ["python3", "-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory", directory]

@@ -99,7 +99,7 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(part.status, 0, part.stderr)
         XCTAssertEqual(try summary(base + "/part")["stopped_early"] as? Bool, false)
         let stale = base + "/part/checkpoints/.tmp-step-00000190.safetensors.4242"
-        FileManager.default.createFile(atPath: stale, contents: Data("half a checkpoint".utf8))
+        XCTAssertTrue(FileManager.default.createFile(atPath: stale, contents: Data("half a checkpoint".utf8)), "cannot create \(stale)")
         let resumed = try runProcess(Repo.binary, args(base + "/part", ["--resume"]))
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: stale), "stale temporary file left behind")
