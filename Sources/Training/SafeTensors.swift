@@ -35,7 +35,7 @@ public struct SafeTensorsFile {
     /// Copies a tensor's values to `destination` (which must hold the tensor's element count).
     public func copy(_ e: Entry, to destination: UnsafeMutablePointer<Float>) {
         data.withUnsafeBytes { raw in
-            memcpy(destination, raw.baseAddress! + e.range.lowerBound, e.range.count)
+            _ = memcpy(destination, raw.baseAddress! + e.range.lowerBound, e.range.count)
         }
     }
 

@@ -9,8 +9,12 @@ enum StopSignal {
 
     static func install() {
         // The first signal asks for a clean stop; a second one gets the default action.
-        signal(SIGTERM) { sig in StopSignal.received = sig; signal(SIGTERM, SIG_DFL); signal(SIGINT, SIG_DFL) }
-        signal(SIGINT) { sig in StopSignal.received = sig; signal(SIGTERM, SIG_DFL); signal(SIGINT, SIG_DFL) }
+        let handler: @convention(c) (Int32) -> Void = { sig in
+            StopSignal.received = sig
+            signal(SIGTERM, SIG_DFL); signal(SIGINT, SIG_DFL)
+        }
+        signal(SIGTERM, handler)
+        signal(SIGINT, handler)
     }
 
     static var requested: Bool { received != 0 }

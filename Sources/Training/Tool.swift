@@ -56,9 +56,7 @@ public enum Tool {
             try ckpt.restore(into: model, source: path)
             let dataDirectory = data ?? ckpt.state.config.dataDirectory
             let (_, test) = try MNISTFiles.load(directory: dataDirectory)
-            guard model.inputShape == Shape(c: test.channels, h: test.height, w: test.width), test.classes <= model.classes else {
-                throw RunError.config("\(dataDirectory): its \(test.height)×\(test.width)×\(test.channels) images in \(test.classes) classes do not fit model '\(ckpt.spec.name)' (\(ckpt.spec.input), \(model.classes) classes); check --data")
-            }
+            try requireFits(model, [test], directory: dataDirectory)
             let r = try Training.evaluate(model: model, dataset: test, normalizer: ckpt.state.normalizer,
                                           batchSize: batchSize, comm: SingleProcessCommunicator())
             let perClass = r.confusion.enumerated().map { t, row in Double(row[t]) / Double(max(row.reduce(0, +), 1)) }

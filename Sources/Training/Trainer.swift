@@ -97,12 +97,7 @@ public final class Trainer {
             if let limit = config.trainLimit, limit < train.count { train = train.subset(0..<limit) }
             let model = try Model(spec: config.model, reductionScalars: TrainingStep.extraFixed)
             try requireClassifier(model)
-            guard model.inputShape == Shape(c: train.channels, h: train.height, w: train.width) else {
-                throw RunError.config("model '\(config.model.name)' takes \(config.model.input) inputs, the data in \(config.dataDirectory) has [\(train.height), \(train.width), \(train.channels)]")
-            }
-            guard model.classes >= max(train.classes, test.classes) else {
-                throw RunError.config("model '\(config.model.name)' has \(model.classes) outputs, the data has \(max(train.classes, test.classes)) classes")
-            }
+            try requireFits(model, [train, test], directory: config.dataDirectory)
             return (train, validation, test, model)
         }
         let normalizer = config.standardize ? Normalizer.featurewise(from: train) : .unit
@@ -566,6 +561,17 @@ func describe(_ a: AugmentationConfig) -> String {
 }
 
 /// Training, evaluation and prediction need a network that ends in class scores.
+/// The data's images have the model's input shape and its labels fit the model's outputs.
+func requireFits(_ model: Model, _ datasets: [Dataset], directory: String) throws {
+    for d in datasets where model.inputShape != Shape(c: d.channels, h: d.height, w: d.width) {
+        throw RunError.config("model '\(model.spec.name)' takes \(model.spec.input) inputs, the data in \(directory) has [\(d.height), \(d.width), \(d.channels)]; check --data")
+    }
+    let classes = datasets.map(\.classes).max() ?? 0
+    guard model.classes >= classes else {
+        throw RunError.config("model '\(model.spec.name)' has \(model.classes) outputs, the data in \(directory) has \(classes) classes; check --data")
+    }
+}
+
 func requireClassifier(_ model: Model) throws {
     guard model.endsInClassScores else {
         throw RunError.config("model '\(model.spec.name)': the last layer must give class scores (a dense layer), gives \(model.layers.last!.outputShape)")

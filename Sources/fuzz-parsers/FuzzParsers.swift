@@ -63,7 +63,10 @@ struct ReplayCorpus {
         var files = 0
         for path in CommandLine.arguments.dropFirst() {
             var isDir: ObjCBool = false
-            FileManager.default.fileExists(atPath: path, isDirectory: &isDir)
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+                fputs("fuzz-parsers: \(path): no such file or folder\n", stderr)
+                exit(1)
+            }
             let paths = isDir.boolValue
                 ? ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted().map { path + "/" + $0 } : [path]
             for p in paths {
