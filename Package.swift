@@ -4,7 +4,17 @@ import PackageDescription
 // The numeric engine is built -Ounchecked in release (no bounds checks, no preconditions in its
 // hot loops); parsers of outside input (Data, Training) keep every check, so a hostile file
 // traps instead of reading out of bounds.
-let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+//
+// It is also compiled for the CPU of the machine that builds it, as llm.c's `-march=native`, so
+// its SIMD loops (batch norm, activations, Winograd transforms, Adam) use AVX2/AVX-512 where the
+// CPU has them. When the build machine's CPU is newer than the nodes' that run the binary, set
+// DISTCNN_TARGET_CPU to theirs (for example `x86-64`, `haswell` or `znver3`).
+#if arch(x86_64)
+let targetCPU = ["-target-cpu", Context.environment["DISTCNN_TARGET_CPU"] ?? "native"]
+#else
+let targetCPU: [String] = []
+#endif
+let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"] + targetCPU, .when(configuration: .release))]
 
 let package = Package(
     name: "distcnn",

@@ -18,7 +18,8 @@ extension Conv2D {
             let fits = rows.stride == 1 && cols.stride == 1 && kernel > 1
                 && rows.output == rows.input && cols.output == cols.input   // `same`
             // One input channel makes each tap's sgemm a rank-1 update; im2col is faster there.
-            return fits && (algorithm == .shifted || inputShape.c >= 8)
+            return fits && (algorithm == .shifted || (inputShape.c >= 8 && !usesWinograd))
+        case .winograd: return false
         }
     }
 

@@ -2,13 +2,17 @@ import Dispatch
 
 /// How a convolution turns into sgemm calls.
 public enum ConvolutionAlgorithm: String, Sendable {
-    /// Shifted GEMMs when the layer allows them, else im2col.
+    /// Winograd for 3×3 layers with ≥ 8 input channels, else shifted GEMMs when the layer
+    /// allows them, else im2col.
     case auto
     /// im2col + one sgemm per image (any stride, padding and kernel).
     case im2col
     /// Stride 1, `same` padding: kh·kw sgemms per image over shifted views of a zero-padded
     /// copy of the image, so no column matrix is built (see `Conv2D+Shifted.swift`).
     case shifted
+    /// 3×3, stride 1, `same`: Winograd F(2×2, 3×3), 2.25× fewer multiplications
+    /// (see `Conv2D+Winograd.swift`).
+    case winograd
 }
 
 /// 2-D convolution, one image at a time per engine worker so its working set stays in
@@ -34,6 +38,7 @@ public final class Conv2D: Layer {
     var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
     var partials: [FloatBuffer] = []               // workers 1…: (out·K + out) partial dW, db
     var shiftedSpace: ShiftedWorkspace?
+    var winogradSpace: WinogradWorkspace?
 
     /// While set, worker 0 adds the seconds it spends rearranging data (im2col, col2im, the
     /// padded-plane copies) to `layoutSeconds`; the workers run equal chunks in parallel, so
@@ -51,10 +56,11 @@ public final class Conv2D: Layer {
         return body()
     }
 
-    /// The algorithm to use; `auto` picks by measurement-backed rules (`usesShifted`).
+    /// The algorithm to use; `auto` picks by measurement-backed rules (`usesWinograd`,
+    /// `usesShifted`).
     /// Tests force each one to hold them equal to the naive convolution.
     public var algorithm: ConvolutionAlgorithm = .auto {
-        didSet { columns = []; shiftedSpace = nil }
+        didSet { columns = []; shiftedSpace = nil; winogradSpace = nil }
     }
 
     public init(input: Shape, filters: Int, kernel: Int, stride: Int, padding: Padding,
@@ -97,9 +103,12 @@ public final class Conv2D: Layer {
     /// A 1×1, stride-1, unpadded conv needs no column matrix: the image already is one.
     var isPointwise: Bool { kernel == 1 && rows.stride == 1 && cols.stride == 1 }
 
-    /// Floats of scratch one forward pass of one image needs beside its input and output:
-    /// the padded image and output grid (shifted), the column matrix (im2col) or none (1×1).
+    /// Floats of scratch a forward pass on one worker needs beside its input and output:
+    /// the padded planes and transformed tiles of a group of images and the transformed
+    /// kernels (Winograd), the padded image and output grid (shifted), one image's column
+    /// matrix (im2col) or none (1×1).
     public var inferenceWorkspace: Int {
+        if usesWinograd { return WinogradWorkspace.inferenceFloats(self) }
         if usesShifted {
             let g = ShiftedGeometry(height: inputShape.h, width: inputShape.w, kernel: kernel)
             return inputShape.c * g.plane + filters * g.height * g.width
@@ -109,6 +118,13 @@ public final class Conv2D: Layer {
 
     public func reserve(batch: Int) {
         let workers = Parallel.workers
+        if usesWinograd {
+            if winogradSpace?.workers != workers { winogradSpace = WinogradWorkspace(self, workers: workers) }
+            if partials.count != max(0, workers - 1) {
+                partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
+            }
+            return
+        }
         if usesShifted {
             if shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
             if partials.count != max(0, workers - 1) {
@@ -125,6 +141,12 @@ public final class Conv2D: Layer {
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
         layoutPhase = 0
+        if let space = preparedWinogradSpace(forward: true, flipped: false) {
+            Parallel.chunks(batch, cost: forwardFlops) { t, images in
+                winogradForward(x, y, images: images, worker: t, space: space)
+            }
+            return
+        }
         if let space = preparedShiftedSpace() {
             Parallel.chunks(batch, cost: forwardFlops) { t, images in
                 shiftedForward(x, y, images: images, worker: t, space: space)
@@ -156,14 +178,16 @@ public final class Conv2D: Layer {
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         layoutPhase = 1
-        let space = preparedShiftedSpace()
+        let space = preparedShiftedSpace(), winograd = preparedWinogradSpace(forward: false, flipped: dx != nil)
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.
             let dW = t == 0 ? dWeight! : partials[t - 1].pointer
             let dB = t == 0 ? dBias : partials[t - 1].pointer + filters * patch
             if t > 0 { partials[t - 1].zero() }
-            if let space {
+            if let winograd {
+                winogradBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: winograd)
+            } else if let space {
                 shiftedBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: space)
             } else {
                 backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB)

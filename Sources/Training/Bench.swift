@@ -152,7 +152,7 @@ extension Tool {
                 let row = ProfileRow(name: "\(i) \(layer.kind)", forwardMs: p.forward[i] * perStep,
                                      backwardMs: p.backward[i] * perStep)
                 guard let conv = layer as? Conv2D else { return [row] }
-                let layout = ProfileRow(name: "  of which " + (conv.usesShifted ? "padded copies" : "im2col/col2im"),
+                let layout = ProfileRow(name: "  of which " + (conv.usesWinograd ? "Winograd transforms" : conv.usesShifted ? "padded copies" : "im2col/col2im"),
                                         forwardMs: conv.layoutSeconds[0] * perStep, backwardMs: conv.layoutSeconds[1] * perStep)
                 return [row, layout]
             }

@@ -46,7 +46,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Engine threads per rank (default: cores on the node / ranks on the node).") var threads: Int?
     @Flag(help: "Time each layer's forward and backward.") var profile = false
     @Flag(help: "Measure inference (evaluation) instead of training.") var eval = false
-    @Option(help: "Convolution algorithm: auto, im2col or shifted (stride-1 `same` layers; others use im2col).")
+    @Option(help: "Convolution algorithm: auto, im2col, shifted (stride-1 `same` layers) or winograd (3×3 stride-1 `same` layers); layers the choice does not fit use im2col.")
     var convolution: ConvolutionAlgorithm = .auto
     @Option(help: "Augment the synthetic training images each step: none, seed or standard.")
     var augment = "none"

@@ -33,13 +33,31 @@ final class ConvolutionTests: XCTestCase {
     /// gradients (dx, dW, db, through a fused activation) against the im2col path's, with
     /// two workers so the per-worker partial gradients are exercised.
     func testShiftedMatchesNaiveAndIm2col() throws {
-        let cases: [(Shape, Int, Int, Activation)] = [
+        try checkAgainstNaiveAndIm2col(.shifted, cases: [
             (Shape(c: 3, h: 7, w: 9), 4, 3, .linear),
             (Shape(c: 8, h: 5, w: 6), 6, 3, .relu),
             (Shape(c: 2, h: 6, w: 5), 3, 2, .elu),     // even kernel: padding 0 before, 1 after
             (Shape(c: 4, h: 9, w: 8), 5, 5, .linear),
             (Shape(c: 1, h: 6, w: 6), 2, 3, .relu),
-        ]
+        ])
+    }
+
+    /// The Winograd path the same way: odd sizes (tiles that hang over the edge), rows of
+    /// more than eight tiles, and images large enough that a worker runs several groups,
+    /// the last one partial.
+    func testWinogradMatchesNaiveAndIm2col() throws {
+        try checkAgainstNaiveAndIm2col(.winograd, cases: [
+            (Shape(c: 3, h: 7, w: 9), 4, 3, .linear),
+            (Shape(c: 8, h: 5, w: 6), 6, 3, .relu),
+            (Shape(c: 2, h: 17, w: 18), 3, 3, .elu),
+            (Shape(c: 3, h: 28, w: 30), 5, 3, .linear),
+            (Shape(c: 1, h: 6, w: 6), 2, 3, .relu),
+            (Shape(c: 5, h: 1, w: 2), 2, 3, .linear),
+        ])
+    }
+
+    func checkAgainstNaiveAndIm2col(_ algorithm: ConvolutionAlgorithm,
+                                    cases: [(Shape, Int, Int, Activation)]) throws {
         let saved = Parallel.workers
         defer { Parallel.configure(threads: saved) }
         Parallel.configure(threads: 2)
@@ -56,10 +74,12 @@ final class ConvolutionTests: XCTestCase {
                 let (dx, dp) = try h.gradients(x, r, context: PassContext(training: true))
                 return (y, dx, dp, h.params.array)
             }
-            let fast = try run(.shifted), reference = try run(.im2col)
-            let name = "conv \(shape) k\(k) \(activation)"
+            let fast = try run(algorithm), reference = try run(.im2col)
+            let name = "\(algorithm) conv \(shape) k\(k) \(activation)"
             let conv = try Conv2D(input: shape, filters: filters, kernel: k, stride: 1, padding: .same,
                                   activation: .linear, useBias: true, l2: 0)
+            conv.algorithm = algorithm
+            XCTAssertTrue(algorithm == .shifted ? conv.usesShifted : conv.usesWinograd, "\(name): path not taken")
             let kernelCount = filters * shape.c * k * k
             let x = randomArray(batch * shape.count, seed: 31)
             var naive = NaiveConvolution.forward(conv, x: x, weight: Array(fast.w[0..<kernelCount]),

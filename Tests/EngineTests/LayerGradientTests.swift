@@ -15,6 +15,14 @@ final class LayerGradientTests: XCTestCase {
             try checkGradients(conv, batch: 2)
         }
     }
+    func testConvWinograd() throws {
+        for shape in [Shape(c: 3, h: 6, w: 5), Shape(c: 2, h: 5, w: 19)] {
+            let conv = try Conv2D(input: shape, filters: 4, kernel: 3, stride: 1, padding: .same,
+                                  activation: .elu, useBias: true, l2: 0)
+            conv.algorithm = .winograd
+            try checkGradients(conv, batch: 2)
+        }
+    }
     func testConvSameStride2OddPadding() throws {
         // 7 → 4 with stride 2: total padding 2; 6 → 3: total padding 1 (extra at the bottom/right).
         try checkGradients(Conv2D(input: Shape(c: 2, h: 7, w: 6), filters: 3, kernel: 3, stride: 2, padding: .same,

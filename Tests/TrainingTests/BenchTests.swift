@@ -11,7 +11,8 @@ final class BenchTests: XCTestCase {
     }
 
     func testProfileCoversLayersLayoutAndPhases() throws {
-        for (convolution, layout) in [("auto", "padded copies"), ("im2col", "im2col/col2im")] {
+        for (convolution, layout) in [("auto", "Winograd transforms"), ("shifted", "padded copies"),
+                                      ("im2col", "im2col/col2im")] {
             let d = try bench(["--model", "ref", "--batch-size", "8", "--profile", "--augment", "standard",
                                "--convolution", convolution])
             let rows = try XCTUnwrap(d["profile"] as? [[String: Any]])
@@ -19,7 +20,8 @@ final class BenchTests: XCTestCase {
             // ref: 20 layers, 4 convolutions each followed by its layout row.
             XCTAssertEqual(names.count, 24, "\(names)")
             XCTAssertEqual(names.filter { $0.hasSuffix("conv2d") }.count, 4)
-            // The first convolution (one input channel) always uses im2col; the other three follow --convolution.
+            // The first convolution (one input channel) uses im2col under auto and as forced shifted
+            // copies otherwise; the other three follow --convolution.
             XCTAssertEqual(names.filter { $0.hasSuffix(layout) }.count, convolution == "auto" ? 3 : 4, "\(names)")
             let phases = try XCTUnwrap(d["phases"] as? [[String: Any]])
             XCTAssertEqual(phases.compactMap { $0["name"] as? String },
