@@ -121,7 +121,7 @@ struct WinogradGeometry {
     }
 
     /// Copies `images` × `channels` planes (NCHW) into the padded planes at (1, 1). Rows are
-    /// short (an image row), so a plain loop beats a memcpy call per row.
+    /// short (an image row): a plain loop rather than a memcpy call per row, as in im2col.
     func fill(_ padded: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, channels: Int, images: Int) {
         for p in 0..<(images * channels) {
             let dst = padded + p * plane + rowStride + 1, s = src + p * height * width

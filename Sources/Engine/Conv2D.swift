@@ -118,15 +118,11 @@ public final class Conv2D: Layer {
 
     public func reserve(batch: Int) {
         let workers = Parallel.workers
-        if usesWinograd {
-            if winogradSpace?.workers != workers { winogradSpace = WinogradWorkspace(self, workers: workers) }
-            if partials.count != max(0, workers - 1) {
-                partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
+        if usesWinograd || usesShifted {
+            if usesWinograd && winogradSpace?.workers != workers {
+                winogradSpace = WinogradWorkspace(self, workers: workers)
             }
-            return
-        }
-        if usesShifted {
-            if shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
+            if usesShifted && shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
             if partials.count != max(0, workers - 1) {
                 partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
             }
