@@ -10,17 +10,9 @@
 /// col2im scatter: measured on this machine's OpenBLAS the sgemms run at 95–100 GFLOP/s per
 /// core against 57 for the whole im2col layer (BENCHMARKS.md).
 extension Conv2D {
-    /// Whether this layer runs the shifted path.
-    public var usesShifted: Bool {
-        switch algorithm {
-        case .im2col: return false
-        case .shifted, .auto:
-            let fits = rows.stride == 1 && cols.stride == 1 && kernel > 1
-                && rows.output == rows.input && cols.output == cols.input   // `same`
-            // One input channel makes each tap's sgemm a rank-1 update; im2col is faster there.
-            return fits && (algorithm == .shifted || (inputShape.c >= 8 && !usesWinograd))
-        case .winograd: return false
-        }
+    /// Whether this layer can run the shifted path: stride 1, `same`, a kernel above 1×1.
+    var fitsShifted: Bool {
+        rows.stride == 1 && cols.stride == 1 && kernel > 1 && rows.output == rows.input && cols.output == cols.input
     }
 
     /// The shifted path's workspace with the weights regrouped by tap, or nil on the im2col path.
@@ -116,10 +108,8 @@ struct ShiftedGeometry {
     /// the rest of each plane stays zero from allocation.
     @inline(__always)
     func fill(_ padded: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, channels: Int, top: Int, left: Int) {
-        for c in 0..<channels {
-            let dst = padded + c * plane + top * width + left, s = src + c * height * imageWidth
-            for r in 0..<height { (dst + r * width).update(from: s + r * imageWidth, count: imageWidth) }
-        }
+        copyIntoPaddedPlanes(src, planes: channels, height: height, width: imageWidth,
+                             into: padded + top * width + left, planeStride: plane, rowStride: width)
     }
 
     /// Copies the valid columns of a (channels, height, width) grid out, adding a bias per channel.
@@ -167,6 +157,22 @@ final class ShiftedWorkspace {
                 let src = weight + (co * cin + ci) * taps
                 for t in 0..<taps { p[(t * cout + co) * cin + ci] = src[t] }
             }
+        }
+    }
+}
+
+/// Copies `planes` planes of height × width floats (contiguous, as NCHW) into planes
+/// `planeStride` floats apart whose rows are `rowStride` floats apart, starting at `dst` —
+/// the zero-padded copies both the shifted and the Winograd convolutions read. Rows are
+/// short (an image row): a plain loop rather than a memcpy call per row, as in im2col.
+@inline(__always)
+func copyIntoPaddedPlanes(_ src: UnsafePointer<Float>, planes: Int, height: Int, width: Int,
+                          into dst: UnsafeMutablePointer<Float>, planeStride: Int, rowStride: Int) {
+    for p in 0..<planes {
+        let d = dst + p * planeStride, s = src + p * height * width
+        for r in 0..<height {
+            let dr = d + r * rowStride, sr = s + r * width
+            for i in 0..<width { dr[i] = sr[i] }
         }
     }
 }

@@ -22,16 +22,6 @@ extension Conv2D {
             && rows.output == rows.input && cols.output == cols.input
     }
 
-    /// Whether this layer runs the Winograd path.
-    public var usesWinograd: Bool {
-        switch algorithm {
-        case .winograd: return fitsWinograd
-        // Below 8 input channels the GEMMs are too thin to pay for the transforms.
-        case .auto: return fitsWinograd && inputShape.c >= 8
-        case .im2col, .shifted: return false
-        }
-    }
-
     /// The Winograd workspace with the kernels a pass needs transformed (forward: U; backward
     /// with dX: the flipped ones), or nil on the other paths.
     func preparedWinogradSpace(forward: Bool, flipped: Bool) -> WinogradWorkspace? {
@@ -120,16 +110,10 @@ struct WinogradGeometry {
         plane = ((2 * tilesHigh + 2) * rowStride + 15) / 16 * 16
     }
 
-    /// Copies `images` × `channels` planes (NCHW) into the padded planes at (1, 1). Rows are
-    /// short (an image row): a plain loop rather than a memcpy call per row, as in im2col.
+    /// Copies `images` × `channels` planes (NCHW) into the padded planes at (1, 1).
     func fill(_ padded: UnsafeMutablePointer<Float>, from src: UnsafePointer<Float>, channels: Int, images: Int) {
-        for p in 0..<(images * channels) {
-            let dst = padded + p * plane + rowStride + 1, s = src + p * height * width
-            for r in 0..<height {
-                let d = dst + r * rowStride, sr = s + r * width
-                for i in 0..<width { d[i] = sr[i] }
-            }
-        }
+        copyIntoPaddedPlanes(src, planes: images * channels, height: height, width: width,
+                             into: padded + rowStride + 1, planeStride: plane, rowStride: rowStride)
     }
 }
 
@@ -156,14 +140,18 @@ final class WinogradWorkspace {
     /// 1,024 measured on `ref`: 512 was fastest).
     static let targetTiles = 512
 
+    /// The geometry, group size and `leading` of a layer's workspace.
+    static func sizes(_ conv: Conv2D) -> (geometry: WinogradGeometry, group: Int, leading: Int) {
+        let g = WinogradGeometry(height: conv.inputShape.h, width: conv.inputShape.w)
+        let group = max(1, targetTiles / g.tiles)
+        return (g, group, (group * g.tiles + 7) / 8 * 8 + 8)
+    }
+
     init(_ conv: Conv2D, workers: Int) {
         self.workers = workers
         let cin = conv.inputShape.c, cout = conv.filters, wide = max(cin, cout)
-        let g = WinogradGeometry(height: conv.inputShape.h, width: conv.inputShape.w)
-        geometry = g
-        let group = max(1, WinogradWorkspace.targetTiles / g.tiles)
-        let leading = (group * g.tiles + 7) / 8 * 8 + 8
-        self.group = group; self.leading = leading
+        let (g, group, leading) = WinogradWorkspace.sizes(conv)
+        geometry = g; self.group = group; self.leading = leading
         xiStride = wide * leading
         padded = (0..<workers).map { _ in FloatBuffer(count: group * wide * g.plane) }
         transformed = (0..<workers).map { _ in FloatBuffer(count: 16 * wide * leading) }
@@ -176,9 +164,7 @@ final class WinogradWorkspace {
     /// Floats a forward pass needs beside its input and output on one worker: the padded
     /// planes and transformed tiles of a group, and the transformed kernels.
     static func inferenceFloats(_ conv: Conv2D) -> Int {
-        let g = WinogradGeometry(height: conv.inputShape.h, width: conv.inputShape.w)
-        let group = max(1, targetTiles / g.tiles), wide = max(conv.inputShape.c, conv.filters)
-        let leading = (group * g.tiles + 7) / 8 * 8 + 8
+        let (g, group, leading) = sizes(conv), wide = max(conv.inputShape.c, conv.filters)
         return group * wide * g.plane + 2 * 16 * wide * leading + 16 * conv.inputShape.c * conv.filters
     }
 

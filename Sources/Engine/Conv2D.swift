@@ -56,12 +56,28 @@ public final class Conv2D: Layer {
         return body()
     }
 
-    /// The algorithm to use; `auto` picks by measurement-backed rules (`usesWinograd`,
-    /// `usesShifted`).
-    /// Tests force each one to hold them equal to the naive convolution.
+    /// The algorithm asked for; `path` is the one that runs. Tests force each one to hold
+    /// them equal to the naive convolution.
     public var algorithm: ConvolutionAlgorithm = .auto {
         didSet { columns = []; shiftedSpace = nil; winogradSpace = nil }
     }
+
+    /// The algorithm that runs: the forced one where the layer fits it, else im2col; `auto`
+    /// picks by measurement: Winograd, then shifted GEMMs, from 8 input channels (below that
+    /// the GEMMs are too thin — one channel makes each shifted tap a rank-1 update — and
+    /// im2col measured faster).
+    public var path: ConvolutionAlgorithm {
+        switch algorithm {
+        case .im2col: return .im2col
+        case .shifted: return fitsShifted ? .shifted : .im2col
+        case .winograd: return fitsWinograd ? .winograd : .im2col
+        case .auto:
+            guard inputShape.c >= 8 else { return .im2col }
+            return fitsWinograd ? .winograd : fitsShifted ? .shifted : .im2col
+        }
+    }
+    public var usesShifted: Bool { path == .shifted }
+    public var usesWinograd: Bool { path == .winograd }
 
     public init(input: Shape, filters: Int, kernel: Int, stride: Int, padding: Padding,
                 activation: Activation, useBias: Bool, l2: Float) throws {
@@ -108,21 +124,23 @@ public final class Conv2D: Layer {
     /// kernels (Winograd), the padded image and output grid (shifted), one image's column
     /// matrix (im2col) or none (1×1).
     public var inferenceWorkspace: Int {
-        if usesWinograd { return WinogradWorkspace.inferenceFloats(self) }
-        if usesShifted {
+        switch path {
+        case .winograd: return WinogradWorkspace.inferenceFloats(self)
+        case .shifted:
             let g = ShiftedGeometry(height: inputShape.h, width: inputShape.w, kernel: kernel)
             return inputShape.c * g.plane + filters * g.height * g.width
+        case .im2col, .auto: return isPointwise ? 0 : patch * pixels
         }
-        return isPointwise ? 0 : patch * pixels
     }
 
     public func reserve(batch: Int) {
         let workers = Parallel.workers
-        if usesWinograd || usesShifted {
-            if usesWinograd && winogradSpace?.workers != workers {
+        let path = self.path
+        if path != .im2col {
+            if path == .winograd && winogradSpace?.workers != workers {
                 winogradSpace = WinogradWorkspace(self, workers: workers)
             }
-            if usesShifted && shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
+            if path == .shifted && shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
             if partials.count != max(0, workers - 1) {
                 partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
             }

@@ -152,7 +152,12 @@ extension Tool {
                 let row = ProfileRow(name: "\(i) \(layer.kind)", forwardMs: p.forward[i] * perStep,
                                      backwardMs: p.backward[i] * perStep)
                 guard let conv = layer as? Conv2D else { return [row] }
-                let layout = ProfileRow(name: "  of which " + (conv.usesWinograd ? "Winograd transforms" : conv.usesShifted ? "padded copies" : "im2col/col2im"),
+                let work = switch conv.path {
+                case .winograd: "Winograd transforms"
+                case .shifted: "padded copies"
+                case .im2col, .auto: "im2col/col2im"
+                }
+                let layout = ProfileRow(name: "  of which " + work,
                                         forwardMs: conv.layoutSeconds[0] * perStep, backwardMs: conv.layoutSeconds[1] * perStep)
                 return [row, layout]
             }

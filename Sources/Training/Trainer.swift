@@ -560,7 +560,6 @@ func describe(_ a: AugmentationConfig) -> String {
     return parts.joined(separator: ", ")
 }
 
-/// Training, evaluation and prediction need a network that ends in class scores.
 /// The data's images have the model's input shape and its labels fit the model's outputs.
 func requireFits(_ model: Model, _ datasets: [Dataset], directory: String) throws {
     for d in datasets where model.inputShape != Shape(c: d.channels, h: d.height, w: d.width) {
@@ -572,6 +571,7 @@ func requireFits(_ model: Model, _ datasets: [Dataset], directory: String) throw
     }
 }
 
+/// Training, evaluation and prediction need a network that ends in class scores.
 func requireClassifier(_ model: Model) throws {
     guard model.endsInClassScores else {
         throw RunError.config("model '\(model.spec.name)': the last layer must give class scores (a dense layer), gives \(model.layers.last!.outputShape)")
