@@ -23,8 +23,19 @@ public protocol Communicator: AnyObject {
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
     /// Replaces `buffer` on every rank with the element-wise sum over all ranks.
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+    /// The same sum, running `work` (which must not touch `buffer`) while the ranks exchange:
+    /// a rank that arrives early computes instead of waiting for the others.
+    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, overlapping work: () throws -> Void) throws
     /// Replaces `buffer` on every rank with the element-wise maximum over all ranks.
     func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws
+    /// Leaves in this rank's shard (`shard(of: buffer.count)`) the element-wise sum of that
+    /// shard over all ranks; the rest of `buffer` is scratch afterwards. With `allGatherShards`
+    /// it is an all-reduce whose middle can be split: each rank updates only its shard
+    /// (a sharded optimizer step) before the shards are gathered.
+    func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
+    /// Copies every rank's shard of `buffer` (`shard(of:)` on that rank) into the same place
+    /// on every rank, so all ranks end with the same bits.
+    func allGatherShards(_ buffer: UnsafeMutableBufferPointer<Float>) throws
     /// Root's bytes replace everyone else's (length travels too).
     func broadcast(_ bytes: inout [UInt8], root: Int) throws
     /// Every rank's bytes, in rank order, on every rank.
@@ -51,6 +62,10 @@ extension Communicator {
         return try body()
     }
 
+    /// The part of a `count`-element buffer this rank owns in `reduceScatterSum` and
+    /// `allGatherShards`: contiguous, in rank order, sizes differing by at most one.
+    public func shard(of count: Int) -> Range<Int> { shardRange(of: count, rank: rank, size: size) }
+
     /// Sums `values` element-wise over all ranks, in place.
     public func allReduceSum(_ values: inout [Float]) throws {
         try values.withUnsafeMutableBufferPointer { try allReduceSum($0) }
@@ -65,4 +80,11 @@ extension Communicator {
     public func allReduceMax(_ values: inout [Double]) throws {
         try values.withUnsafeMutableBufferPointer { try allReduceMax($0) }
     }
+}
+
+/// Rank `rank`'s part of `count` elements split among `size` ranks (see `Communicator.shard(of:)`).
+public func shardRange(of count: Int, rank: Int, size: Int) -> Range<Int> {
+    let base = count / size, extra = count % size
+    let start = rank * base + min(rank, extra)
+    return start ..< start + base + (rank < extra ? 1 : 0)
 }

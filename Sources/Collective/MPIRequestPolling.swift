@@ -25,11 +25,20 @@ struct MPIRequestPolling {
 
     /// Waits until `request` completes (true) or `deadline` (monotonic nanoseconds) passes (false).
     func wait(for request: inout MPI_Request?, call: String, deadline: UInt64?) throws -> Bool {
+        try withUnsafeMutablePointer(to: &request) {
+            try wait(for: UnsafeMutableBufferPointer(start: $0, count: 1), call: call, deadline: deadline)
+        }
+    }
+
+    /// Waits until all `requests` complete (true) or `deadline` (monotonic nanoseconds) passes (false).
+    func wait(for requests: UnsafeMutableBufferPointer<MPI_Request?>, call: String, deadline: UInt64?) throws -> Bool {
         let start = monotonicNanoseconds()
         var sleep = minSleepNanoseconds
         while true {
             var done: Int32 = 0
-            let code = MPIRuntime.serialized { MPI_Test(&request, &done, cmpi_status_ignore()) }
+            let code = MPIRuntime.serialized {
+                MPI_Testall(Int32(requests.count), requests.baseAddress, &done, cmpi_statuses_ignore())
+            }
             try checkMPI(code, call)
             if done != 0 { return true }
             let now = monotonicNanoseconds()

@@ -54,8 +54,36 @@ public final class ThreadedCommunicator: Communicator {
         try reduce(buffer, +)
     }
 
+    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, overlapping work: () throws -> Void) throws {
+        try work()
+        try reduce(buffer, +)
+    }
+
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
         try reduce(buffer) { Swift.max($0, $1) }
+    }
+
+    public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        // Each shard's sum is the one `allReduceSum` gives: folded in rank order.
+        let all = try exchange(Array(buffer)).map { $0 as! [Float] }
+        for (r, values) in all.enumerated() {
+            precondition(values.count == buffer.count,
+                         "rank \(r) reduce-scattered \(values.count) elements, rank \(rank) \(buffer.count)")
+        }
+        for i in shard(of: buffer.count) {
+            var total = all[0][i]
+            for r in 1 ..< all.count { total += all[r][i] }
+            buffer[i] = total
+        }
+    }
+
+    public func allGatherShards(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        let all = try exchange(Array(buffer[shard(of: buffer.count)])).map { $0 as! [Float] }
+        for (r, values) in all.enumerated() {
+            let range = shardRange(of: buffer.count, rank: r, size: size)
+            precondition(values.count == range.count, "rank \(r) gathered a different element count than rank \(rank)")
+            for (i, v) in zip(range, values) { buffer[i] = v }
+        }
     }
 
     public func broadcast(_ bytes: inout [UInt8], root: Int) throws {

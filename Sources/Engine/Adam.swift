@@ -84,8 +84,14 @@ public final class Adam {
         model.tensors.filter { $0.region == .parameters && $0.isKernel }.map { $0.offset..<($0.offset + $0.count) }
     }
 
-    /// One update of `w` from `g` (both `m.count` long) at learning rate `lr`.
-    public func update(_ w: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, learningRate lr: Double) {
+    /// One update of `w` from `g` (both `m.count` long) at learning rate `lr`, of the elements
+    /// in `range` only (nil: all). With a sharded step each rank passes its shard: the other
+    /// elements' moments stay as they were here, and their owners update them bit for bit
+    /// as this rank would.
+    public func update(_ w: UnsafeMutablePointer<Float>, _ g: UnsafePointer<Float>, learningRate lr: Double,
+                       range: Range<Int>? = nil) {
+        let range = range ?? 0 ..< m.count
+        precondition(range.lowerBound >= 0 && range.upperBound <= m.count, "Adam: range \(range) outside 0..<\(m.count)")
         step += 1
         let t = Double(step)
         let alpha = Float(lr * (1 - pow(config.beta2, t)).squareRoot() / (1 - pow(config.beta1, t)))
@@ -115,7 +121,8 @@ public final class Adam {
             }
         }
         ranges.withUnsafeBufferPointer { decayed in
-            _ = Parallel.chunks(m.count, cost: 16) { _, chunk in
+            _ = Parallel.chunks(range.count, cost: 16) { _, relative in
+                let chunk = (range.lowerBound + relative.lowerBound) ..< (range.lowerBound + relative.upperBound)
                 // Walk the chunk, alternating plain and decayed segments.
                 var i = chunk.lowerBound
                 for r in decayed where r.upperBound > i {

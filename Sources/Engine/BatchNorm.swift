@@ -161,8 +161,10 @@ public final class BatchNorm: Layer {
         }
         guard let dx else { return }
         if let reducer = context.reducer {
+            // A deferred weight gradient of the layer above (see `SplitBackward`) runs meanwhile.
             try sums.withUnsafeMutableBufferPointer {
-                try reducer.sum(UnsafeMutableBufferPointer(rebasing: $0[0..<(2 * C)]), phase: "batch-norm backward")
+                try reducer.sum(UnsafeMutableBufferPointer(rebasing: $0[0..<(2 * C)]), phase: "batch-norm backward",
+                                overlapping: { context.deferred?.run() })
             }
         }
         let m = globalCount

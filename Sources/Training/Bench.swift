@@ -169,8 +169,8 @@ extension Tool {
             return [PhaseRow(name: "input (fill + augmentation)", ms: t.input * perStep),
                     PhaseRow(name: "loss (softmax cross-entropy)", ms: t.loss * perStep),
                     PhaseRow(name: "batch-norm sync (in its rows)", ms: (allReduce - t.gradientAllReduce) * perStep),
-                    PhaseRow(name: "gradient all-reduce", ms: t.gradientAllReduce * perStep),
-                    PhaseRow(name: "optimizer (L2 + Adam)", ms: t.optimizer * perStep),
+                    PhaseRow(name: "gradient/weight ring exchange", ms: t.gradientAllReduce * perStep),
+                    PhaseRow(name: "optimizer (L2 + Adam, own shard)", ms: t.optimizer * perStep),
                     PhaseRow(name: "rest (zeroing gradients, timers)", ms: outside * perStep)]
         }
         return BenchResult(model: spec.name, worldSize: comm.size, threadsPerRank: threads, batchSize: batch, steps: steps,

@@ -10,16 +10,41 @@ final class CommunicatorReducer: StatisticsReducer {
     init(_ comm: Communicator) { self.comm = comm }
 
     func sum(_ buffer: UnsafeMutableBufferPointer<Double>, phase: String) throws {
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        comm.phase = phase
-        try comm.allReduceSum(buffer)
-        seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        try timed(phase) { try comm.allReduceSum(buffer) }
     }
 
+    /// The overlapped work's own time is not counted as communication.
+    func sum(_ buffer: UnsafeMutableBufferPointer<Double>, phase: String, overlapping work: () -> Void) throws {
+        var workSeconds = 0.0
+        try timed(phase) {
+            try comm.allReduceSum(buffer, overlapping: {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                work()
+                workSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            })
+        }
+        seconds -= workSeconds
+    }
+
+    var spansRanks: Bool { comm.size > 1 }
+
     func sum(_ buffer: UnsafeMutableBufferPointer<Float>, phase: String) throws {
+        try timed(phase) { try comm.allReduceSum(buffer) }
+    }
+
+    func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, phase: String) throws {
+        try timed(phase) { try comm.reduceScatterSum(buffer) }
+    }
+
+    func allGather(_ buffer: UnsafeMutableBufferPointer<Float>, phase: String) throws {
+        try timed(phase) { try comm.allGatherShards(buffer) }
+    }
+
+    /// Runs `body` under `phase`, adding its wall time to `seconds`.
+    private func timed(_ phase: String, _ body: () throws -> Void) throws {
         let t0 = DispatchTime.now().uptimeNanoseconds
         comm.phase = phase
-        try comm.allReduceSum(buffer)
-        seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        defer { seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+        try body()
     }
 }

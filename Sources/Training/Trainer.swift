@@ -199,13 +199,13 @@ public final class Trainer {
                 if r.stopRequested {
                     try? tensorBoard?.flush()
                     state.trainSeconds = elapsed()
-                    let path = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
+                    let path = try saveCheckpoint(step, state: state, best: best, ema: ema)
                     throw Preempted(signal: StopSignal.requested ? StopSignal.name : "a signal to another rank",
                                     checkpoint: path, step: state.globalStep)
                 }
                 if let every = options.checkpointEvery, state.globalStep % every == 0, state.stepInEpoch < stepsPerEpoch {
                     state.trainSeconds = elapsed()
-                    _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
+                    _ = try saveCheckpoint(step, state: state, best: best, ema: ema)
                     try waitForRootFiles()
                 }
             }
@@ -239,7 +239,7 @@ public final class Trainer {
             try files?.writeMetrics(state.history)
             try tensorBoard?.epoch(metrics)
             try tensorBoard?.epochSpeed(step: state.globalStep, imagesPerSecond: imagesPerSecond(), allReduceShare: allReduceShare())
-            _ = try saveCheckpoint(model: model, adam: adam, state: state, best: best, ema: ema)
+            _ = try saveCheckpoint(step, state: state, best: best, ema: ema)
             if improved, let files {
                 ema?.swap(with: model.parameters.pointer)
                 try files.writeCheckpoint(Checkpoint(model: model, adam: nil, state: state), name: "best.safetensors")
@@ -446,9 +446,11 @@ public final class Trainer {
     }
 
     /// Rank 0 writes a step checkpoint (atomically) and prunes old ones; returns its path.
-    func saveCheckpoint(model: Model, adam: Adam, state: TrainingState, best: FloatBuffer?, ema: WeightAverage?) throws -> String? {
+    /// Every rank calls it: Adam's moments are first gathered from the ranks that own them.
+    func saveCheckpoint(_ step: TrainingStep, state: TrainingState, best: FloatBuffer?, ema: WeightAverage?) throws -> String? {
+        try step.gatherOptimizerState()
         guard let files else { return nil }
-        let ckpt = Checkpoint(model: model, adam: adam, state: state, best: best, ema: ema)
+        let ckpt = Checkpoint(model: step.model, adam: step.adam, state: state, best: best, ema: ema)
         let path = try files.writeCheckpoint(ckpt, name: RunFiles.stepName(state.globalStep))
         files.prune(keep: options.keep)
         return path

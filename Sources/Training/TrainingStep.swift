@@ -4,9 +4,12 @@ import Dispatch
 import Engine
 
 /// One synchronized training step, shared by `train` and `bench`: this rank's shard forward
-/// and backward with the loss scaled by 1/(global batch), one fused all-reduce of
-/// `[gradients | loss sum | correct | stop flag | (local BN running stats)]`, L2 gradients
-/// added after it, and the same Adam step on every rank.
+/// and backward with the loss scaled by 1/(global batch); one small all-reduce of
+/// `[loss sum | correct | stop flag | (local BN running stats)]`; then the gradients are
+/// reduce-scattered, each rank adds L2 gradients and takes the Adam step on its shard of the
+/// parameters only (ZeRO stage 1: Adam's work is not repeated on every rank), and the updated
+/// shards are all-gathered, so every rank holds the same weights. Adam's moments outside a
+/// rank's shard are stale there; `gatherOptimizerState()` completes them (before checkpoints).
 final class TrainingStep {
     let model: Model
     let adam: Adam
@@ -49,6 +52,8 @@ final class TrainingStep {
         self.model = model; self.adam = adam; self.comm = comm; self.bnSync = bnSync
         reducer = CommunicatorReducer(comm)
         rng = CounterRNG(seed: seed)
+        // With batch-norm statistics summed over ranks, weight gradients run during those exchanges.
+        model.overlapsParameterGradients = bnSync == .global && comm.size > 1
     }
 
     /// Sizes buffers for local shards of up to `batch` examples.
@@ -102,17 +107,19 @@ final class TrainingStep {
         extras[TrainingStep.extraLoss] = Float(lossSum)
         extras[TrainingStep.extraCorrect] = Float(correct)
         extras[TrainingStep.extraStop] = stopRequested ? 1 : 0
-        var fused = P + TrainingStep.extraFixed
+        var extraCount = TrainingStep.extraFixed
         if bnSync == .local && model.stateCount > 0 {
             // Running statistics averaged with weights n_rank / B: the same update a single
             // process would make from the per-rank batch statistics.
             let w = Float(n) / Float(globalBatch), s = model.state.pointer
             let dst = extras + TrainingStep.extraFixed
             for i in 0..<model.stateCount { dst[i] = s[i] * w }
-            fused += model.stateCount
+            extraCount += model.stateCount
         }
+        let shard = comm.shard(of: P)
         try timed(\.gradientAllReduce) {
-            try reducer.sum(UnsafeMutableBufferPointer(start: model.gradients, count: fused), phase: "gradient all-reduce")
+            try reducer.sum(UnsafeMutableBufferPointer(start: extras, count: extraCount), phase: "step totals all-reduce")
+            try reducer.reduceScatter(UnsafeMutableBufferPointer(start: model.gradients, count: P), phase: "gradient reduce-scatter")
         }
         if bnSync == .local && model.stateCount > 0 {
             model.state.pointer.update(from: extras + TrainingStep.extraFixed, count: model.stateCount)
@@ -121,9 +128,22 @@ final class TrainingStep {
                             correct: Double(extras[TrainingStep.extraCorrect]),
                             stopRequested: extras[TrainingStep.extraStop] > 0, count: globalBatch)
         timed(\.optimizer) {
-            model.addL2Gradients()
-            adam.update(model.parameters.pointer, model.gradients, learningRate: learningRate)
+            model.addL2Gradients(in: shard)
+            adam.update(model.parameters.pointer, model.gradients, learningRate: learningRate, range: shard)
+        }
+        try timed(\.gradientAllReduce) {
+            try reducer.allGather(UnsafeMutableBufferPointer(start: model.parameters.pointer, count: P), phase: "parameter all-gather")
         }
         return result
+    }
+
+    /// Completes Adam's moments on every rank from their owners' shards (a collective: every
+    /// rank calls it, before a checkpoint is written).
+    func gatherOptimizerState() throws {
+        guard comm.size > 1 else { return }
+        try comm.withPhase("optimizer state all-gather") {
+            try comm.allGatherShards(UnsafeMutableBufferPointer(start: adam.m.pointer, count: adam.m.count))
+            try comm.allGatherShards(UnsafeMutableBufferPointer(start: adam.v.pointer, count: adam.v.count))
+        }
     }
 }

@@ -81,6 +81,59 @@ final class MPICommunicatorTests: XCTestCase {
         try comm.barrier()
     }
 
+    /// The rings: every rank's shard holds the sum after reduce-scatter, and all-gather leaves
+    /// every rank with the owners' shards — for buffers shorter than the rank count, uneven
+    /// shards, and one large enough to be the gradient of `ref`.
+    func testReduceScatterThenAllGatherIsAnAllReduce() throws {
+        let comm = try communicator()
+        let p = comm.size, r = comm.rank
+        for count in [1, 2, 7, 1000, 1_000_003] {
+            let shards = (0 ..< p).map { shardRange(of: count, rank: $0, size: p) }
+            XCTAssertEqual(shards.map(\.count).reduce(0, +), count)
+            XCTAssertEqual(shards.first?.lowerBound, 0); XCTAssertEqual(shards.last?.upperBound, count)
+            XCTAssertLessThanOrEqual(shards.map(\.count).max()! - shards.map(\.count).min()!, 1)
+            // Small integers: exact in any summation order.
+            var values = (0 ..< count).map { Float($0 % 1000) + Float(r) }
+            try values.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0) }
+            let mine = comm.shard(of: count)
+            XCTAssertEqual(mine, shards[r])
+            XCTAssertEqual(Array(values[mine]), mine.map { Float($0 % 1000 * p + p * (p - 1) / 2) }, "count \(count)")
+            for i in mine { values[i] = -values[i] }
+            try values.withUnsafeMutableBufferPointer { try comm.allGatherShards($0) }
+            XCTAssertEqual(values, (0 ..< count).map { -Float($0 % 1000 * p + p * (p - 1) / 2) }, "count \(count)")
+        }
+    }
+
+    /// The ring's sums are the same bits on every rank (each element is summed once, by its owner).
+    func testRingSumIsBitwiseIdenticalOnEveryRank() throws {
+        let comm = try communicator()
+        var state = UInt64(comm.rank + 7) &* 0x9E37_79B9_7F4A_7C15
+        var values = (0 ..< 100_003).map { _ -> Float in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(state >> 40) / Float(1 << 24) - 0.5
+        }
+        try values.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0); try comm.allGatherShards($0) }
+        var fromRankZero = values.withUnsafeBytes { Array($0) }
+        try comm.broadcast(&fromRankZero, root: 0)
+        XCTAssertTrue(values.withUnsafeBytes { Array($0) } == fromRankZero, "rank \(comm.rank)'s sum differs from rank 0's")
+    }
+
+    /// The overlapped sum runs the work once, while the exchange is pending, and sums.
+    func testOverlappedSumRunsTheWork() throws {
+        let comm = try communicator()
+        let p = comm.size
+        var sums = [Double(comm.rank), 1]
+        var ran = 0
+        try sums.withUnsafeMutableBufferPointer { buffer in
+            try comm.allReduceSum(buffer, overlapping: {
+                ran += 1
+                if comm.rank == 0 { Thread.sleep(forTimeInterval: 0.05) }  // the others wait meanwhile
+            })
+        }
+        XCTAssertEqual(ran, 1)
+        XCTAssertEqual(sums, [Double(p * (p - 1) / 2), Double(p)])
+    }
+
     func testTimeoutNamesThePhaseAndRetiresTheCommunicator() throws {
         let shared = try communicator()
         try XCTSkipIf(shared.size < 2, "needs two ranks")
@@ -101,5 +154,26 @@ final class MPICommunicatorTests: XCTestCase {
             XCTAssertTrue(error is CollectiveError, "\(error)")
         }
         try shared.barrier()  // the shared communicator is unaffected
+    }
+
+    /// A rank that is late to the gradient ring makes the others time out naming the phase.
+    func testRingTimeoutNamesThePhase() throws {
+        let shared = try communicator()
+        try XCTSkipIf(shared.size < 2, "needs two ranks")
+        let comm = try MPICommunicator.start()
+        comm.timeout = 0.5
+        comm.phase = "gradient reduce-scatter"
+        if comm.rank == 1 { Thread.sleep(forTimeInterval: 1.5) }
+        var values = [Float](repeating: 1, count: 1000)   // small messages: nothing left pending at finalize
+        do {
+            try values.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0) }
+            XCTAssertEqual(comm.rank, 1, "only the late rank may complete")
+        } catch {
+            XCTAssertEqual(error as? CollectiveError, .timeout(phase: "gradient reduce-scatter", seconds: 0.5))
+        }
+        XCTAssertThrowsError(try values.withUnsafeMutableBufferPointer { try comm.allGatherShards($0) }) { error in
+            XCTAssertTrue(error is CollectiveError, "\(error)")
+        }
+        try shared.barrier()
     }
 }

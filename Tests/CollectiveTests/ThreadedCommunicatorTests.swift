@@ -27,6 +27,29 @@ final class ThreadedCommunicatorTests: XCTestCase {
         }
     }
 
+    /// Reduce-scatter leaves each rank's shard summed in rank order (as `allReduceSum` would);
+    /// all-gather copies every owner's shard everywhere, also with fewer elements than ranks.
+    func testReduceScatterAndAllGatherShards() throws {
+        let contributions: [[Float]] = [[1e8, 1, 2.5, 4, 5], [1, 2, -1, 0, 1], [-1e8, 3, 0.25, 1, 1]]
+        let results = runRanks(ThreadedCommunicator.makeGroup(size: 3)) { comm -> ([Float], [Float], [Float]) in
+            var values = contributions[comm.rank]
+            try values.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0) }
+            let summed = Array(values[comm.shard(of: 5)])
+            try values.withUnsafeMutableBufferPointer { try comm.allGatherShards($0) }
+            var two: [Float] = [Float(comm.rank), Float(comm.rank)]
+            try two.withUnsafeMutableBufferPointer { try comm.allGatherShards($0) }
+            return (summed, values, two)
+        }
+        let whole: [Float] = [0, 6, 1.75, 5, 7]
+        XCTAssertEqual((0..<3).map { shardRange(of: 5, rank: $0, size: 3) }, [0..<2, 2..<4, 4..<5])
+        for (rank, result) in results.enumerated() {
+            let (summed, gathered, two) = try result.get()
+            XCTAssertEqual(summed, Array(whole[shardRange(of: 5, rank: rank, size: 3)]))
+            XCTAssertEqual(gathered, whole)
+            XCTAssertEqual(two, [0, 1], "rank 2 owns none of two elements")
+        }
+    }
+
     func testDoubleSumOfABufferPointer() throws {
         let count = 10_000
         let results = runRanks(ThreadedCommunicator.makeGroup(size: 3)) { comm -> [Double] in

@@ -138,6 +138,52 @@ final class OptimizerTests: XCTestCase {
         XCTAssertThrowsError(try JSONDecoder().decode(AdamConfig.self, from: Data(#"{"beta1":0.9}"#.utf8)))
     }
 
+    /// The sharded step: each of three "ranks" adds L2 and updates only its own range (its other
+    /// moments go stale), then the weights and moments are gathered from the owners. That is bit
+    /// for bit the whole update, with weight decay ranges straddling the shard boundaries.
+    func testShardedUpdateIsBitwiseTheWholeUpdate() throws {
+        Parallel.workers = 2
+        // L2 on a kernel that straddles the shard boundaries.
+        let model = try Model(spec: ModelSpec(name: "l2", input: [6, 6, 1], layers: [
+            .conv(4, kernel: 3, l2: 0.01), .flatten, .dense(30, l2: 0.02), .dense(10)], batchSize: 4, learningRate: 1e-3))
+        model.initialize(seed: 3)
+        let n = model.parameterCount, ranks = 3
+        let config = AdamConfig(weightDecay: 0.05)
+        let decay = Adam.kernelRanges(of: model)
+        let shards = (0..<ranks).map { r in r * n / ranks ..< (r + 1) * n / ranks }
+        XCTAssertTrue(decay.contains { r in shards.contains { r.contains($0.lowerBound) && $0.lowerBound > r.lowerBound } },
+                      "a decayed (and L2) kernel should straddle a shard boundary")
+        let start = model.parameters.array
+        let whole = Adam(parameterCount: n, config: config, decayRanges: decay)
+        let perRank = (0..<ranks).map { _ in Adam(parameterCount: n, config: config, decayRanges: decay) }
+        var w = start, wRanks = Array(repeating: start, count: ranks)
+        for step in 1...3 {
+            let g = gradient(n, step: step), lr = 1e-3 * Double(step)
+            // The whole update, as a single process takes it.
+            model.parameters.pointer.update(from: w, count: n)
+            model.gradients.update(from: g, count: n)
+            model.addL2Gradients()
+            whole.update(model.parameters.pointer, model.gradients, learningRate: lr)
+            w = model.parameters.array
+            // Each rank: its shard only, from the same summed gradient; then the all-gather.
+            for r in 0..<ranks {
+                model.parameters.pointer.update(from: wRanks[r], count: n)
+                model.gradients.update(from: g, count: n)
+                model.addL2Gradients(in: shards[r])
+                perRank[r].update(model.parameters.pointer, model.gradients, learningRate: lr, range: shards[r])
+                wRanks[r] = model.parameters.array
+            }
+            let gathered = shards.indices.flatMap { r in wRanks[r][shards[r]] }
+            wRanks = Array(repeating: gathered, count: ranks)
+        }
+        XCTAssertEqual(wRanks[0].map(\.bitPattern), w.map(\.bitPattern))
+        let m = shards.indices.flatMap { r in perRank[r].m.array[shards[r]] }
+        let v = shards.indices.flatMap { r in perRank[r].v.array[shards[r]] }
+        XCTAssertEqual(m.map(\.bitPattern), whole.m.array.map(\.bitPattern))
+        XCTAssertEqual(v.map(\.bitPattern), whole.v.array.map(\.bitPattern))
+        XCTAssertNotEqual(perRank[0].m.array, whole.m.array, "a rank's moments outside its shard are stale")
+    }
+
     func testKernelRangesAreTheModelsKernels() throws {
         let model = try Model(spec: .seed)
         let ranges = Adam.kernelRanges(of: model)

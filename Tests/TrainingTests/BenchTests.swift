@@ -26,7 +26,7 @@ final class BenchTests: XCTestCase {
             let phases = try XCTUnwrap(d["phases"] as? [[String: Any]])
             XCTAssertEqual(phases.compactMap { $0["name"] as? String },
                            ["input (fill + augmentation)", "loss (softmax cross-entropy)", "batch-norm sync (in its rows)",
-                            "gradient all-reduce", "optimizer (L2 + Adam)", "rest (zeroing gradients, timers)"])
+                            "gradient/weight ring exchange", "optimizer (L2 + Adam, own shard)", "rest (zeroing gradients, timers)"])
             let layerMs = rows.filter { !($0["name"] as! String).hasPrefix(" ") }
                 .reduce(0.0) { $0 + ($1["forward_ms"] as! Double) + ($1["backward_ms"] as! Double) }
             let phaseMs = phases.filter { $0["name"] as! String != "batch-norm sync (in its rows)" }

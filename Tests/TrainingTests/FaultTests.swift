@@ -52,6 +52,43 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(try summary(dir)["global_steps"] as? Int, 60)
     }
 
+    /// Each rank keeps only its shard of Adam's moments current (the sharded optimizer step), so a
+    /// checkpoint has to gather them from their owners. One of three ranks killed with SIGKILL
+    /// after a checkpoint, and `--resume` with three ranks, ends bit for bit where the
+    /// uninterrupted three-rank run does.
+    func testThreeRankResumeAfterSIGKILLIsBitwiseExact() throws {
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
+        let base = temporaryDirectory(self)
+        let launch = ["--oversubscribe", "--bind-to", "none", "-np", "3"]
+        let whole = try runProcess(mpirun, launch + trainArgs(base + "/whole"), environment: FaultTests.rootEnvironment)
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+
+        let dir = base + "/cut"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpirun)
+        p.arguments = launch + trainArgs(dir)
+        p.environment = ProcessInfo.processInfo.environment.merging(FaultTests.rootEnvironment) { _, b in b }
+        p.standardError = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let checkpoint = dir + "/checkpoints/step-00000020.safetensors"
+        let deadline = Date().addingTimeInterval(300)
+        while !FileManager.default.fileExists(atPath: checkpoint) && p.isRunning && Date() < deadline { usleep(2_000) }
+        let ranks = try runProcess("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
+            .split(separator: "\n").compactMap { Int32($0) }
+        XCTAssertEqual(ranks.count, 3, "mpirun's children: \(ranks)")
+        kill(try XCTUnwrap(ranks.last), SIGKILL)
+        p.waitUntilExit()
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"), "the killed run must not finish")
+
+        let resumed = try runProcess(mpirun, launch + trainArgs(dir, ["--resume"]), environment: FaultTests.rootEnvironment)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        let a = try summary(base + "/whole"), b = try summary(dir)
+        XCTAssertEqual(b["global_steps"] as? Int, 60)
+        XCTAssertEqual(b["weights_sha256"] as? String, a["weights_sha256"] as? String, "resumed 3-rank run ends with other weights")
+    }
+
     /// A NaN or infinite loss stops every rank with one clear line; the last good checkpoint stays.
     func testNonFiniteLossStopsTheRun() throws {
         let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
