@@ -3,6 +3,7 @@
 
   distcnn:  record.py distcnn --round R --command CMD [--rss FILE...]  < `distcnn bench --json` output
   pytorch:  record.py pytorch --round R --command CMD                 < pytorch_bench.py output
+  pair:     record.py pair --round R --command CMD OUT0 OUT1           two `distcnn bench --json` outputs
   machine:  record.py machine --command-line "..."                    (no stdin)
 
 distcnn's own `images_per_second` is total images / total time (a mean); for a like-for-like
@@ -76,6 +77,32 @@ def distcnn(args):
     print(json.dumps(out))
 
 
+def pair(args):
+    """Two independent one-process runs at the same time, one per core: the throughput two ranks
+    would have with no communication at all (the ceiling for `mpirun -np 2`)."""
+    runs = []
+    for path in args.outputs:
+        with open(path) as fh:
+            text = fh.read()
+        start = text.find("{")
+        if start < 0:
+            sys.exit(f"record.py: no JSON from distcnn in {path}: {text.strip()[:300]!r}")
+        runs.append(json.JSONDecoder().raw_decode(text[start:])[0])
+    rates = [r["batch_size"] / (statistics.median(r["step_milliseconds"]) / 1000.0) for r in runs]
+    print(json.dumps({
+        "framework": "distcnn", "model": runs[0]["model"], "mode": "pair",
+        "threads": runs[0]["threads_per_rank"], "world_size": len(runs),
+        "batch": sum(r["batch_size"] for r in runs),
+        "images_per_second": sum(rates), "per_process_images_per_second": rates,
+        "step_ms_median": max(statistics.median(r["step_milliseconds"]) for r in runs),
+        "steps": runs[0]["steps"], "images_per_second_mean": sum(r["images_per_second"] for r in runs),
+        "gflops": sum(r["gflops"] for r in runs), "sgemm_peak_gflops": sum(r["sgemm_peak_gflops"] for r in runs),
+        "peak_share": sum(r["gflops"] for r in runs) / sum(r["sgemm_peak_gflops"] for r in runs),
+        "all_reduce_share": 0.0, "peak_rss_mb": max(r["peak_rss_mib"] for r in runs),
+        "peak_rss_source": "distcnn", "round": args.round, "command": args.command,
+    }))
+
+
 def pytorch(args):
     n = 0
     for line in sys.stdin:
@@ -145,10 +172,14 @@ def main():
     t = sub.add_parser("pytorch")
     t.add_argument("--round", type=int, required=True)
     t.add_argument("--command", required=True)
+    a = sub.add_parser("pair")
+    a.add_argument("--round", type=int, required=True)
+    a.add_argument("--command", required=True)
+    a.add_argument("outputs", nargs=2)
     m = sub.add_parser("machine")
     m.add_argument("--command-line", default="")
     args = p.parse_args()
-    {"distcnn": distcnn, "pytorch": pytorch, "machine": machine}[args.what](args)
+    {"distcnn": distcnn, "pytorch": pytorch, "pair": pair, "machine": machine}[args.what](args)
 
 
 if __name__ == "__main__":

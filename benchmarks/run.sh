@@ -106,6 +106,27 @@ distcnn() {
     fi
 }
 
+# pair ROUND MODEL BATCH STEPS WARMUP: two one-thread processes of BATCH/2 at once, one per core
+# (taskset), no communication: the most two ranks could do on this machine, the ceiling for
+# the `mpirun -np 2` row.
+pair() {
+    local rnd=$1 model=$2 batch=$3 steps=$4 warmup=$5
+    local cmd="$DISTCNN bench --model $model --batch-size $((batch / 2)) --steps $steps --warmup $warmup --threads 1 --json"
+    local shown="taskset -c 0 $cmd & taskset -c 1 $cmd"
+    local rc0 rc1
+    timeout "$TIMEOUT" taskset -c 0 $cmd > "$TMP/pair0" 2> "$TMP/err0" & local p0=$!
+    timeout "$TIMEOUT" taskset -c 1 $cmd > "$TMP/pair1" 2> "$TMP/err1"; rc1=$?
+    wait $p0; rc0=$?
+    if [[ $rc0 -eq 0 && $rc1 -eq 0 ]] && "$PYTHON" benchmarks/record.py pair --round "$rnd" --command "$shown" \
+            "$TMP/pair0" "$TMP/pair1" > "$TMP/line"; then
+        cat "$TMP/line" >> "$OUT"
+        log "  $(summary < "$TMP/line") [two independent processes]"
+    else
+        log "  FAILED (exit $rc0/$rc1): $shown"; cat "$TMP/err0" "$TMP/err1" | tail -5 >&2
+        failure "$rnd" distcnn "$shown" "$((rc0 > 0 ? rc0 : rc1))" "$TMP/err1"; FAILED=$((FAILED + 1))
+    fi
+}
+
 # pytorch ROUND ARGS...
 pytorch() {
     local rnd=$1; shift
@@ -146,7 +167,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --mode channels_last
     # data parallel: 2 processes x 1 thread, global batch split in half
     distcnn "$r" 2 1 ref 128 "$REF_STEPS" "$REF_WARMUP"
+    pair "$r" ref 128 "$REF_STEPS" "$REF_WARMUP"
     distcnn "$r" 2 1 seed 32 "$SEED_STEPS" "$SEED_WARMUP"
+    pair "$r" seed 32 "$SEED_STEPS" "$SEED_WARMUP"
     for layout in $DDP_LAYOUTS; do
         pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 1 --ddp --layout "$layout" $DDP_BIND
         pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --ddp --layout "$layout" $DDP_BIND

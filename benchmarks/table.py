@@ -33,7 +33,7 @@ def load(path):
 
 
 def key(r):
-    kind = "eval" if r["mode"] == "eval" else "train"
+    kind = {"eval": "eval", "pair": "pair"}.get(r["mode"], "train")
     return (r["model"], kind, int(r.get("world_size", 1)), int(r["threads"]), int(r["batch"]))
 
 
@@ -41,6 +41,9 @@ def label(k):
     model, kind, world, threads, batch = k
     procs = "1 process" if world == 1 else f"{world} processes"
     th = "thread" if threads == 1 else "threads"
+    if kind == "pair":
+        return (f"`{model}` training, {world} independent processes × {threads} {th}, batch {batch // world} each "
+                "(no communication: the ceiling for the row above)")
     what = "training" if kind == "train" else "inference"
     s = f"`{model}` {what}, batch {batch}, {procs} × {threads} {th}"
     if world > 1:
@@ -50,7 +53,7 @@ def label(k):
 
 def order(k):
     model, kind, world, threads, batch = k
-    return (kind != "train", world, model != "ref", -threads, batch)
+    return (kind == "eval", world, model != "ref", kind == "pair", -threads, batch)
 
 
 def fmt_rate(v):
@@ -68,6 +71,39 @@ def cell(values):
 
 def fmt_mb(v):
     return "—" if v is None else f"{v:,.0f}"
+
+
+def scaling_rows(runs):
+    """Per model: the -np 2 / (2 × -np 1) scaling at 1 thread, and the independent pair's, per round."""
+    def pct(values):
+        if not values:
+            return "—"
+        med = statistics.median(values) * 100
+        if len(values) == 1:
+            return f"{med:.0f}%"
+        return f"{med:.0f}% ({min(values) * 100:.0f}–{max(values) * 100:.0f}%)"
+    rows = []
+    for model in sorted({r["model"] for r in runs if r["framework"] == "distcnn"}, key=lambda m: m != "ref"):
+        def rate(mode, rnd, world):
+            for r in runs:
+                if (r["framework"] == "distcnn" and r["model"] == model and r["mode"] == mode and r["round"] == rnd
+                        and int(r["threads"]) == 1 and int(r.get("world_size", 1)) == world):
+                    return r
+            return None
+        mpi, pairs, vs_pair, shares = [], [], [], []
+        for rnd in sorted({r["round"] for r in runs}):
+            one, two, pr = rate("single", rnd, 1), rate("mpi", rnd, 2), rate("pair", rnd, 2)
+            if one and two and one["batch"] == two["batch"]:
+                mpi.append(two["images_per_second"] / (2 * one["images_per_second"]))
+                shares.append(two["all_reduce_share"])
+            if one and pr and one["batch"] == pr["batch"]:
+                pairs.append(pr["images_per_second"] / (2 * one["images_per_second"]))
+            if two and pr:
+                vs_pair.append(two["images_per_second"] / pr["images_per_second"])
+        if mpi or pairs:
+            rows.append(f"| `{model}` | {pct(mpi)} | {pct(pairs)} | {pct(vs_pair)} | "
+                        f"{('%.1f%%' % (statistics.median(shares) * 100)) if shares else '—'} |")
+    return rows
 
 
 def main():
@@ -144,6 +180,17 @@ def main():
         p("| Configuration | step ms | images/s (mean-based) | GFLOP/s | of sgemm peak | all-reduce |")
         p("|---|---:|---:|---:|---:|---:|")
         out.extend(details)
+        p("")
+    scaling = scaling_rows(runs)
+    if scaling:
+        p("Scaling of distcnn over two ranks, 1 thread each, per round (then the median and range "
+          "over rounds): `mpirun -np 2` over twice one process at the same global batch; and the same "
+          "for two independent processes with half the batch each (no communication), which is what "
+          "this machine allows; the all-reduce share is the `-np 2` run's.")
+        p("")
+        p("| Model | `-np 2` / (2 × `-np 1`) | independent pair / (2 × `-np 1`) | `-np 2` / pair | all-reduce share |")
+        p("|---|---:|---:|---:|---:|")
+        out.extend(scaling)
         p("")
     steps = sorted({(r["model"], r["mode"] == "eval", r["steps"], r.get("warmup")) for r in runs
                     if r["framework"] == "pytorch"})
