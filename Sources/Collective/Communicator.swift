@@ -14,7 +14,7 @@ public protocol Communicator: AnyObject {
     var localSize: Int { get }
     /// Name of the node this rank runs on.
     var hostName: String { get }
-    /// Name of what the caller is doing now ("gradient all-reduce", "batch-norm forward", ...), named in timeout errors.
+    /// Name of what the caller is doing now ("batch-norm forward", "gradient reduce-scatter", ...), named in timeout errors.
     var phase: String { get set }
     /// Seconds a collective may make no progress before it throws `CollectiveError.timeout`; nil = wait forever.
     var timeout: Double? { get set }
@@ -23,8 +23,10 @@ public protocol Communicator: AnyObject {
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
     /// Replaces `buffer` on every rank with the element-wise sum over all ranks.
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
-    /// The same sum, running `work` (which must not touch `buffer`) while the ranks exchange:
-    /// a rank that arrives early computes instead of waiting for the others.
+    /// The same sum, running `work` (which must not touch `buffer` nor start a collective) while
+    /// the ranks exchange: a rank that arrives early computes instead of waiting for the others.
+    /// (With MPI the exchange's first round is posted before `work`; later rounds, for more than
+    /// two ranks, advance once `work` is done — never later than running `work` after the sum.)
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, overlapping work: () throws -> Void) throws
     /// Replaces `buffer` on every rank with the element-wise maximum over all ranks.
     func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws
@@ -82,7 +84,9 @@ extension Communicator {
     }
 }
 
-/// Rank `rank`'s part of `count` elements split among `size` ranks (see `Communicator.shard(of:)`).
+/// Rank `rank`'s part of `count` elements split among `size` ranks: contiguous, in rank order,
+/// sizes differing by at most one, the first `count % size` ranks holding the larger ones, and a
+/// rank may hold none. Global batches and evaluation sets are split this way too.
 public func shardRange(of count: Int, rank: Int, size: Int) -> Range<Int> {
     let base = count / size, extra = count % size
     let start = rank * base + min(rank, extra)

@@ -11,9 +11,10 @@ import Foundation
 ///
 /// `reduceScatterSum` and `allGatherShards` are our own rings of `MPI_Isend`/`MPI_Irecv`
 /// (each rank sends to the next, receives from the previous, P − 1 rounds each), polled the
-/// same way. They move the bandwidth-optimal 2·(P−1)/P of the buffer per rank, and measured
-/// faster than Open MPI 4.1's default polled `MPI_Iallreduce` for the 3.5 MB gradient of
-/// `ref` on two ranks (see BENCHMARKS.md); small buffers stay with MPI's own collectives.
+/// same way. Together they move the bandwidth-optimal 2·(P−1)/P of the buffer per rank (see
+/// `benchmarks/allreduce.c` and BENCHMARKS.md for their cost against Open MPI 4.1's default
+/// polled `MPI_Iallreduce`). Small buffers (batch-norm statistics, step totals) stay with MPI's
+/// own collectives.
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
@@ -30,6 +31,8 @@ public final class MPICommunicator: Communicator {
     private let requests = UnsafeMutableBufferPointer<MPI_Request?>.allocate(capacity: 2)
     /// Receives of the reduce-scatter land here before they are added (grown once, then reused).
     private var scratch = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+    /// True while `run` has requests pending (including during overlapped work).
+    private var inFlight = false
     /// Point-to-point tags of the rings (our private communicator carries nothing else).
     private static let reduceScatterTag: Int32 = 1, allGatherTag: Int32 = 2
     private struct State {
@@ -90,8 +93,12 @@ public final class MPICommunicator: Communicator {
 
     deinit {
         requests.deallocate()
-        scratch.deallocate()
+        // After a timeout a receive into `scratch` may still be pending: leave it allocated.
+        let reason = state.current.unusableReason
+        if reason == nil || reason == Self.finalizedReason { scratch.deallocate() }
     }
+
+    private static let finalizedReason = "the communicator was finalized"
 
     public var phase: String {
         get { state.current.phase }
@@ -237,7 +244,7 @@ public final class MPICommunicator: Communicator {
     /// exits without finalizing, which makes `mpirun` end the whole job.
     public func finalize() {
         let wasUsable = state.withLock { state -> Bool in
-            defer { state.unusableReason = state.unusableReason ?? "the communicator was finalized" }
+            defer { state.unusableReason = state.unusableReason ?? Self.finalizedReason }
             return state.unusableReason == nil
         }
         guard wasUsable else { return }
@@ -315,6 +322,10 @@ public final class MPICommunicator: Communicator {
         if let unusableReason {
             throw CollectiveError.unusable(phase: phase, reason: unusableReason)
         }
+        // One operation at a time: `work` must not start another (it would reuse `requests`).
+        precondition(!inFlight, "MPICommunicator: a collective was started inside another's overlapped work")
+        inFlight = true
+        defer { inFlight = false }
         let pending = UnsafeMutableBufferPointer(rebasing: requests[0 ..< count])
         for i in pending.indices { pending[i] = cmpi_request_null() }
         do {
@@ -328,7 +339,15 @@ public final class MPICommunicator: Communicator {
             throw error
         }
         let deadline = timeout.map { monotonicNanoseconds() + UInt64($0 * 1e9) }
-        if try polling.wait(for: pending, call: call, deadline: deadline) { return }
+        let completed: Bool
+        do {
+            completed = try polling.wait(for: pending, call: call, deadline: deadline)
+        } catch {
+            // MPI_Testall failed: the requests' fate is unknown, so nothing may meet here again.
+            state.withLock { $0.unusableReason = $0.unusableReason ?? "\(call) failed during \(phase)" }
+            throw error
+        }
+        if completed { return }
         state.withLock {
             $0.unusableReason = $0.unusableReason
                 ?? "an earlier \(call) timed out during \(phase) and is still pending"

@@ -64,17 +64,7 @@ public final class ThreadedCommunicator: Communicator {
     }
 
     public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
-        // Each shard's sum is the one `allReduceSum` gives: folded in rank order.
-        let all = try exchange(Array(buffer)).map { $0 as! [Float] }
-        for (r, values) in all.enumerated() {
-            precondition(values.count == buffer.count,
-                         "rank \(r) reduce-scattered \(values.count) elements, rank \(rank) \(buffer.count)")
-        }
-        for i in shard(of: buffer.count) {
-            var total = all[0][i]
-            for r in 1 ..< all.count { total += all[r][i] }
-            buffer[i] = total
-        }
+        try reduce(buffer, +)  // every shard summed in rank order, as `allReduceSum` sums it
     }
 
     public func allGatherShards(_ buffer: UnsafeMutableBufferPointer<Float>) throws {

@@ -14,8 +14,8 @@ public struct NamedTensor: Sendable {
 
 /// A network built from a `ModelSpec`: its layers, one flat buffer each for parameters,
 /// gradients and state (batch-norm running statistics), and activation buffers sized once per
-/// batch size. Layers hold views into the flat buffers, so the gradient all-reduce is one call
-/// and the optimizer one loop.
+/// batch size. Layers hold views into the flat buffers, so the gradient exchange is one flat
+/// buffer and the optimizer one loop (over a range of it).
 public final class Model {
     public let spec: ModelSpec
     public let inputShape: Shape
@@ -25,8 +25,8 @@ public final class Model {
 
     /// (P) trainable parameters.
     public let parameters: FloatBuffer
-    /// (P + scalars + S) gradients, followed by room the trainer uses to fuse small reductions
-    /// into the gradient all-reduce: `reductionScalars` floats, then a copy of the state.
+    /// (P + scalars + S) gradients, followed by room for the trainer's per-step totals, which
+    /// it sums over ranks in one small call: `reductionScalars` floats, then a copy of the state.
     public let reductionBuffer: FloatBuffer
     public let reductionScalars: Int
     /// (S) non-trainable state: running means and variances.
@@ -48,12 +48,14 @@ public final class Model {
     let fused: [Bool]
     var gradA = FloatBuffer(count: 0), gradB = FloatBuffer(count: 0)   // ping-pong (N, max shape)
     /// A third gradient buffer, for the dy a deferred weight gradient still reads (allocated
-    /// when `overlapsParameterGradients` is set before `reserve`).
+    /// only with `overlapsParameterGradients` and a layer that can defer).
     var gradC = FloatBuffer(count: 0)
     /// When set and batch norm sums its statistics over several ranks, the weight gradient of a
     /// `SplitBackward` layer waits for the batch-norm layer below it and runs while that layer's
-    /// exchange is in flight (see `SplitBackward`). Set it before `reserve(batch:)`.
-    public var overlapsParameterGradients = false
+    /// exchange is in flight (see `SplitBackward`).
+    public var overlapsParameterGradients = false {
+        didSet { reserveHeldGradient() }
+    }
     /// For each layer: a batch-norm layer comes below it before any other layer with parameters,
     /// so its weight gradient can be deferred to that layer's exchange.
     let batchNormBelow: [Bool]
@@ -61,7 +63,8 @@ public final class Model {
     /// Inference keeps no activations for backward: two ping-pong buffers of the widest layer.
     public private(set) var inferenceCapacity = 0
     var inferA = FloatBuffer(count: 0), inferB = FloatBuffer(count: 0)
-    var widest: Int { max(inputShape.count, layers.map { $0.outputShape.count }.max() ?? 0) }
+    /// Floats per example of the widest activation (the input included).
+    let widest: Int
 
     public init(spec: ModelSpec, reductionScalars: Int = 0) throws {
         self.spec = spec
@@ -83,6 +86,7 @@ public final class Model {
             }
         }
         layers = built
+        widest = max(inputShape.count, built.map { $0.outputShape.count }.max() ?? 0)
         var fused = [Bool](repeating: false, count: built.count)
         for i in built.indices.dropFirst() {
             if let bn = built[i - 1] as? BatchNorm, let act = built[i] as? ActivationLayer {
@@ -203,10 +207,16 @@ public final class Model {
         for (i, layer) in layers.enumerated() {
             activations.append(fused[i] ? activations[i - 1] : FloatBuffer(count: batch * layer.outputShape.count))
         }
-        let widest = max(inputShape.count, layers.map { $0.outputShape.count }.max() ?? 0)
         gradA = FloatBuffer(count: batch * widest); gradB = FloatBuffer(count: batch * widest)
-        gradC = FloatBuffer(count: overlapsParameterGradients ? batch * widest : 0)
+        reserveHeldGradient()
         for layer in layers { layer.reserve(batch: batch) }
+    }
+
+    /// Sizes (or frees) the third gradient buffer for the current capacity and setting.
+    private func reserveHeldGradient() {
+        let canDefer = layers.indices.contains { i in i > 0 && batchNormBelow[i] && layers[i] is SplitBackward }
+        let count = overlapsParameterGradients && canDefer ? capacity * widest : 0
+        if gradC.count != count { gradC = FloatBuffer(count: count) }
     }
 
     /// Sizes the inference path (evaluation, prediction) for batches of up to `batch`: input and
@@ -254,31 +264,37 @@ public final class Model {
         let overlap = overlapsParameterGradients && context.reducer?.spansRanks == true && gradC.count >= batch * widest
         var context = context
         context.deferred = overlap ? deferred : nil
+        deferred.clear()   // nothing held over from a pass that threw
         var dy = gradA.pointer
         dy.update(from: dlogits, count: batch * classes)
-        for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
-            let x = i == 0 ? UnsafePointer(input.pointer) : UnsafePointer(activations[i - 1].pointer)
-            // dx goes to a buffer that is neither dy nor the one a deferred weight gradient reads.
-            let held = deferred.heldGradient
-            var spare = gradB.pointer
-            if spare == dy || spare == held { spare = gradA.pointer }
-            if spare == dy || spare == held { spare = gradC.pointer }
-            let dx: UnsafeMutablePointer<Float>? = i == 0 ? inputGradient : spare
-            let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-            deferred.ran = nil
-            if overlap, batchNormBelow[i], let dx, let split = layers[i] as? SplitBackward, split.splitsBackward {
-                deferred.run()   // one held at a time
-                try split.backwardInput(x, activations[i].pointer, dy, dx, batch: batch, context: context)
-                deferred.hold(split, index: i, x: x, dy: dy, batch: batch)
-            } else {
-                // A batch-norm layer runs the held weight gradient while its statistics travel.
-                try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
+        do {
+            for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
+                let x = i == 0 ? UnsafePointer(input.pointer) : UnsafePointer(activations[i - 1].pointer)
+                // dx goes to a buffer that is neither dy nor the one a deferred weight gradient reads.
+                let held = deferred.heldGradient
+                var spare = gradB.pointer
+                if spare == dy || spare == held { spare = gradA.pointer }
+                if spare == dy || spare == held { spare = gradC.pointer }
+                let dx: UnsafeMutablePointer<Float>? = i == 0 ? inputGradient : spare
+                let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+                deferred.ran = nil
+                if overlap, batchNormBelow[i], let dx, let split = layers[i] as? SplitBackward, split.splitsBackward {
+                    deferred.run()   // one held at a time
+                    try split.backwardInput(x, activations[i].pointer, dy, dx, batch: batch, context: context)
+                    deferred.hold(split, index: i, x: x, dy: dy, batch: batch)
+                } else {
+                    // A batch-norm layer runs the held weight gradient while its statistics travel.
+                    try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
+                }
+                if let profile {
+                    profile.backward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+                    if let ran = deferred.ran { profile.backward[i] -= ran.seconds; profile.backward[ran.index] += ran.seconds }
+                }
+                dy = spare
             }
-            if let profile {
-                profile.backward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-                if let ran = deferred.ran { profile.backward[i] -= ran.seconds; profile.backward[ran.index] += ran.seconds }
-            }
-            dy = spare
+        } catch {
+            deferred.clear()
+            throw error
         }
         deferred.ran = nil
         deferred.run()
@@ -411,6 +427,9 @@ public final class DeferredParameterGradient {
     func hold(_ layer: SplitBackward, index: Int, x: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, batch: Int) {
         self.layer = layer; self.index = index; self.x = x; self.dy = dy; self.batch = batch
     }
+
+    /// Lets go of the held weight gradient without running it.
+    func clear() { layer = nil; ran = nil }
 
     /// Runs the held weight gradient, if any, and lets go of it.
     public func run() {

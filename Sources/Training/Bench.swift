@@ -109,7 +109,7 @@ extension Tool {
             step.reserve(batch: (batch + comm.size - 1) / comm.size)
         }
         let data = syntheticDataset(count: batch, shape: model.inputShape, classes: model.classes)
-        let mine = shard(batch, rank: comm.rank, size: comm.size)
+        let mine = shardRange(of: batch, rank: comm.rank, size: comm.size)
         let indices = Array(0..<batch)
         let augmenter = options.augmentation == .none ? nil : Augmenter(config: options.augmentation, seed: 1)
         var times: [Double] = [], allReduce = 0.0

@@ -20,7 +20,7 @@ public struct EvaluationResult: Sendable {
 public func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize: Int,
                      comm: Communicator, mistakes limit: Int = 0) throws -> EvaluationResult {
     let classes = model.classes
-    let mine = shard(dataset.count, rank: comm.rank, size: comm.size)
+    let mine = shardRange(of: dataset.count, rank: comm.rank, size: comm.size)
     let batchSize = min(batchSize, max(mine.count, 1))
     model.reserveInference(batch: batchSize)
     var sums = [Double](repeating: 0, count: 3 + classes * classes)

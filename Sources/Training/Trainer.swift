@@ -172,7 +172,7 @@ public final class Trainer {
                 if let maxSteps = config.maxSteps, state.globalStep >= maxSteps { endedBy = "max-steps"; break epochLoop }
                 let lo = state.stepInEpoch * config.batchSize
                 let globalBatch = min(config.batchSize, train.count - lo)
-                let mine = shard(globalBatch, rank: comm.rank, size: comm.size)
+                let mine = shardRange(of: globalBatch, rank: comm.rank, size: comm.size)
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 step.reducer.seconds = 0
                 let r = try step.run(dataset: train, normalizer: normalizer, augmenter: augmenter, epoch: state.epoch,

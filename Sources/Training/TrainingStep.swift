@@ -20,7 +20,7 @@ final class TrainingStep {
     var labels: [Int32] = []
     var dlogits = FloatBuffer(count: 0)
 
-    /// Offsets of the fused extras after the P gradients.
+    /// Offsets of the step totals after the P gradients (summed over ranks in one small call).
     static let extraLoss = 0, extraCorrect = 1, extraStop = 2, extraFixed = 3
 
     struct Result {
