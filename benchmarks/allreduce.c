@@ -1,6 +1,9 @@
-/* The gradient all-reduce of distcnn (Sources/Collective/MPICommunicator.swift: an in-place
- * MPI_Iallreduce polled with MPI_Test) timed in isolation against a blocking MPI_Allreduce, for
- * N floats (default 871,530: `ref`'s parameters). Median (min–max) of 7 repetitions.
+/* Summing distcnn's gradient over ranks, timed in isolation for N floats (default 871,530:
+ * `ref`'s parameters), median (min–max) of 7 repetitions of many calls:
+ *   - a blocking MPI_Allreduce;
+ *   - an in-place MPI_Iallreduce polled with MPI_Test (what distcnn did before its own ring);
+ *   - distcnn's ring (Sources/Collective/MPICommunicator.swift): reduce-scatter then all-gather,
+ *     P − 1 rounds each of MPI_Irecv + MPI_Isend to the neighbours, polled with MPI_Testall.
  *
  *   mpicc -O2 benchmarks/allreduce.c -o /tmp/allreduce
  *   mpirun -np 2 --bind-to core /tmp/allreduce [N]
@@ -19,17 +22,49 @@ static void check(int code, const char* call) {
     if (code != MPI_SUCCESS) { fprintf(stderr, "allreduce: %s failed (%d)\n", call, code); MPI_Abort(MPI_COMM_WORLD, 1); }
 }
 
+/* Rank r's shard of n elements over p ranks (sizes differ by at most one), as shardRange. */
+static void shard(int n, int r, int p, int* start, int* count) {
+    int base = n / p, extra = n % p;
+    *start = r * base + (r < extra ? r : extra);
+    *count = base + (r < extra ? 1 : 0);
+}
+
+static void exchange(float* out, int outCount, float* in, int inCount, int next, int prev, int tag) {
+    MPI_Request requests[2];
+    int done = 0;
+    check(MPI_Irecv(in, inCount, MPI_FLOAT, prev, tag, MPI_COMM_WORLD, &requests[0]), "MPI_Irecv");
+    check(MPI_Isend(out, outCount, MPI_FLOAT, next, tag, MPI_COMM_WORLD, &requests[1]), "MPI_Isend");
+    while (!done) check(MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall");
+}
+
+static void ring(float* a, float* scratch, int n, int rank, int size) {
+    int next = (rank + 1) % size, prev = (rank + size - 1) % size, os, oc, is, ic;
+    for (int s = 0; s < size - 1; s++) {   /* reduce-scatter */
+        shard(n, (rank - s - 1 + size) % size, size, &os, &oc);
+        shard(n, (rank - s - 2 + 2 * size) % size, size, &is, &ic);
+        exchange(a + os, oc, scratch, ic, next, prev, 1);
+        for (int i = 0; i < ic; i++) a[is + i] += scratch[i];
+    }
+    for (int s = 0; s < size - 1; s++) {   /* all-gather */
+        shard(n, (rank - s + size) % size, size, &os, &oc);
+        shard(n, (rank - s - 1 + size) % size, size, &is, &ic);
+        exchange(a + os, oc, a + is, ic, next, prev, 2);
+    }
+}
+
 int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
-    int rank;
+    int rank, size;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
     int n = argc > 1 ? atoi(argv[1]) : 871530;
     if (n <= 0) { if (rank == 0) fprintf(stderr, "allreduce: N must be a positive count of floats\n"); MPI_Abort(MPI_COMM_WORLD, 2); }
     float* a = malloc((size_t)n * sizeof(float));
-    if (!a) { fprintf(stderr, "allreduce: out of memory\n"); MPI_Abort(MPI_COMM_WORLD, 1); }
+    float* scratch = malloc(((size_t)n / size + 1) * sizeof(float));
+    if (!a || !scratch) { fprintf(stderr, "allreduce: out of memory\n"); MPI_Abort(MPI_COMM_WORLD, 1); }
     for (int i = 0; i < n; i++) a[i] = 1e-6f * (float)i;
     enum { REPS = 7 };
-    double blocking[REPS], polled[REPS];
+    double blocking[REPS], polled[REPS], ringed[REPS];
     int iters = n < 10000 ? 2000 : 40;
     for (int rep = 0; rep < REPS; rep++) {
         check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
@@ -46,13 +81,21 @@ int main(int argc, char** argv) {
             while (!done) check(MPI_Test(&request, &done, MPI_STATUS_IGNORE), "MPI_Test");
         }
         polled[rep] = (MPI_Wtime() - t0) / iters * 1e3;
+        check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+        t0 = MPI_Wtime();
+        for (int k = 0; k < iters; k++) ring(a, scratch, n, rank, size);
+        ringed[rep] = (MPI_Wtime() - t0) / iters * 1e3;
     }
     qsort(blocking, REPS, sizeof(double), compare);
     qsort(polled, REPS, sizeof(double), compare);
+    qsort(ringed, REPS, sizeof(double), compare);
     if (rank == 0)
-        printf("N=%d: MPI_Allreduce %.4f ms (%.4f–%.4f), MPI_Iallreduce + MPI_Test %.4f ms (%.4f–%.4f)\n", n,
-               blocking[REPS / 2], blocking[0], blocking[REPS - 1], polled[REPS / 2], polled[0], polled[REPS - 1]);
+        printf("N=%d, %d ranks: MPI_Allreduce %.4f ms (%.4f–%.4f), MPI_Iallreduce + MPI_Test %.4f ms (%.4f–%.4f), "
+               "ring (Isend/Irecv reduce-scatter + all-gather) %.4f ms (%.4f–%.4f)\n", n, size,
+               blocking[REPS / 2], blocking[0], blocking[REPS - 1], polled[REPS / 2], polled[0], polled[REPS - 1],
+               ringed[REPS / 2], ringed[0], ringed[REPS - 1]);
     free(a);
+    free(scratch);
     MPI_Finalize();
     return 0;
 }
