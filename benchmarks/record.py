@@ -69,7 +69,7 @@ def distcnn(args):
         "step_ms_median": med, "step_ms_min": min(steps_ms), "step_ms_max": max(steps_ms),
         "steps": r["steps"], "images_per_second_mean": r["images_per_second"],
         "gflops": r["gflops"], "sgemm_peak_gflops": r["sgemm_peak_gflops"], "peak_share": r["peak_share"],
-        "all_reduce_share": r["all_reduce_share"],
+        "all_reduce_share": r["all_reduce_share"], "all_reduce_share_least": r.get("all_reduce_share_least"),
         "peak_rss_mb": rmax, "peak_rss_mb_sum": rsum, "peak_rss_source": source,
         "peak_rss_mib_reported": reported,
         "round": args.round, "command": args.command,

@@ -17,7 +17,12 @@ public struct BenchResult: Codable, Sendable {
     public var gflops: Double
     public var sgemmPeakGflops: Double
     public var peakShare: Double
+    /// Share of the step the rank that spent longest in collectives spent there (waiting for
+    /// slower ranks included).
     public var allReduceShare: Double
+    /// The same for the rank that spent least there: the slowest rank, which seldom waits, so
+    /// about what the exchanges themselves cost.
+    public var allReduceShareLeast: Double
     public var stepMilliseconds: [Double]
     /// What was measured: "train" (forward, backward, all-reduce, Adam) or "eval" (inference).
     public var mode: String
@@ -32,7 +37,7 @@ public struct BenchResult: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", threadsPerRank = "threads_per_rank", batchSize = "batch_size", steps, seconds
         case imagesPerSecond = "images_per_second", gflops, sgemmPeakGflops = "sgemm_peak_gflops", peakShare = "peak_share"
-        case allReduceShare = "all_reduce_share", stepMilliseconds = "step_milliseconds", profile, phases, mode
+        case allReduceShare = "all_reduce_share", allReduceShareLeast = "all_reduce_share_least", stepMilliseconds = "step_milliseconds", profile, phases, mode
         case peakRSSMiB = "peak_rss_mib"
     }
 }
@@ -77,9 +82,10 @@ extension Tool {
                 let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(decoding: try enc.encode(r), as: UTF8.self))
             } else {
-                print(String(format: "%@ %@: %d rank(s) × %d thread(s), batch %d: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), all-reduce %.1f%% of step, peak RSS %.0f MiB",
+                print(String(format: "%@ %@: %d rank(s) × %d thread(s), batch %d: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), all-reduce %.1f%% of step (%.1f%% on the rank waiting least), peak RSS %.0f MiB",
                              r.model, r.mode, r.worldSize, r.threadsPerRank, r.batchSize, r.imagesPerSecond, r.gflops,
-                             r.peakShare * 100, r.sgemmPeakGflops, r.allReduceShare * 100, r.peakRSSMiB))
+                             r.peakShare * 100, r.sgemmPeakGflops, r.allReduceShare * 100, r.allReduceShareLeast * 100,
+                             r.peakRSSMiB))
                 func label(_ name: String) -> String { "  " + name.padding(toLength: 34, withPad: " ", startingAt: 0) }
                 for row in r.profile ?? [] {
                     print(label(row.name) + String(format: "forward %7.2f ms  backward %7.2f ms", row.forwardMs, row.backwardMs))
@@ -135,7 +141,8 @@ extension Tool {
             }
         }
         // The job is as fast as its slowest rank.
-        var worst = [times.reduce(0, +), allReduce, peakResidentMiB()]
+        // [time, collectives, RSS, −collectives]: the maximum of the last is the least time in collectives.
+        var worst = [times.reduce(0, +), allReduce, peakResidentMiB(), -allReduce]
         comm.phase = "bench results"
         try comm.allReduceMax(&worst)
         let seconds = worst[0]
@@ -176,7 +183,7 @@ extension Tool {
         return BenchResult(model: spec.name, worldSize: comm.size, threadsPerRank: threads, batchSize: batch, steps: steps,
                            seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,
                            sgemmPeakGflops: peak * Double(comm.size), peakShare: gflops / (peak * Double(comm.size)),
-                           allReduceShare: worst[1] / seconds, stepMilliseconds: times.map { $0 * 1000 },
+                           allReduceShare: worst[1] / seconds, allReduceShareLeast: -worst[3] / seconds, stepMilliseconds: times.map { $0 * 1000 },
                            mode: eval ? "eval" : "train", peakRSSMiB: worst[2], profile: rows, phases: phases)
     }
 

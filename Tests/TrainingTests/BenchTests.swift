@@ -38,4 +38,33 @@ final class BenchTests: XCTestCase {
             XCTAssertGreaterThan(phases[0]["ms"] as! Double, 0, "augmentation takes time")
         }
     }
+
+    /// Under `mpirun -np 2` (weight gradients deferred into the batch-norm exchanges): the job's
+    /// aggregate, the parts still adding up to the step (deferred work counted in its own layer's
+    /// row, not as communication), and the two all-reduce shares in order.
+    func testTwoRanksReportTheAggregateAndBothShares() throws {
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
+        let r = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none", "-np", "2", Repo.binary, "bench",
+                                        "--model", "ref", "--batch-size", "16", "--steps", "3", "--warmup", "1",
+                                        "--threads", "1", "--profile", "--json"],
+                               environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let d = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(d["world_size"] as? Int, 2)
+        let most = try XCTUnwrap(d["all_reduce_share"] as? Double), least = try XCTUnwrap(d["all_reduce_share_least"] as? Double)
+        XCTAssertGreaterThan(least, 0, "two ranks exchange something")
+        XCTAssertLessThanOrEqual(least, most)
+        XCTAssertLessThan(most, 1)
+        let rows = try XCTUnwrap(d["profile"] as? [[String: Any]]), phases = try XCTUnwrap(d["phases"] as? [[String: Any]])
+        let layerMs = rows.filter { !($0["name"] as! String).hasPrefix(" ") }
+            .reduce(0.0) { $0 + ($1["forward_ms"] as! Double) + ($1["backward_ms"] as! Double) }
+        let phaseMs = phases.filter { $0["name"] as! String != "batch-norm sync (in its rows)" }
+            .reduce(0.0) { $0 + ($1["ms"] as! Double) }
+        let steps = try XCTUnwrap(d["step_milliseconds"] as? [Double])
+        let stepMs = steps.reduce(0, +) / Double(steps.count)
+        XCTAssertEqual(layerMs + phaseMs, stepMs, accuracy: 1e-6 * stepMs + 1e-9, "rank 0's parts add up to its step")
+        for row in rows {
+            XCTAssertGreaterThanOrEqual(row["backward_ms"] as! Double, 0, "deferred work moved too much out of \(row)")
+        }
+    }
 }
