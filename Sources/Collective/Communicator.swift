@@ -23,11 +23,6 @@ public protocol Communicator: AnyObject {
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
     /// Replaces `buffer` on every rank with the element-wise sum over all ranks.
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
-    /// The same sum, running `work` (which must not touch `buffer` nor start a collective) while
-    /// the ranks exchange: a rank that arrives early computes instead of waiting for the others.
-    /// (With MPI the exchange's first round is posted before `work`; later rounds, for more than
-    /// two ranks, advance once `work` is done — never later than running `work` after the sum.)
-    func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, overlapping work: () throws -> Void) throws
     /// Replaces `buffer` on every rank with the element-wise maximum over all ranks.
     func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws
     /// Leaves in this rank's shard (`shard(of: buffer.count)`) the element-wise sum of that

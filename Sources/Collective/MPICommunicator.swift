@@ -31,8 +31,6 @@ public final class MPICommunicator: Communicator {
     private let requests = UnsafeMutableBufferPointer<MPI_Request?>.allocate(capacity: 2)
     /// Receives of the reduce-scatter land here before they are added (grown once, then reused).
     private var scratch = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
-    /// True while `run` has requests pending (including during overlapped work).
-    private var inFlight = false
     /// Point-to-point tags of the rings (our private communicator carries nothing else).
     private static let reduceScatterTag: Int32 = 1, allGatherTag: Int32 = 2
     private struct State {
@@ -123,17 +121,6 @@ public final class MPICommunicator: Communicator {
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
         try allReduce(UnsafeMutableRawBufferPointer(buffer), count: buffer.count,
                       type: cmpi_double(), op: cmpi_op_sum())
-    }
-
-    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, overlapping work: () throws -> Void) throws {
-        precondition(buffer.count <= Self.maxElementsPerCall, "an overlapped all-reduce takes one MPI call")
-        guard !buffer.isEmpty else { return try work() }
-        try run("MPI_Iallreduce", requests: 1, overlapping: work) { requests in
-            try checkMPI(MPIRuntime.serialized {
-                MPI_Iallreduce(cmpi_in_place(), buffer.baseAddress, Int32(buffer.count), cmpi_double(), cmpi_op_sum(),
-                               comm, &requests[0])
-            }, "MPI_Iallreduce")
-        }
     }
 
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
@@ -313,24 +300,18 @@ public final class MPICommunicator: Communicator {
         }
     }
 
-    /// Lets `start` begin up to `count` nonblocking operations (leaving unused requests null),
-    /// runs `work` meanwhile, and waits for all of them under the current phase and timeout
-    /// (counted from the end of `work`).
-    private func run(_ call: String, requests count: Int, overlapping work: () throws -> Void = {},
+    /// Lets `start` begin up to `count` nonblocking operations (leaving unused requests null)
+    /// and waits for all of them under the current phase and timeout.
+    private func run(_ call: String, requests count: Int,
                      _ start: (UnsafeMutableBufferPointer<MPI_Request?>) throws -> Void) throws {
         let (phase, timeout, unusableReason) = state.withLock { ($0.phase, $0.timeout, $0.unusableReason) }
         if let unusableReason {
             throw CollectiveError.unusable(phase: phase, reason: unusableReason)
         }
-        // One operation at a time: `work` must not start another (it would reuse `requests`).
-        precondition(!inFlight, "MPICommunicator: a collective was started inside another's overlapped work")
-        inFlight = true
-        defer { inFlight = false }
         let pending = UnsafeMutableBufferPointer(rebasing: requests[0 ..< count])
         for i in pending.indices { pending[i] = cmpi_request_null() }
         do {
             try start(pending)
-            try work()
         } catch {
             // A started request may still be pending and cannot be cancelled.
             if pending.contains(where: { $0 != cmpi_request_null() }) {

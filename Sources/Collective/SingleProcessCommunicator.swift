@@ -32,9 +32,6 @@ public final class SingleProcessCommunicator: Communicator {
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
-    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, overlapping work: () throws -> Void) throws {
-        try work()
-    }
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
     public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}
     public func allGatherShards(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}

@@ -54,11 +54,6 @@ public final class ThreadedCommunicator: Communicator {
         try reduce(buffer, +)
     }
 
-    public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>, overlapping work: () throws -> Void) throws {
-        try work()
-        try reduce(buffer, +)
-    }
-
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {
         try reduce(buffer) { Swift.max($0, $1) }
     }

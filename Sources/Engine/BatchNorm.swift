@@ -4,9 +4,8 @@ import Foundation
 ///
 /// Training normalises with the batch's mean and biased variance; with a `StatisticsReducer`
 /// those are the *global* batch's (SyncBatchNorm): forward sums `[count | Σx | Σx²]` per
-/// channel in Double in one call, backward sums `[Σdy | Σdy·x̂]` in one call (overlapped with a
-/// deferred weight gradient of the layer above, see `SplitBackward`). γ and β gradients stay
-/// local; the trainer's gradient exchange sums them.
+/// channel in Double in one call, backward sums `[Σdy | Σdy·x̂]` in one call. γ and β
+/// gradients stay local; the trainer's gradient exchange sums them.
 /// Running statistics follow Keras: r = m·r + (1−m)·batch, with the unbiased variance.
 public final class BatchNorm: Layer {
     public let inputShape: Shape
@@ -162,10 +161,8 @@ public final class BatchNorm: Layer {
         }
         guard let dx else { return }
         if let reducer = context.reducer {
-            // A deferred weight gradient of the layer above (see `SplitBackward`) runs meanwhile.
             try sums.withUnsafeMutableBufferPointer {
-                try reducer.sum(UnsafeMutableBufferPointer(rebasing: $0[0..<(2 * C)]), phase: "batch-norm backward",
-                                overlapping: { context.deferred?.run() })
+                try reducer.sum(UnsafeMutableBufferPointer(rebasing: $0[0..<(2 * C)]), phase: "batch-norm backward")
             }
         }
         let m = globalCount

@@ -52,49 +52,41 @@ extension Conv2D {
         }
     }
 
-    /// Backward over `images` on one worker: with `input`, dZ (through the activation, in place),
-    /// the bias gradient and dX; with `parameters`, the weight gradient from the dZ left in `dy`.
     func winogradBackward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                           _ dx: UnsafeMutablePointer<Float>?, images: Range<Int>, worker: Int,
-                          dW: UnsafeMutablePointer<Float>, dB: UnsafeMutablePointer<Float>?, space: WinogradWorkspace,
-                          input: Bool = true, parameters: Bool = true) {
+                          dW: UnsafeMutablePointer<Float>, dB: UnsafeMutablePointer<Float>?, space: WinogradWorkspace) {
         let cin = inputShape.c, cout = filters, g = space.geometry, ld = space.leading, xs = space.xiStride
         let padded = space.padded[worker].pointer, transformed = space.transformed[worker].pointer
         let products = space.products[worker].pointer, dU = space.kernelGradients[worker]
-        if parameters { dU.zero() }
+        dU.zero()
         for start in stride(from: images.lowerBound, to: images.upperBound, by: space.group) {
             let count = min(space.group, images.upperBound - start), n = count * g.tiles
             let dz = dy + start * outputShape.count
-            if input {
-                for i in 0..<count {
-                    preactivationGradient(y: y + (start + i) * outputShape.count, dz + i * outputShape.count, dBias: dB)
-                }
+            for i in 0..<count {
+                preactivationGradient(y: y + (start + i) * outputShape.count, dz + i * outputShape.count, dBias: dB)
             }
-            if parameters {
-                // V = Bᵀ x B and dM = A dZ Aᵀ, then dU[ξ] (out, in) += dM[ξ] (out, n) · V[ξ]ᵀ (n, in).
-                layoutTimed(worker) {
-                    space.transformInputs(x + start * inputShape.count, channels: cin, images: count, worker: worker)
-                    g.fill(padded, from: dz, channels: cout, images: count)
-                    for i in 0..<count {
-                        for c in 0..<cout {
-                            Winograd.gradientTransform(padded + (i * cout + c) * g.plane, g,
-                                                       into: products + c * ld + i * g.tiles, xiStride: xs)
-                        }
+            // V = Bᵀ x B and dM = A dZ Aᵀ, then dU[ξ] (out, in) += dM[ξ] (out, n) · V[ξ]ᵀ (n, in).
+            layoutTimed(worker) {
+                space.transformInputs(x + start * inputShape.count, channels: cin, images: count, worker: worker)
+                g.fill(padded, from: dz, channels: cout, images: count)
+                for i in 0..<count {
+                    for c in 0..<cout {
+                        Winograd.gradientTransform(padded + (i * cout + c) * g.plane, g,
+                                                   into: products + c * ld + i * g.tiles, xiStride: xs)
                     }
                 }
-                for xi in 0..<16 {
-                    BLAS.gemm(transB: true, m: cout, n: cin, k: n, products + xi * xs, lda: ld, transformed + xi * xs,
-                              ldb: ld, beta: 1, dU.pointer + xi * cout * cin, ldc: cin)
-                }
             }
-            guard input, let dx else { continue }
-            // dX: the same convolution of dZ (in the padded planes) with the flipped kernel.
-            if !parameters { layoutTimed(worker) { g.fill(padded, from: dz, channels: cout, images: count) } }
+            for xi in 0..<16 {
+                BLAS.gemm(transB: true, m: cout, n: cin, k: n, products + xi * xs, lda: ld, transformed + xi * xs,
+                          ldb: ld, beta: 1, dU.pointer + xi * cout * cin, ldc: cin)
+            }
+            guard let dx else { continue }
+            // dX: the same convolution of dZ (still in the padded planes) with the flipped kernel.
             space.convolvePadded(channels: cout, images: count, kernels: space.flippedKernels.pointer, outputs: cin,
                                  into: dx + start * inputShape.count, bias: nil, worker: worker,
                                  timed: { layoutTimed(worker, $0) })
         }
-        if parameters { Winograd.accumulateKernelGradient(dU.pointer, outputs: cout, inputs: cin, into: dW) }
+        Winograd.accumulateKernelGradient(dU.pointer, outputs: cout, inputs: cin, into: dW)
     }
 }
 

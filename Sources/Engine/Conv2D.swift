@@ -191,16 +191,8 @@ public final class Conv2D: Layer {
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
-        backward(x, y, dy, dx, batch: batch, input: true, parameters: true)
-    }
-
-    /// Backward over the batch, all of it or one part of the Winograd path's split (see
-    /// `SplitBackward`): `input` is dZ, the bias gradient and dX, `parameters` the weight gradient.
-    func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
-                  _ dx: UnsafeMutablePointer<Float>?, batch: Int, input: Bool, parameters: Bool) {
-        precondition(input && parameters || usesWinograd, "Conv2D: only the Winograd path splits its backward")
         layoutPhase = 1
-        let space = preparedShiftedSpace(), winograd = preparedWinogradSpace(forward: false, flipped: input && dx != nil)
+        let space = preparedShiftedSpace(), winograd = preparedWinogradSpace(forward: false, flipped: dx != nil)
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.
@@ -208,8 +200,7 @@ public final class Conv2D: Layer {
             let dB = t == 0 ? dBias : partials[t - 1].pointer + filters * patch
             if t > 0 { partials[t - 1].zero() }
             if let winograd {
-                winogradBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: winograd,
-                                 input: input, parameters: parameters)
+                winogradBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: winograd)
             } else if let space {
                 shiftedBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: space)
             } else {
@@ -219,8 +210,8 @@ public final class Conv2D: Layer {
         // Only the workers that ran this call hold fresh partials.
         for t in stride(from: 1, to: used, by: 1) {
             let p = partials[t - 1].pointer
-            if parameters { for i in 0..<(filters * patch) { dWeight[i] += p[i] } }
-            if input, let dBias { for o in 0..<filters { dBias[o] += p[filters * patch + o] } }
+            for i in 0..<(filters * patch) { dWeight[i] += p[i] }
+            if let dBias { for o in 0..<filters { dBias[o] += p[filters * patch + o] } }
         }
     }
 
@@ -360,21 +351,5 @@ public enum NaiveConvolution {
             }
         }
         return y
-    }
-}
-
-extension Conv2D: SplitBackward {
-    public var splitsBackward: Bool { usesWinograd }
-
-    public func backwardInput(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
-                              _ dx: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) throws {
-        let split = splitsBackward
-        backward(x, y, dy, dx, batch: batch, input: true, parameters: !split)
-    }
-
-    public func backwardParameters(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, batch: Int) {
-        guard splitsBackward else { return }
-        // y is not read without `input`; dy is not written.
-        backward(x, x, UnsafeMutablePointer(mutating: dy), nil, batch: batch, input: false, parameters: true)
     }
 }

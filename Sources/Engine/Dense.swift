@@ -55,44 +55,21 @@ public final class Dense: Layer {
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         guard batch > 0 else { return }
-        preactivationGradient(y, dy, batch: batch)
-        backwardParameters(x, dy, batch: batch)
-        if let dx { inputGradient(dy, dx, batch: batch) }
-    }
-
-    /// dy → dz through the activation, in place, and its column sums into the bias gradient.
-    func preactivationGradient(_ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>, batch: Int) {
         ActivationFunction.backward(activation, alpha: 1, y: y, dy, count: batch * units)
         if let dBias {
             for n in 0..<batch { let row = dy + n * units; for u in 0..<units { dBias[u] += row[u] } }
         }
-    }
-
-    /// dx (N, in) = dz (N, out) · W (out, in)
-    func inputGradient(_ dz: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>, batch: Int) {
-        Parallel.chunks(batch, cost: forwardFlops) { _, rows in
-            BLAS.gemm(m: rows.count, n: inputs, k: units, dz + rows.lowerBound * units, lda: units, weight, ldb: inputs,
-                      beta: 0, dx + rows.lowerBound * inputs, ldc: inputs)
-        }
-    }
-}
-
-extension Dense: SplitBackward {
-    public var splitsBackward: Bool { true }
-
-    public func backwardInput(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
-                              _ dx: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) throws {
-        guard batch > 0 else { return }
-        preactivationGradient(y, dy, batch: batch)
-        inputGradient(dy, dx, batch: batch)
-    }
-
-    /// dW (out, in) += dzᵀ (out, N) · x (N, in), each worker a disjoint block of output rows.
-    public func backwardParameters(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, batch: Int) {
-        guard batch > 0 else { return }
+        // dW (out, in) += dyᵀ (out, N) · x (N, in), each worker a disjoint block of output rows.
         Parallel.chunks(units, cost: batch * inputs) { _, u in
             BLAS.gemm(transA: true, m: u.count, n: inputs, k: batch, dy + u.lowerBound, lda: units, x, ldb: inputs,
                       beta: 1, dWeight + u.lowerBound * inputs, ldc: inputs)
+        }
+        // dx (N, in) = dy (N, out) · W (out, in)
+        if let dx {
+            Parallel.chunks(batch, cost: forwardFlops) { _, rows in
+                BLAS.gemm(m: rows.count, n: inputs, k: units, dy + rows.lowerBound * units, lda: units, weight, ldb: inputs,
+                          beta: 0, dx + rows.lowerBound * inputs, ldc: inputs)
+            }
         }
     }
 }

@@ -3,10 +3,6 @@
 public protocol StatisticsReducer: AnyObject {
     /// Replaces every element by its sum over all ranks (same length and order everywhere).
     func sum(_ buffer: UnsafeMutableBufferPointer<Double>, phase: String) throws
-    /// The same sum, running `work` (which must not touch `buffer`) while the ranks exchange.
-    func sum(_ buffer: UnsafeMutableBufferPointer<Double>, phase: String, overlapping work: () -> Void) throws
-    /// True when other ranks take part, so overlapping work with a sum can hide waiting.
-    var spansRanks: Bool { get }
 }
 
 /// What a forward pass needs besides its input.
@@ -21,9 +17,6 @@ public struct PassContext {
     public var exampleOffset: Int
     /// Sums batch-norm statistics over ranks (nil: statistics of this rank's shard only).
     public var reducer: StatisticsReducer?
-    /// A weight gradient that a batch-norm layer's backward runs while its statistics are
-    /// being summed (set by `Model.backward`).
-    public var deferred: DeferredParameterGradient?
 
     public init(training: Bool, rng: CounterRNG = CounterRNG(seed: 0), step: Int = 0,
                 exampleOffset: Int = 0, reducer: StatisticsReducer? = nil) {
@@ -73,25 +66,6 @@ public protocol Layer: AnyObject {
                   _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws
     /// Multiply–adds of one example's forward pass (for GFLOP/s figures).
     var forwardFlops: Int { get }
-}
-
-/// A layer whose backward can run in two parts: the input gradient, which the layers below
-/// wait for, then the parameter gradients, which nothing below needs — so the model can run
-/// them while a batch-norm layer below sums its statistics over the ranks, instead of
-/// leaving that rank idle until the slowest one arrives.
-///
-/// `backwardInput` then `backwardParameters`, with the same `x` and `dy` left untouched in
-/// between, adds the same parameter gradients and writes the same `dx` as `backward`.
-public protocol SplitBackward: Layer {
-    /// True when the two parts are a real split for the current configuration; when false,
-    /// `backwardInput` does all of `backward` and `backwardParameters` nothing.
-    var splitsBackward: Bool { get }
-    /// dx, and whatever `dy` needs before `backwardParameters` reads it (through the fused
-    /// activation, in place) and the bias gradient.
-    func backwardInput(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
-                       _ dx: UnsafeMutablePointer<Float>, batch: Int, context: PassContext) throws
-    /// Adds the weight gradient from `x` and the `dy` that `backwardInput` left.
-    func backwardParameters(_ x: UnsafePointer<Float>, _ dy: UnsafePointer<Float>, batch: Int)
 }
 
 extension Layer {

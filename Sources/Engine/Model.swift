@@ -47,19 +47,6 @@ public final class Model {
     /// norm): skipped, their output buffer is the previous layer's.
     let fused: [Bool]
     var gradA = FloatBuffer(count: 0), gradB = FloatBuffer(count: 0)   // ping-pong (N, max shape)
-    /// A third gradient buffer, for the dy a deferred weight gradient still reads (allocated
-    /// only with `overlapsParameterGradients` and a layer that can defer).
-    var gradC = FloatBuffer(count: 0)
-    /// When set and batch norm sums its statistics over several ranks, the weight gradient of a
-    /// `SplitBackward` layer waits for the batch-norm layer below it and runs while that layer's
-    /// exchange is in flight (see `SplitBackward`).
-    public var overlapsParameterGradients = false {
-        didSet { reserveHeldGradient() }
-    }
-    /// For each layer: a batch-norm layer comes below it before any other layer with parameters,
-    /// so its weight gradient can be deferred to that layer's exchange.
-    let batchNormBelow: [Bool]
-    let deferred = DeferredParameterGradient()
     /// Inference keeps no activations for backward: two ping-pong buffers of the widest layer.
     public private(set) var inferenceCapacity = 0
     var inferA = FloatBuffer(count: 0), inferB = FloatBuffer(count: 0)
@@ -95,13 +82,6 @@ public final class Model {
             }
         }
         self.fused = fused
-        batchNormBelow = built.indices.map { i in
-            for j in stride(from: i - 1, through: 0, by: -1) where !fused[j] {
-                if built[j] is BatchNorm { return true }
-                if built[j].parameterCount > 0 { return false }
-            }
-            return false
-        }
 
         var named: [NamedTensor] = []
         var pOffset = 0, sOffset = 0
@@ -208,15 +188,7 @@ public final class Model {
             activations.append(fused[i] ? activations[i - 1] : FloatBuffer(count: batch * layer.outputShape.count))
         }
         gradA = FloatBuffer(count: batch * widest); gradB = FloatBuffer(count: batch * widest)
-        reserveHeldGradient()
         for layer in layers { layer.reserve(batch: batch) }
-    }
-
-    /// Sizes (or frees) the third gradient buffer for the current capacity and setting.
-    private func reserveHeldGradient() {
-        let canDefer = layers.indices.contains { i in i > 0 && batchNormBelow[i] && layers[i] is SplitBackward }
-        let count = overlapsParameterGradients && canDefer ? capacity * widest : 0
-        if gradC.count != count { gradC = FloatBuffer(count: count) }
     }
 
     /// Sizes the inference path (evaluation, prediction) for batches of up to `batch`: input and
@@ -261,44 +233,16 @@ public final class Model {
     /// gradient is written to `inputGradient` when asked for (tests), else skipped.
     public func backward(batch: Int, dlogits: UnsafePointer<Float>, context: PassContext,
                          inputGradient: UnsafeMutablePointer<Float>? = nil) throws {
-        let overlap = overlapsParameterGradients && context.reducer?.spansRanks == true && gradC.count >= batch * widest
-        var context = context
-        context.deferred = overlap ? deferred : nil
-        deferred.clear()   // nothing held over from a pass that threw
-        var dy = gradA.pointer
+        var dy = gradA.pointer, spare = gradB.pointer
         dy.update(from: dlogits, count: batch * classes)
-        do {
-            for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
-                let x = i == 0 ? UnsafePointer(input.pointer) : UnsafePointer(activations[i - 1].pointer)
-                // dx goes to a buffer that is neither dy nor the one a deferred weight gradient reads.
-                let held = deferred.heldGradient
-                var spare = gradB.pointer
-                if spare == dy || spare == held { spare = gradA.pointer }
-                if spare == dy || spare == held { spare = gradC.pointer }
-                let dx: UnsafeMutablePointer<Float>? = i == 0 ? inputGradient : spare
-                let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-                deferred.ran = nil
-                if overlap, batchNormBelow[i], let dx, let split = layers[i] as? SplitBackward, split.splitsBackward {
-                    deferred.run()   // one held at a time
-                    try split.backwardInput(x, activations[i].pointer, dy, dx, batch: batch, context: context)
-                    deferred.hold(split, index: i, x: x, dy: dy, batch: batch)
-                } else {
-                    // A batch-norm layer runs the held weight gradient while its statistics travel.
-                    try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
-                }
-                if let profile {
-                    profile.backward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-                    if let ran = deferred.ran { profile.backward[i] -= ran.seconds; profile.backward[ran.index] += ran.seconds }
-                }
-                dy = spare
-            }
-        } catch {
-            deferred.clear()
-            throw error
+        for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
+            let x = i == 0 ? UnsafePointer(input.pointer) : UnsafePointer(activations[i - 1].pointer)
+            let dx: UnsafeMutablePointer<Float>? = i == 0 ? inputGradient : spare
+            let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
+            if let profile { profile.backward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+            swap(&dy, &spare)
         }
-        deferred.ran = nil
-        deferred.run()
-        if let profile, let ran = deferred.ran { profile.backward[ran.index] += ran.seconds }
     }
 
     public func zeroGradients() { reductionBuffer.zero() }
@@ -409,34 +353,5 @@ public final class LayerProfile {
     public var forward: [Double], backward: [Double]
     public init(layers: Int) {
         forward = [Double](repeating: 0, count: layers); backward = forward
-    }
-}
-
-/// The weight gradient of one `SplitBackward` layer, held by `Model.backward` until the
-/// batch-norm layer below it runs it during its statistics exchange.
-public final class DeferredParameterGradient {
-    private var layer: SplitBackward?
-    private var index = 0, batch = 0
-    private var x: UnsafePointer<Float>?, dy: UnsafeMutablePointer<Float>?
-    /// The layer index and seconds of the last `run` that did work (for the profile).
-    var ran: (index: Int, seconds: Double)?
-
-    /// The dy buffer the held gradient still reads, nil when nothing is held.
-    var heldGradient: UnsafeMutablePointer<Float>? { layer == nil ? nil : dy }
-
-    func hold(_ layer: SplitBackward, index: Int, x: UnsafePointer<Float>, dy: UnsafeMutablePointer<Float>, batch: Int) {
-        self.layer = layer; self.index = index; self.x = x; self.dy = dy; self.batch = batch
-    }
-
-    /// Lets go of the held weight gradient without running it.
-    func clear() { layer = nil; ran = nil }
-
-    /// Runs the held weight gradient, if any, and lets go of it.
-    public func run() {
-        guard let layer else { return }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        layer.backwardParameters(x!, dy!, batch: batch)
-        self.layer = nil
-        ran = (index, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
     }
 }

@@ -13,21 +13,6 @@ final class CommunicatorReducer: StatisticsReducer {
         try timed(phase) { try comm.allReduceSum(buffer) }
     }
 
-    /// The overlapped work's own time is not counted as communication.
-    func sum(_ buffer: UnsafeMutableBufferPointer<Double>, phase: String, overlapping work: () -> Void) throws {
-        var workSeconds = 0.0
-        try timed(phase) {
-            try comm.allReduceSum(buffer, overlapping: {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                work()
-                workSeconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-            })
-        }
-        seconds -= workSeconds
-    }
-
-    var spansRanks: Bool { comm.size > 1 }
-
     func sum(_ buffer: UnsafeMutableBufferPointer<Float>, phase: String) throws {
         try timed(phase) { try comm.allReduceSum(buffer) }
     }

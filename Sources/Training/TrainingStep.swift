@@ -52,8 +52,6 @@ final class TrainingStep {
         self.model = model; self.adam = adam; self.comm = comm; self.bnSync = bnSync
         reducer = CommunicatorReducer(comm)
         rng = CounterRNG(seed: seed)
-        // With batch-norm statistics summed over ranks, weight gradients run during those exchanges.
-        model.overlapsParameterGradients = bnSync == .global && comm.size > 1
     }
 
     /// Sizes buffers for local shards of up to `batch` examples.

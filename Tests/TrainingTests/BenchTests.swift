@@ -39,9 +39,8 @@ final class BenchTests: XCTestCase {
         }
     }
 
-    /// Under `mpirun -np 2` (weight gradients deferred into the batch-norm exchanges): the job's
-    /// aggregate, the parts still adding up to the step (deferred work counted in its own layer's
-    /// row, not as communication), and the two all-reduce shares in order.
+    /// Under `mpirun -np 2`: the job's aggregate, rank 0's parts adding up to its step, and the
+    /// two all-reduce shares in order.
     func testTwoRanksReportTheAggregateAndBothShares() throws {
         let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
         let r = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none", "-np", "2", Repo.binary, "bench",
@@ -63,8 +62,5 @@ final class BenchTests: XCTestCase {
         let steps = try XCTUnwrap(d["step_milliseconds"] as? [Double])
         let stepMs = steps.reduce(0, +) / Double(steps.count)
         XCTAssertEqual(layerMs + phaseMs, stepMs, accuracy: 1e-6 * stepMs + 1e-9, "rank 0's parts add up to its step")
-        for row in rows {
-            XCTAssertGreaterThanOrEqual(row["backward_ms"] as! Double, 0, "deferred work moved too much out of \(row)")
-        }
     }
 }
