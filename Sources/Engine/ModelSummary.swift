@@ -52,8 +52,7 @@ public struct ModelSummary: Codable, Sendable {
         }
         predictionActivationBytes = 4 * peak
         let kept = model.inputShape.count + model.layers.reduce(0) { $0 + $1.outputShape.count }
-        let widest = max(model.inputShape.count, model.layers.map { $0.outputShape.count }.max() ?? 0)
-        trainingBytes = 4 * (batchSize * (kept + 2 * widest) + 4 * model.parameterCount + model.stateCount)
+        trainingBytes = 4 * (batchSize * (kept + 2 * model.widest) + 4 * model.parameterCount + model.stateCount)
         forwardFlopsPerExample = 2 * model.forwardFlopsPerExample
     }
 

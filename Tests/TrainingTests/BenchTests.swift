@@ -10,6 +10,20 @@ final class BenchTests: XCTestCase {
         return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
     }
 
+    /// The layer rows (without their "of which" rows) and the phases outside the layers (without
+    /// the batch-norm sync, which is inside its layers' rows) add up to the mean step.
+    func assertPartsAddUp(_ d: [String: Any], file: StaticString = #filePath, line: UInt = #line) throws {
+        let rows = try XCTUnwrap(d["profile"] as? [[String: Any]]), phases = try XCTUnwrap(d["phases"] as? [[String: Any]])
+        let layerMs = rows.filter { !($0["name"] as! String).hasPrefix(" ") }
+            .reduce(0.0) { $0 + ($1["forward_ms"] as! Double) + ($1["backward_ms"] as! Double) }
+        let phaseMs = phases.filter { $0["name"] as! String != "batch-norm sync (in its rows)" }
+            .reduce(0.0) { $0 + ($1["ms"] as! Double) }
+        let steps = try XCTUnwrap(d["step_milliseconds"] as? [Double])
+        let stepMs = steps.reduce(0, +) / Double(steps.count)
+        XCTAssertEqual(layerMs + phaseMs, stepMs, accuracy: 1e-6 * stepMs + 1e-9, "the parts add up to the step",
+                       file: file, line: line)
+    }
+
     func testProfileCoversLayersLayoutAndPhases() throws {
         for (convolution, layout) in [("auto", "Winograd transforms"), ("shifted", "padded copies"),
                                       ("im2col", "im2col/col2im")] {
@@ -27,13 +41,7 @@ final class BenchTests: XCTestCase {
             XCTAssertEqual(phases.compactMap { $0["name"] as? String },
                            ["input (fill + augmentation)", "loss (softmax cross-entropy)", "batch-norm sync (in its rows)",
                             "gradient/weight ring exchange", "optimizer (L2 + Adam, own shard)", "rest (zeroing gradients, timers)"])
-            let layerMs = rows.filter { !($0["name"] as! String).hasPrefix(" ") }
-                .reduce(0.0) { $0 + ($1["forward_ms"] as! Double) + ($1["backward_ms"] as! Double) }
-            let phaseMs = phases.filter { $0["name"] as! String != "batch-norm sync (in its rows)" }
-                .reduce(0.0) { $0 + ($1["ms"] as! Double) }
-            let steps = try XCTUnwrap(d["step_milliseconds"] as? [Double])
-            let stepMs = steps.reduce(0, +) / Double(steps.count)
-            XCTAssertEqual(layerMs + phaseMs, stepMs, accuracy: 1e-6 * stepMs + 1e-9, "the parts add up to the step")
+            try assertPartsAddUp(d)
             for p in phases { XCTAssertGreaterThanOrEqual(p["ms"] as! Double, 0, "\(p)") }
             XCTAssertGreaterThan(phases[0]["ms"] as! Double, 0, "augmentation takes time")
         }
@@ -54,13 +62,6 @@ final class BenchTests: XCTestCase {
         XCTAssertGreaterThan(least, 0, "two ranks exchange something")
         XCTAssertLessThanOrEqual(least, most)
         XCTAssertLessThan(most, 1)
-        let rows = try XCTUnwrap(d["profile"] as? [[String: Any]]), phases = try XCTUnwrap(d["phases"] as? [[String: Any]])
-        let layerMs = rows.filter { !($0["name"] as! String).hasPrefix(" ") }
-            .reduce(0.0) { $0 + ($1["forward_ms"] as! Double) + ($1["backward_ms"] as! Double) }
-        let phaseMs = phases.filter { $0["name"] as! String != "batch-norm sync (in its rows)" }
-            .reduce(0.0) { $0 + ($1["ms"] as! Double) }
-        let steps = try XCTUnwrap(d["step_milliseconds"] as? [Double])
-        let stepMs = steps.reduce(0, +) / Double(steps.count)
-        XCTAssertEqual(layerMs + phaseMs, stepMs, accuracy: 1e-6 * stepMs + 1e-9, "rank 0's parts add up to its step")
+        try assertPartsAddUp(d)   // rank 0's
     }
 }

@@ -12,6 +12,25 @@ final class FaultTests: XCTestCase {
          "--checkpoint-every", "10", "--run-dir", dir, "--quiet"] + extra
     }
 
+    /// Starts `mpirun ARGS` in the background, waits until the run has written its step-20
+    /// checkpoint, and returns mpirun and its rank processes.
+    func startUntilStep20(_ mpirun: String, _ arguments: [String], dir: String,
+                          stderr: Pipe? = nil) throws -> (Process, [Int32]) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpirun)
+        p.arguments = arguments
+        p.environment = ProcessInfo.processInfo.environment.merging(FaultTests.rootEnvironment) { _, b in b }
+        p.standardError = stderr ?? FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let checkpoint = dir + "/checkpoints/step-00000020.safetensors"
+        let deadline = Date().addingTimeInterval(300)
+        while !FileManager.default.fileExists(atPath: checkpoint) && p.isRunning && Date() < deadline { usleep(2_000) }
+        let ranks = try runProcess("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
+            .split(separator: "\n").compactMap { Int32($0) }
+        return (p, ranks)
+    }
+
     func summary(_ dir: String) throws -> [String: Any] {
         try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as! [String: Any]
     }
@@ -21,19 +40,9 @@ final class FaultTests: XCTestCase {
     func testStalledRankEndsJobWithinTimeout() throws {
         let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
         let dir = temporaryDirectory(self) + "/stall"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: mpirun)
-        p.arguments = ["--oversubscribe", "--bind-to", "none", "-np", "2"] + trainArgs(dir, ["--step-timeout", "5"])
-        p.environment = ProcessInfo.processInfo.environment.merging(FaultTests.rootEnvironment) { _, b in b }
         let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let checkpoint = dir + "/checkpoints/step-00000020.safetensors"
-        let deadline = Date().addingTimeInterval(300)
-        while !FileManager.default.fileExists(atPath: checkpoint) && p.isRunning && Date() < deadline { usleep(5_000) }
-        let ranks = try runProcess("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
-            .split(separator: "\n").compactMap { Int32($0) }
+        let (p, ranks) = try startUntilStep20(mpirun, ["--oversubscribe", "--bind-to", "none", "-np", "2"]
+                                                  + trainArgs(dir, ["--step-timeout", "5"]), dir: dir, stderr: err)
         XCTAssertEqual(ranks.count, 2, "mpirun's children: \(ranks)")
         let stopped = try XCTUnwrap(ranks.last)
         let t0 = Date()
@@ -64,18 +73,7 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(whole.status, 0, whole.stderr)
 
         let dir = base + "/cut"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: mpirun)
-        p.arguments = launch + trainArgs(dir)
-        p.environment = ProcessInfo.processInfo.environment.merging(FaultTests.rootEnvironment) { _, b in b }
-        p.standardError = FileHandle.nullDevice
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let checkpoint = dir + "/checkpoints/step-00000020.safetensors"
-        let deadline = Date().addingTimeInterval(300)
-        while !FileManager.default.fileExists(atPath: checkpoint) && p.isRunning && Date() < deadline { usleep(2_000) }
-        let ranks = try runProcess("/usr/bin/pgrep", ["-P", "\(p.processIdentifier)"]).stdout
-            .split(separator: "\n").compactMap { Int32($0) }
+        let (p, ranks) = try startUntilStep20(mpirun, launch + trainArgs(dir), dir: dir)
         XCTAssertEqual(ranks.count, 3, "mpirun's children: \(ranks)")
         kill(try XCTUnwrap(ranks.last), SIGKILL)
         p.waitUntilExit()
