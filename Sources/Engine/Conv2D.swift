@@ -36,6 +36,9 @@ public final class Conv2D: Layer {
     var dWeight: UnsafeMutablePointer<Float>!
     var dBias: UnsafeMutablePointer<Float>?
     var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
+    /// (K·P) for each column-matrix entry the input offset it copies, −1 for padding; empty
+    /// when im2col/col2im run as row loops (see `gathersByTable`).
+    var gatherTable: [Int32] = []
     var partials: [FloatBuffer] = []               // workers 1…: (out·K + out) partial dW, db
     var shiftedSpace: ShiftedWorkspace?
     var winogradSpace: WinogradWorkspace?
@@ -119,6 +122,15 @@ public final class Conv2D: Layer {
     /// A 1×1, stride-1, unpadded conv needs no column matrix: the image already is one.
     var isPointwise: Bool { kernel == 1 && rows.stride == 1 && cols.stride == 1 }
 
+    /// Whether im2col and col2im gather and scatter through a precomputed offset table instead
+    /// of row loops (nil: decided by the output width). With outputs a few pixels wide the row
+    /// loops spend their time on loop and bounds overhead (`seed`'s 4×4 layer: most of its
+    /// time); wide rows copy faster as rows. Both give the same bits; tests force each.
+    public var gathersByTable: Bool? = nil {
+        didSet { gatherTable = [] }
+    }
+    var usesTable: Bool { !isPointwise && (gathersByTable ?? (cols.output < 16)) }
+
     /// Floats of scratch a forward pass on one worker needs beside its input and output:
     /// the padded planes and transformed tiles of a group of images and the transformed
     /// kernels (Winograd), the padded image and output grid (shifted), one image's column
@@ -146,6 +158,7 @@ public final class Conv2D: Layer {
             }
             return
         }
+        if usesTable && gatherTable.isEmpty { gatherTable = makeGatherTable() }
         if columns.count != workers || (columns.first?.count ?? 0) < patch * pixels {
             columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) }
             partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
@@ -261,6 +274,12 @@ public final class Conv2D: Layer {
     /// col[(ci·kh + ky)·kw + kx][oy·ow + ox] = x[ci][oy·s − padTop + ky][ox·s − padLeft + kx], 0 outside.
     /// Rows are short (an image row), so plain loops beat memcpy/memset calls here.
     func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
+        if !gatherTable.isEmpty {
+            gatherTable.withUnsafeBufferPointer { table in
+                for j in table.indices { let s = Int(table[j]); col[j] = s >= 0 ? x[s] : 0 }
+            }
+            return
+        }
         let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
         let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
         var row = col
@@ -295,9 +314,16 @@ public final class Conv2D: Layer {
 
     /// The adjoint of im2col: dx[ci][iy][ix] = Σ of the column entries that read it.
     func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>) {
+        dx.update(repeating: 0, count: inputShape.count)
+        if !gatherTable.isEmpty {
+            // The same additions in the same order as the loops below.
+            gatherTable.withUnsafeBufferPointer { table in
+                for j in table.indices { let s = Int(table[j]); if s >= 0 { dx[s] += col[j] } }
+            }
+            return
+        }
         let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
         let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
-        dx.update(repeating: 0, count: inputShape.count)
         var row = col
         for ci in 0..<inputShape.c {
             let plane = dx + ci * H * W
@@ -319,6 +345,32 @@ public final class Conv2D: Layer {
                 }
             }
         }
+    }
+}
+
+extension Conv2D {
+    /// The offsets im2col reads, in the order it writes the column matrix (row k = (ci, ky, kx),
+    /// then oy, ox), −1 where it writes padding.
+    func makeGatherTable() -> [Int32] {
+        let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
+        let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
+        var table = [Int32](repeating: -1, count: patch * pixels)
+        var j = 0
+        for ci in 0..<inputShape.c {
+            for ky in 0..<kernel {
+                for kx in 0..<kernel {
+                    for oy in 0..<OH {
+                        let iy = oy * sy - pt + ky
+                        for ox in 0..<OW {
+                            let ix = ox * sx - pl + kx
+                            if iy >= 0 && iy < H && ix >= 0 && ix < W { table[j] = Int32((ci * H + iy) * W + ix) }
+                            j += 1
+                        }
+                    }
+                }
+            }
+        }
+        return table
     }
 }
 

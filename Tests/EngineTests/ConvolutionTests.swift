@@ -45,6 +45,40 @@ final class ConvolutionTests: XCTestCase {
     /// The Winograd path the same way: odd sizes (tiles that hang over the edge), rows of
     /// more than eight tiles, and images large enough that a worker runs several groups,
     /// the last one partial.
+    /// im2col/col2im through the offset table give the same bits as the row loops: forward,
+    /// dx, dW and db, for strides, paddings, kernels and widths either side of the auto choice.
+    func testGatherTableIsBitwiseTheRowLoops() throws {
+        let cases: [(Shape, Int, Int, Int, Padding)] = [
+            (Shape(c: 5, h: 7, w: 7), 10, 3, 2, .same),     // seed's second convolution (4×4 outputs)
+            (Shape(c: 1, h: 28, w: 28), 5, 3, 2, .same),    // seed's first (14×14)
+            (Shape(c: 1, h: 28, w: 28), 4, 3, 1, .same),    // ref's first (28×28: loops under auto)
+            (Shape(c: 3, h: 9, w: 7), 4, 5, 2, .same),
+            (Shape(c: 2, h: 8, w: 7), 3, 3, 1, .valid),
+            (Shape(c: 2, h: 6, w: 5), 3, 2, 2, .same),
+        ]
+        for (shape, filters, k, stride, padding) in cases {
+            let batch = 3
+            func run(table: Bool) throws -> [[Float]] {
+                let conv = try Conv2D(input: shape, filters: filters, kernel: k, stride: stride, padding: padding,
+                                      activation: .elu, useBias: true, l2: 0)
+                conv.algorithm = .im2col
+                conv.gathersByTable = table
+                let h = LayerHarness(conv, batch: batch)
+                let x = randomArray(batch * shape.count, seed: 61)
+                let r = randomArray(batch * conv.outputShape.count, seed: 62)
+                let y = try h.forward(x, context: PassContext(training: true))
+                let (dx, dp) = try h.gradients(x, r, context: PassContext(training: true))
+                return [y, dx, dp]
+            }
+            let table = try run(table: true), loops = try run(table: false)
+            for (part, (a, b)) in zip(["y", "dx", "dW/db"], zip(table, loops)) {
+                XCTAssertEqual(a.count, b.count)
+                let differing = zip(a, b).filter { $0.bitPattern != $1.bitPattern }.count
+                XCTAssertEqual(differing, 0, "\(shape) k\(k) s\(stride) \(padding): \(part) differs in \(differing) of \(a.count)")
+            }
+        }
+    }
+
     func testWinogradMatchesNaiveAndIm2col() throws {
         try checkAgainstNaiveAndIm2col(.winograd, cases: [
             (Shape(c: 3, h: 7, w: 9), 4, 3, .linear),
