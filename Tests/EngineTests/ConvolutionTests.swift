@@ -45,6 +45,17 @@ final class ConvolutionTests: XCTestCase {
     /// The Winograd path the same way: odd sizes (tiles that hang over the edge), rows of
     /// more than eight tiles, and images large enough that a worker runs several groups,
     /// the last one partial.
+    /// One training forward and backward of `conv` on keyed random input (`seed`) and output
+    /// gradient (`seed + 1`): y, dx, the parameter gradients and the parameters.
+    func passes(_ conv: Conv2D, batch: Int, seed: UInt64) throws -> (y: [Float], dx: [Float], dp: [Float], w: [Float]) {
+        let h = LayerHarness(conv, batch: batch)
+        let x = randomArray(batch * conv.inputShape.count, seed: seed)
+        let r = randomArray(batch * conv.outputShape.count, seed: seed + 1)
+        let y = try h.forward(x, context: PassContext(training: true))
+        let (dx, dp) = try h.gradients(x, r, context: PassContext(training: true))
+        return (y, dx, dp, h.params.array)
+    }
+
     /// im2col/col2im through the offset table give the same bits as the row loops: forward,
     /// dx, dW and db, for strides, paddings, kernels and widths either side of the auto choice.
     func testGatherTableIsBitwiseTheRowLoops() throws {
@@ -63,12 +74,8 @@ final class ConvolutionTests: XCTestCase {
                                       activation: .elu, useBias: true, l2: 0)
                 conv.algorithm = .im2col
                 conv.gathersByTable = table
-                let h = LayerHarness(conv, batch: batch)
-                let x = randomArray(batch * shape.count, seed: 61)
-                let r = randomArray(batch * conv.outputShape.count, seed: 62)
-                let y = try h.forward(x, context: PassContext(training: true))
-                let (dx, dp) = try h.gradients(x, r, context: PassContext(training: true))
-                return [y, dx, dp]
+                let p = try passes(conv, batch: batch, seed: 61)
+                return [p.y, p.dx, p.dp]
             }
             let table = try run(table: true), loops = try run(table: false)
             for (part, (a, b)) in zip(["y", "dx", "dW/db"], zip(table, loops)) {
@@ -101,12 +108,7 @@ final class ConvolutionTests: XCTestCase {
                 let conv = try Conv2D(input: shape, filters: filters, kernel: k, stride: 1, padding: .same,
                                       activation: activation, useBias: true, l2: 0)
                 conv.algorithm = algorithm
-                let h = LayerHarness(conv, batch: batch)
-                let x = randomArray(batch * shape.count, seed: 31)
-                let r = randomArray(batch * conv.outputShape.count, seed: 32)
-                let y = try h.forward(x, context: PassContext(training: true))
-                let (dx, dp) = try h.gradients(x, r, context: PassContext(training: true))
-                return (y, dx, dp, h.params.array)
+                return try passes(conv, batch: batch, seed: 31)
             }
             let fast = try run(algorithm), reference = try run(.im2col)
             let name = "\(algorithm) conv \(shape) k\(k) \(activation)"
