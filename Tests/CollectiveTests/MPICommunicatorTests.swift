@@ -28,6 +28,15 @@ final class MPICommunicatorTests: XCTestCase {
         super.tearDown()
     }
 
+    /// `count` floats in [−0.5, 0.5) from a linear congruential generator started at `seed`.
+    static func randomFloats(_ count: Int, seed: UInt64) -> [Float] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15
+        return (0 ..< count).map { _ -> Float in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(state >> 40) / Float(1 << 24) - 0.5
+        }
+    }
+
     func testRanksAndNodes() throws {
         let comm = try communicator()
         XCTAssertTrue((0 ..< comm.size).contains(comm.rank))
@@ -54,11 +63,7 @@ final class MPICommunicatorTests: XCTestCase {
 
     func testLargeFloatSumIsBitwiseIdenticalOnEveryRank() throws {
         let comm = try communicator()
-        var state = UInt64(comm.rank + 1) &* 0x9E37_79B9_7F4A_7C15
-        var values = (0 ..< 3_000_000).map { _ -> Float in
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return Float(state >> 40) / Float(1 << 24) - 0.5
-        }
+        var values = Self.randomFloats(3_000_000, seed: UInt64(comm.rank + 1))
         try values.withUnsafeMutableBufferPointer { try comm.allReduceSum($0) }
         let bytes = values.withUnsafeBytes { Array($0) }
         let fromRankZero = try { () -> [UInt8] in
@@ -107,11 +112,7 @@ final class MPICommunicatorTests: XCTestCase {
     /// The ring's sums are the same bits on every rank (each element is summed once, by its owner).
     func testRingSumIsBitwiseIdenticalOnEveryRank() throws {
         let comm = try communicator()
-        var state = UInt64(comm.rank + 7) &* 0x9E37_79B9_7F4A_7C15
-        var values = (0 ..< 100_003).map { _ -> Float in
-            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-            return Float(state >> 40) / Float(1 << 24) - 0.5
-        }
+        var values = Self.randomFloats(100_003, seed: UInt64(comm.rank + 7))
         try values.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0); try comm.allGatherShards($0) }
         var fromRankZero = values.withUnsafeBytes { Array($0) }
         try comm.broadcast(&fromRankZero, root: 0)
