@@ -25,14 +25,12 @@ public final class Model {
 
     /// (P) trainable parameters.
     public let parameters: FloatBuffer
-    /// (P + scalars + S) gradients, followed by room for the trainer's per-step totals, which
-    /// it sums over ranks in one small call: `reductionScalars` floats, then a copy of the state.
-    public let reductionBuffer: FloatBuffer
-    public let reductionScalars: Int
+    /// (P) gradients of the parameters, same layout.
+    public let gradientBuffer: FloatBuffer
     /// (S) non-trainable state: running means and variances.
     public let state: FloatBuffer
 
-    public var gradients: UnsafeMutablePointer<Float> { reductionBuffer.pointer }
+    public var gradients: UnsafeMutablePointer<Float> { gradientBuffer.pointer }
     public var classes: Int { layers.last!.outputShape.count }
     /// Whether the network ends in class scores (flat, at least 2), as training needs.
     public var endsInClassScores: Bool { layers.last!.outputShape.isFlat && classes >= 2 }
@@ -53,7 +51,7 @@ public final class Model {
     /// Floats per example of the widest activation (the input included).
     let widest: Int
 
-    public init(spec: ModelSpec, reductionScalars: Int = 0) throws {
+    public init(spec: ModelSpec) throws {
         self.spec = spec
         guard spec.input.count == 3, spec.input.allSatisfy({ $0 > 0 && $0 <= 4096 }) else {
             throw ModelError.spec("model '\(spec.name)': input must be [height, width, channels] with sizes in 1...4096, got \(spec.input)")
@@ -106,12 +104,11 @@ public final class Model {
         }
         tensors = named
         parameterCount = pOffset; stateCount = sOffset
-        self.reductionScalars = reductionScalars
         parameters = FloatBuffer(count: pOffset)
-        reductionBuffer = FloatBuffer(count: pOffset + reductionScalars + sOffset)
+        gradientBuffer = FloatBuffer(count: pOffset)
         state = FloatBuffer(count: sOffset)
         for (layer, (p, s)) in zip(layers, layerOffsets) {
-            layer.bind(parameters: parameters.pointer + p, gradients: reductionBuffer.pointer + p,
+            layer.bind(parameters: parameters.pointer + p, gradients: gradientBuffer.pointer + p,
                        state: state.pointer + s)
         }
     }
@@ -245,7 +242,7 @@ public final class Model {
         }
     }
 
-    public func zeroGradients() { reductionBuffer.zero() }
+    public func zeroGradients() { gradientBuffer.zero() }
 
     /// Keras L2: Σ λ·Σw² over kernels (Double), and its gradient 2λw added into `gradients`.
     public func l2Loss() -> Double {

@@ -104,7 +104,7 @@ extension Tool {
         Parallel.configure(threads: threads)
         let batch = options.batchSize ?? spec.batchSize ?? 128
         let steps = options.steps, warmup = options.warmup, eval = options.eval
-        let model = try Model(spec: spec, reductionScalars: TrainingStep.extraFixed)
+        let model = try Model(spec: spec)
         try requireClassifier(model)
         let convolutions = model.layers.compactMap { $0 as? Conv2D }
         for conv in convolutions { conv.algorithm = options.convolution }

@@ -95,7 +95,7 @@ public final class Trainer {
             if let limit = config.testLimit, limit < test.count { test = test.subset(0..<limit) }
             var (train, validation) = try splitValidation(fullTrain, count: config.validationSplit)
             if let limit = config.trainLimit, limit < train.count { train = train.subset(0..<limit) }
-            let model = try Model(spec: config.model, reductionScalars: TrainingStep.extraFixed)
+            let model = try Model(spec: config.model)
             try requireClassifier(model)
             try requireFits(model, [train, test], directory: config.dataDirectory)
             return (train, validation, test, model)

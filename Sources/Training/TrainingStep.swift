@@ -20,8 +20,10 @@ final class TrainingStep {
     var labels: [Int32] = []
     var dlogits = FloatBuffer(count: 0)
 
-    /// Offsets of the step totals after the P gradients (summed over ranks in one small call).
-    static let extraLoss = 0, extraCorrect = 1, extraStop = 2, extraFixed = 3
+    /// The step totals summed over ranks in one small call: loss sum, correct count, stop flag
+    /// (at these offsets), then with `--bn-sync local` the running statistics weighted n_rank / B.
+    static let totalLoss = 0, totalCorrect = 1, totalStop = 2, totalFixed = 3
+    let totals: FloatBuffer
 
     struct Result {
         var lossSum: Double      // Σ cross-entropy over the global batch
@@ -52,6 +54,7 @@ final class TrainingStep {
         self.model = model; self.adam = adam; self.comm = comm; self.bnSync = bnSync
         reducer = CommunicatorReducer(comm)
         rng = CounterRNG(seed: seed)
+        totals = FloatBuffer(count: TrainingStep.totalFixed + (bnSync == .local ? model.stateCount : 0))
     }
 
     /// Sizes buffers for local shards of up to `batch` examples.
@@ -101,30 +104,22 @@ final class TrainingStep {
         try model.backward(batch: n, dlogits: dlogits.pointer, context: context)
 
         let P = model.parameterCount
-        let extras = model.gradients + P
-        extras[TrainingStep.extraLoss] = Float(lossSum)
-        extras[TrainingStep.extraCorrect] = Float(correct)
-        extras[TrainingStep.extraStop] = stopRequested ? 1 : 0
-        var extraCount = TrainingStep.extraFixed
-        if bnSync == .local && model.stateCount > 0 {
-            // Running statistics averaged with weights n_rank / B: the same update a single
-            // process would make from the per-rank batch statistics.
-            let w = Float(n) / Float(globalBatch), s = model.state.pointer
-            let dst = extras + TrainingStep.extraFixed
-            for i in 0..<model.stateCount { dst[i] = s[i] * w }
-            extraCount += model.stateCount
-        }
+        let t = totals.pointer, localStats = totals.count - TrainingStep.totalFixed
+        t[TrainingStep.totalLoss] = Float(lossSum)
+        t[TrainingStep.totalCorrect] = Float(correct)
+        t[TrainingStep.totalStop] = stopRequested ? 1 : 0
+        // Running statistics averaged with weights n_rank / B: the same update a single
+        // process would make from the per-rank batch statistics (`--bn-sync local` only).
+        let w = Float(n) / Float(globalBatch), s = model.state.pointer
+        for i in 0..<localStats { t[TrainingStep.totalFixed + i] = s[i] * w }
         let shard = comm.shard(of: P)
         try timed(\.gradientAllReduce) {
-            try reducer.sum(UnsafeMutableBufferPointer(start: extras, count: extraCount), phase: "step totals all-reduce")
+            try reducer.sum(UnsafeMutableBufferPointer(start: t, count: totals.count), phase: "step totals all-reduce")
             try reducer.reduceScatter(UnsafeMutableBufferPointer(start: model.gradients, count: P), phase: "gradient reduce-scatter")
         }
-        if bnSync == .local && model.stateCount > 0 {
-            model.state.pointer.update(from: extras + TrainingStep.extraFixed, count: model.stateCount)
-        }
-        let result = Result(lossSum: Double(extras[TrainingStep.extraLoss]),
-                            correct: Double(extras[TrainingStep.extraCorrect]),
-                            stopRequested: extras[TrainingStep.extraStop] > 0, count: globalBatch)
+        s.update(from: t + TrainingStep.totalFixed, count: localStats)
+        let result = Result(lossSum: Double(t[TrainingStep.totalLoss]), correct: Double(t[TrainingStep.totalCorrect]),
+                            stopRequested: t[TrainingStep.totalStop] > 0, count: globalBatch)
         timed(\.optimizer) {
             model.addL2Gradients(in: shard)
             adam.update(model.parameters.pointer, model.gradients, learningRate: learningRate, range: shard)
