@@ -147,21 +147,17 @@ public final class Conv2D: Layer {
 
     public func reserve(batch: Int) {
         let workers = Parallel.workers
-        let path = self.path
-        if path != .im2col {
-            if path == .winograd && winogradSpace?.workers != workers {
-                winogradSpace = WinogradWorkspace(self, workers: workers)
-            }
-            if path == .shifted && shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
-            if partials.count != max(0, workers - 1) {
-                partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
-            }
-            return
-        }
-        if usesTable && gatherTable.isEmpty { gatherTable = makeGatherTable() }
-        if columns.count != workers || (columns.first?.count ?? 0) < patch * pixels {
-            columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) }
+        if partials.count != max(0, workers - 1) {
             partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
+        }
+        switch path {
+        case .winograd:
+            if winogradSpace?.workers != workers { winogradSpace = WinogradWorkspace(self, workers: workers) }
+        case .shifted:
+            if shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
+        case .im2col, .auto:
+            if usesTable && gatherTable.isEmpty { gatherTable = makeGatherTable() }
+            if columns.count != workers { columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) } }
         }
     }
 
