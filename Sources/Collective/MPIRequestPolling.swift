@@ -23,13 +23,6 @@ struct MPIRequestPolling {
     var minSleepNanoseconds: UInt64 = 10_000
     var maxSleepNanoseconds: UInt64 = 200_000
 
-    /// Waits until `request` completes (true) or `deadline` (monotonic nanoseconds) passes (false).
-    func wait(for request: inout MPI_Request?, call: String, deadline: UInt64?) throws -> Bool {
-        try withUnsafeMutablePointer(to: &request) {
-            try wait(for: UnsafeMutableBufferPointer(start: $0, count: 1), call: call, deadline: deadline)
-        }
-    }
-
     /// Waits until all `requests` complete (true) or `deadline` (monotonic nanoseconds) passes (false).
     func wait(for requests: UnsafeMutableBufferPointer<MPI_Request?>, call: String, deadline: UInt64?) throws -> Bool {
         let start = monotonicNanoseconds()
