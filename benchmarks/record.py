@@ -42,12 +42,16 @@ def rss_mb(files):
     return max(vals), sum(vals)
 
 
-def distcnn(args):
-    text = sys.stdin.read()
+def bench_json(text, where="distcnn"):
+    """The JSON object `distcnn bench --json` printed (anything before it, e.g. MPI notices, skipped)."""
     start = text.find("{")
     if start < 0:
-        sys.exit(f"record.py: no JSON from distcnn: {text.strip()[:300]!r}")
-    r, _ = json.JSONDecoder().raw_decode(text[start:])
+        sys.exit(f"record.py: no JSON from {where}: {text.strip()[:300]!r}")
+    return json.JSONDecoder().raw_decode(text[start:])[0]
+
+
+def distcnn(args):
+    r = bench_json(sys.stdin.read())
     steps_ms = r["step_milliseconds"]
     med = statistics.median(steps_ms)
     rmax, rsum = rss_mb(args.rss)
@@ -83,11 +87,7 @@ def pair(args):
     runs = []
     for path in args.outputs:
         with open(path) as fh:
-            text = fh.read()
-        start = text.find("{")
-        if start < 0:
-            sys.exit(f"record.py: no JSON from distcnn in {path}: {text.strip()[:300]!r}")
-        runs.append(json.JSONDecoder().raw_decode(text[start:])[0])
+            runs.append(bench_json(fh.read(), f"distcnn in {path}"))
     rates = [r["batch_size"] / (statistics.median(r["step_milliseconds"]) / 1000.0) for r in runs]
     print(json.dumps({
         "framework": "distcnn", "model": runs[0]["model"], "mode": "pair",
