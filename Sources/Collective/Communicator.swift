@@ -25,11 +25,17 @@ public protocol Communicator: AnyObject {
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws
     /// Replaces `buffer` on every rank with the element-wise maximum over all ranks.
     func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws
-    /// Leaves in this rank's shard (`shard(of: buffer.count)`) the element-wise sum of that
-    /// shard over all ranks; the rest of `buffer` is scratch afterwards. With `allGatherShards`
-    /// it is an all-reduce whose middle can be split: each rank updates only its shard
-    /// (a sharded optimizer step) before the shards are gathered.
-    func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws
+    /// Starts a reduce-scatter of elements `range` of `buffer` (a bucket): once finished, this
+    /// rank's shard of the whole buffer (`shard(of: buffer.count)`) within `range` holds the
+    /// element-wise sum over all ranks, and the rest of `range` is scratch. It may run while
+    /// the caller computes other parts of `buffer`, but `range` must not be touched until
+    /// `finishReduceScatter()`. All buckets until then belong to one buffer, and every rank
+    /// starts the same buckets in the same order; the sums do not depend on the cutting.
+    func startReduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, range: Range<Int>) throws
+    /// Lets started buckets advance without waiting (cheap; call it between pieces of work).
+    func progressReduceScatter() throws
+    /// Waits for every started bucket, under the current phase and timeout.
+    func finishReduceScatter() throws
     /// Copies every rank's shard of `buffer` (`shard(of:)` on that rank) into the same place
     /// on every rank, so all ranks end with the same bits.
     func allGatherShards(_ buffer: UnsafeMutableBufferPointer<Float>) throws
@@ -59,9 +65,18 @@ extension Communicator {
         return try body()
     }
 
-    /// The part of a `count`-element buffer this rank owns in `reduceScatterSum` and
+    /// The part of a `count`-element buffer this rank owns in the reduce-scatter and
     /// `allGatherShards`: contiguous, in rank order, sizes differing by at most one.
     public func shard(of count: Int) -> Range<Int> { shardRange(of: count, rank: rank, size: size) }
+
+    /// Leaves in this rank's shard (`shard(of: buffer.count)`) the element-wise sum of that
+    /// shard over all ranks; the rest of `buffer` is scratch afterwards. With `allGatherShards`
+    /// it is an all-reduce whose middle can be split: each rank updates only its shard
+    /// (a sharded optimizer step) before the shards are gathered.
+    public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
+        try startReduceScatter(buffer, range: 0 ..< buffer.count)
+        try finishReduceScatter()
+    }
 
     /// Sums `values` element-wise over all ranks, in place.
     public func allReduceSum(_ values: inout [Float]) throws {

@@ -9,9 +9,10 @@ import Foundation
 /// the wait. A timed-out request cannot be cancelled: the communicator then refuses
 /// further collectives, and the caller should report the error and `abort(code:)`.
 ///
-/// `reduceScatterSum` and `allGatherShards` are our own rings of `MPI_Isend`/`MPI_Irecv`
+/// The reduce-scatter and `allGatherShards` are our own rings of `MPI_Isend`/`MPI_Irecv`
 /// (each rank sends to the next, receives from the previous, P − 1 rounds each), polled the
-/// same way. Together they move the bandwidth-optimal 2·(P−1)/P of the buffer per rank (see
+/// same way; the reduce-scatter runs in buckets that advance while the caller computes
+/// (`ReduceScatterRing`). Together they move the bandwidth-optimal 2·(P−1)/P of the buffer per rank (see
 /// `benchmarks/allreduce.c` and BENCHMARKS.md for their cost against Open MPI 4.1's default
 /// polled `MPI_Iallreduce`). Small buffers (batch-norm statistics, step totals) stay with MPI's
 /// own collectives.
@@ -29,10 +30,11 @@ public final class MPICommunicator: Communicator {
     private let polling = MPIRequestPolling()
     /// The requests of one wait: at most a receive and a send.
     private let requests = UnsafeMutableBufferPointer<MPI_Request?>.allocate(capacity: 2)
-    /// Receives of the reduce-scatter land here before they are added (grown once, then reused).
-    private var scratch = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
-    /// Point-to-point tags of the rings (our private communicator carries nothing else).
-    private static let reduceScatterTag: Int32 = 1, allGatherTag: Int32 = 2
+    /// The reduce-scatter, in buckets that may be in flight while the caller computes.
+    private let ring: ReduceScatterRing
+    /// Point-to-point tag of the all-gather ring (the reduce-scatter's buckets have theirs; our
+    /// private communicator carries nothing else).
+    private static let allGatherTag: Int32 = 2
     private struct State {
         var phase = "startup"
         var timeout: Double?
@@ -70,6 +72,7 @@ public final class MPICommunicator: Communicator {
         try checkMPI(MPIRuntime.serialized { MPI_Comm_size(comm, &size) }, "MPI_Comm_size")
         self.rank = Int(rank)
         self.size = Int(size)
+        ring = ReduceScatterRing(comm: comm!, rank: self.rank, size: self.size, maxElementsPerCall: Self.maxElementsPerCall)
 
         // Ranks that share memory are the ranks of this node.
         var node: MPI_Comm? = cmpi_comm_null()
@@ -91,9 +94,9 @@ public final class MPICommunicator: Communicator {
 
     deinit {
         requests.deallocate()
-        // After a timeout a receive into `scratch` may still be pending: leave it allocated.
+        // After a timeout a receive into the ring's room may still be pending: leave it allocated.
         let reason = state.current.unusableReason
-        if reason == nil || reason == Self.finalizedReason { scratch.deallocate() }
+        if reason == nil || reason == Self.finalizedReason { ring.deallocate() }
     }
 
     private static let finalizedReason = "the communicator was finalized"
@@ -128,24 +131,26 @@ public final class MPICommunicator: Communicator {
                       type: cmpi_double(), op: cmpi_op_max())
     }
 
-    public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
-        guard size > 1, buffer.count > 0 else { return }  // every rank passes the same count
-        let (next, previous) = ((rank + 1) % size, (rank + size - 1) % size)
-        if scratch.count < buffer.count / size + 1 {
-            scratch.deallocate()
-            scratch = .allocate(capacity: buffer.count / size + 1)
+    public func startReduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, range: Range<Int>) throws {
+        guard size > 1, !range.isEmpty else { return }  // every rank passes the same buckets
+        try withRing("MPI_Irecv/MPI_Isend") { try ring.start(buffer, range: range) }
+    }
+
+    public func progressReduceScatter() throws {
+        guard size > 1, ring.inFlight > 0 else { return }
+        _ = try withRing("MPI_Testall") { try ring.progress() }
+    }
+
+    public func finishReduceScatter() throws {
+        guard size > 1 else { return }
+        let (phase, timeout) = try usableState()
+        let deadline = timeout.map { monotonicNanoseconds() + UInt64($0 * 1e9) }
+        let done = try withRing("MPI_Testall") { try polling.wait(deadline: deadline) { try ring.progress() } }
+        guard done else {
+            markUnusable("an earlier reduce-scatter timed out during \(phase) and is still pending")
+            throw CollectiveError.timeout(phase: phase, seconds: timeout!)
         }
-        // Round s: pass on the partial sum of shard rank−s−1, add the incoming one of shard
-        // rank−s−2; after P−1 rounds shard `rank` holds every rank's contribution.
-        for s in 0 ..< size - 1 {
-            let outgoing = shardRange(of: buffer.count, rank: (rank - s - 1 + size) % size, size: size)
-            let incoming = shardRange(of: buffer.count, rank: (rank - s - 2 + 2 * size) % size, size: size)
-            let received = UnsafeMutableBufferPointer(rebasing: scratch[0 ..< incoming.count])
-            try sendReceive(UnsafeBufferPointer(rebasing: buffer[outgoing]), to: next,
-                            received, from: previous, tag: Self.reduceScatterTag)
-            let sum = buffer.baseAddress! + incoming.lowerBound
-            for i in 0 ..< incoming.count { sum[i] += received[i] }
-        }
+        ring.reset()
     }
 
     public func allGatherShards(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
@@ -304,10 +309,7 @@ public final class MPICommunicator: Communicator {
     /// and waits for all of them under the current phase and timeout.
     private func run(_ call: String, requests count: Int,
                      _ start: (UnsafeMutableBufferPointer<MPI_Request?>) throws -> Void) throws {
-        let (phase, timeout, unusableReason) = state.withLock { ($0.phase, $0.timeout, $0.unusableReason) }
-        if let unusableReason {
-            throw CollectiveError.unusable(phase: phase, reason: unusableReason)
-        }
+        let (phase, timeout) = try usableState()
         let pending = UnsafeMutableBufferPointer(rebasing: requests[0 ..< count])
         for i in pending.indices { pending[i] = cmpi_request_null() }
         do {
@@ -315,7 +317,7 @@ public final class MPICommunicator: Communicator {
         } catch {
             // A started request may still be pending and cannot be cancelled.
             if pending.contains(where: { $0 != cmpi_request_null() }) {
-                state.withLock { $0.unusableReason = $0.unusableReason ?? "\(call) failed during \(phase) with a request pending" }
+                markUnusable("\(call) failed during \(phase) with a request pending")
             }
             throw error
         }
@@ -325,14 +327,35 @@ public final class MPICommunicator: Communicator {
             completed = try polling.wait(for: pending, call: call, deadline: deadline)
         } catch {
             // MPI_Testall failed: the requests' fate is unknown, so nothing may meet here again.
-            state.withLock { $0.unusableReason = $0.unusableReason ?? "\(call) failed during \(phase)" }
+            markUnusable("\(call) failed during \(phase)")
             throw error
         }
         if completed { return }
-        state.withLock {
-            $0.unusableReason = $0.unusableReason
-                ?? "an earlier \(call) timed out during \(phase) and is still pending"
-        }
+        markUnusable("an earlier \(call) timed out during \(phase) and is still pending")
         throw CollectiveError.timeout(phase: phase, seconds: timeout!)
+    }
+
+    /// Runs a step of the reduce-scatter ring; after a failure with buckets in flight (their
+    /// requests cannot be cancelled) nothing may meet here again.
+    private func withRing<T>(_ call: String, _ body: () throws -> T) throws -> T {
+        let (phase, _) = try usableState()
+        do {
+            return try body()
+        } catch {
+            if ring.inFlight > 0 { markUnusable("\(call) failed during \(phase) with a request pending") }
+            throw error
+        }
+    }
+
+    /// The current phase and timeout; throws once the communicator is unusable.
+    private func usableState() throws -> (phase: String, timeout: Double?) {
+        let (phase, timeout, unusableReason) = state.withLock { ($0.phase, $0.timeout, $0.unusableReason) }
+        if let unusableReason { throw CollectiveError.unusable(phase: phase, reason: unusableReason) }
+        return (phase, timeout)
+    }
+
+    /// Refuses every later collective, keeping the first reason given.
+    private func markUnusable(_ reason: String) {
+        state.withLock { $0.unusableReason = $0.unusableReason ?? reason }
     }
 }

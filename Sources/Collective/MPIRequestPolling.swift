@@ -25,15 +25,23 @@ struct MPIRequestPolling {
 
     /// Waits until all `requests` complete (true) or `deadline` (monotonic nanoseconds) passes (false).
     func wait(for requests: UnsafeMutableBufferPointer<MPI_Request?>, call: String, deadline: UInt64?) throws -> Bool {
-        let start = monotonicNanoseconds()
-        var sleep = minSleepNanoseconds
-        while true {
+        try wait(deadline: deadline) {
             var done: Int32 = 0
             let code = MPIRuntime.serialized {
                 MPI_Testall(Int32(requests.count), requests.baseAddress, &done, cmpi_statuses_ignore())
             }
             try checkMPI(code, call)
-            if done != 0 { return true }
+            return done != 0
+        }
+    }
+
+    /// Calls `test` (which must not block) until it returns true (true) or `deadline`
+    /// (monotonic nanoseconds) passes (false).
+    func wait(deadline: UInt64?, until test: () throws -> Bool) rethrows -> Bool {
+        let start = monotonicNanoseconds()
+        var sleep = minSleepNanoseconds
+        while true {
+            if try test() { return true }
             let now = monotonicNanoseconds()
             if let deadline, now >= deadline { return false }
             if now - start < spinNanoseconds {

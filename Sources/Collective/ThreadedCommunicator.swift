@@ -58,9 +58,14 @@ public final class ThreadedCommunicator: Communicator {
         try reduce(buffer) { Swift.max($0, $1) }
     }
 
-    public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
-        try reduce(buffer, +)  // every shard summed in rank order, as `allReduceSum` sums it
+    /// Sums the bucket at once (the other ranks' threads meet here), in rank order as
+    /// `allReduceSum` sums: nothing is left in flight.
+    public func startReduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, range: Range<Int>) throws {
+        try reduce(UnsafeMutableBufferPointer(rebasing: buffer[range]), +)
     }
+
+    public func progressReduceScatter() throws {}
+    public func finishReduceScatter() throws {}
 
     public func allGatherShards(_ buffer: UnsafeMutableBufferPointer<Float>) throws {
         let all = try exchange(Array(buffer[shard(of: buffer.count)])).map { $0 as! [Float] }

@@ -22,6 +22,8 @@ public final class Model {
     public let layers: [Layer]
     public let tensors: [NamedTensor]
     public let parameterCount: Int, stateCount: Int
+    /// Where each layer's parameters (and their gradients) start; a layer's end where the next's begins.
+    public let parameterOffsets: [Int]
 
     /// (P) trainable parameters.
     public let parameters: FloatBuffer
@@ -104,6 +106,7 @@ public final class Model {
         }
         tensors = named
         parameterCount = pOffset; stateCount = sOffset
+        parameterOffsets = layerOffsets.map(\.0)
         parameters = FloatBuffer(count: pOffset)
         gradientBuffer = FloatBuffer(count: pOffset)
         state = FloatBuffer(count: sOffset)
@@ -228,8 +231,13 @@ public final class Model {
 
     /// Back-propagates dlogits (N, classes), adding into the gradient buffer. The input's own
     /// gradient is written to `inputGradient` when asked for (tests), else skipped.
+    ///
+    /// After each layer, `gradientsDone(p)` says that gradients `p ..< parameterCount` are final
+    /// (layers run last to first and touch only their own gradients), so a caller can start
+    /// sending them while the layers below compute.
     public func backward(batch: Int, dlogits: UnsafePointer<Float>, context: PassContext,
-                         inputGradient: UnsafeMutablePointer<Float>? = nil) throws {
+                         inputGradient: UnsafeMutablePointer<Float>? = nil,
+                         gradientsDone: ((Int) throws -> Void)? = nil) throws {
         var dy = gradA.pointer, spare = gradB.pointer
         dy.update(from: dlogits, count: batch * classes)
         for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
@@ -239,6 +247,7 @@ public final class Model {
             try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
             if let profile { profile.backward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
             swap(&dy, &spare)
+            try gradientsDone?(parameterOffsets[i])
         }
     }
 

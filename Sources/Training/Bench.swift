@@ -66,6 +66,10 @@ public struct BenchOptions: Sendable {
     public var convolution: ConvolutionAlgorithm = .auto
     /// Applied to the synthetic training images each step, as `train --augment` does.
     public var augmentation: AugmentationConfig = .none
+    /// Batch norm statistics over the global batch (`train`'s default) or per rank.
+    public var bnSync: TrainConfig.BatchNormSync = .global
+    /// As `train --bucket-mib`.
+    public var bucketMiB = TrainingStep.defaultBucketMiB
     public var json = false
     public init() {}
 }
@@ -110,7 +114,8 @@ extension Tool {
         for conv in convolutions { conv.algorithm = options.convolution }
         model.initialize(seed: 1)
         let adam = Adam(parameterCount: model.parameterCount, config: AdamConfig())
-        let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: .global, seed: 1)
+        let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: options.bnSync, seed: 1)
+        step.bucketMiB = options.bucketMiB
         if eval { model.reserveInference(batch: (batch + comm.size - 1) / comm.size) } else {
             step.reserve(batch: (batch + comm.size - 1) / comm.size)
         }

@@ -17,8 +17,16 @@ final class CommunicatorReducer: StatisticsReducer {
         try timed(phase) { try comm.allReduceSum(buffer) }
     }
 
-    func reduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, phase: String) throws {
-        try timed(phase) { try comm.reduceScatterSum(buffer) }
+    func startReduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, range: Range<Int>, phase: String) throws {
+        try timed(phase) { try comm.startReduceScatter(buffer, range: range) }
+    }
+
+    func progressReduceScatter(phase: String) throws {
+        try timed(phase) { try comm.progressReduceScatter() }
+    }
+
+    func finishReduceScatter(phase: String) throws {
+        try timed(phase) { try comm.finishReduceScatter() }
     }
 
     func allGather(_ buffer: UnsafeMutableBufferPointer<Float>, phase: String) throws {

@@ -18,6 +18,9 @@ public struct RunOptions: Sendable {
     public var keep: Int = 3
     public var threads: Int?
     public var stepTimeout: Double?
+    /// MiB of finished gradients that start a reduce-scatter bucket during backward; 0 = one
+    /// exchange after backward. The same on every rank; the sums do not depend on it.
+    public var bucketMiB: Double = TrainingStep.defaultBucketMiB
     public var logEvery: Int = 100
     public var level: Console.Level = .normal
     public var progress: Console.Progress = .auto
@@ -133,6 +136,7 @@ public final class Trainer {
             ? TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: state.globalStep) : nil
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: config.bnSync, seed: config.seed)
         step.smoothing = Float(config.labelSmoothing)
+        step.bucketMiB = options.bucketMiB
         let perRank = (config.batchSize + comm.size - 1) / comm.size
         step.reserve(batch: perRank)
         let rng = CounterRNG(seed: config.seed)
@@ -311,7 +315,7 @@ public final class Trainer {
         guard comm.size > 1 else { return }
         comm.phase = "configuration check"
         let mine = config.scheduleFields.merging(["epochs": "\(config.epochs)", "patience": "\(config.patience)",
-                                                  "data": config.dataDirectory]) { a, _ in a }
+                                                  "data": config.dataDirectory, "bucket-mib": "\(options.bucketMiB)"]) { a, _ in a }
         let all = try comm.allGather(Array(try JSONEncoder().encode(mine)))
         for (r, bytes) in all.enumerated() {
             let other = (try? JSONDecoder().decode([String: String].self, from: Data(bytes))) ?? [:]

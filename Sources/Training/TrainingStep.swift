@@ -4,12 +4,13 @@ import Dispatch
 import Engine
 
 /// One synchronized training step, shared by `train` and `bench`: this rank's shard forward
-/// and backward with the loss scaled by 1/(global batch); one small all-reduce of
-/// `[loss sum | correct | stop flag | (local BN running stats)]`; then the gradients are
-/// reduce-scattered, each rank adds L2 gradients and takes the Adam step on its shard of the
-/// parameters only (ZeRO stage 1: Adam's work is not repeated on every rank), and the updated
-/// shards are all-gathered, so every rank holds the same weights. Adam's moments outside a
-/// rank's shard are stale there; `gatherOptimizerState()` completes them (before checkpoints).
+/// and backward with the loss scaled by 1/(global batch), the gradients reduce-scattered in
+/// buckets as backward finishes them (the last layers' while the first ones compute); one
+/// small all-reduce of `[loss sum | correct | stop flag | (local BN running stats)]`; then
+/// each rank adds L2 gradients and takes the Adam step on its shard of the parameters only
+/// (ZeRO stage 1: Adam's work is not repeated on every rank), and the updated shards are
+/// all-gathered, so every rank holds the same weights. Adam's moments outside a rank's shard
+/// are stale there; `gatherOptimizerState()` completes them (before checkpoints).
 final class TrainingStep {
     let model: Model
     let adam: Adam
@@ -34,6 +35,14 @@ final class TrainingStep {
 
     /// Label smoothing ε of the loss being trained.
     var smoothing: Float = 0
+
+    /// Gradients handed to the reduce-scatter at once during backward: a bucket starts when
+    /// this many MiB of finished gradients wait (whole layers, so buckets may be larger); 0 =
+    /// one bucket after backward. The sums do not depend on it. Off by default: on a machine
+    /// whose cores also move the data (shared memory, TCP) the transfer only moved into the
+    /// batch-norm exchanges of backward, which then waited behind it (BENCHMARKS.md).
+    var bucketMiB = TrainingStep.defaultBucketMiB
+    static let defaultBucketMiB = 0.0
 
     /// Seconds per phase of the step outside the layers, summed while set (`bench --profile`).
     final class PhaseTimes {
@@ -101,9 +110,21 @@ final class TrainingStep {
                                                     dlogits: dlogits.pointer, smoothing: smoothing)
             }
         }
-        try model.backward(batch: n, dlogits: dlogits.pointer, context: context)
-
         let P = model.parameterCount
+        let gradients = UnsafeMutableBufferPointer(start: model.gradients, count: P)
+        let bucketPhase = "gradient reduce-scatter"
+        var unsent = P  // gradients unsent ..< P are in the reduce-scatter
+        let (reducer, bucket, ranks) = (self.reducer, Int(bucketMiB * 262_144), comm.size)
+        try model.backward(batch: n, dlogits: dlogits.pointer, context: context) { done in
+            guard ranks > 1 else { return }
+            if bucket > 0 && unsent - done >= bucket {
+                try reducer.startReduceScatter(gradients, range: done ..< unsent, phase: bucketPhase)
+                unsent = done
+            } else if unsent < P {
+                try reducer.progressReduceScatter(phase: bucketPhase)
+            }
+        }
+
         let t = totals.pointer, localStats = totals.count - TrainingStep.totalFixed
         t[TrainingStep.totalLoss] = Float(lossSum)
         t[TrainingStep.totalCorrect] = Float(correct)
@@ -114,8 +135,9 @@ final class TrainingStep {
         for i in 0..<localStats { t[TrainingStep.totalFixed + i] = s[i] * w }
         let shard = comm.shard(of: P)
         try timed(\.gradientAllReduce) {
+            try reducer.startReduceScatter(gradients, range: 0 ..< unsent, phase: bucketPhase)
             try reducer.sum(UnsafeMutableBufferPointer(start: t, count: totals.count), phase: "step totals all-reduce")
-            try reducer.reduceScatter(UnsafeMutableBufferPointer(start: model.gradients, count: P), phase: "gradient reduce-scatter")
+            try reducer.finishReduceScatter(phase: bucketPhase)
         }
         s.update(from: t + TrainingStep.totalFixed, count: localStats)
         let result = Result(lossSum: Double(t[TrainingStep.totalLoss]), correct: Double(t[TrainingStep.totalCorrect]),

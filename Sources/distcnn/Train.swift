@@ -52,6 +52,7 @@ struct Train: ParsableCommand {
     @Option(help: "Engine threads per rank (default: cores on the node / ranks on the node, or the cores this rank is bound to).")
     var threads: Int?
     @Option(help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
+    @Option(help: ArgumentHelp(bucketHelp)) var bucketMib = RunOptions().bucketMiB
     @Option(help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
     @Option(help: "Progress display: auto (a bar on a terminal, lines in logs and under mpirun), bar or lines.")
     var progress = "auto"
@@ -74,6 +75,7 @@ struct Train: ParsableCommand {
         guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or more") }
         guard minDelta >= 0 else { throw ValidationError("--min-delta must be 0 or more") }
         guard TrainConfig.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_loss or val_accuracy") }
+        try validateBucket(bucketMib)
         guard TrainConfig.BatchNormSync(rawValue: bnSync) != nil else { throw ValidationError("--bn-sync must be global or local") }
         if patience > 0 && validationSplit == 0 { throw ValidationError("--patience needs a validation set; set --validation-split above 0") }
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be at least 1") }
@@ -138,7 +140,7 @@ struct Train: ParsableCommand {
         var o = RunOptions()
         o.runDirectory = runDir
         o.resume = resumeFrom.map { .file($0) } ?? (resume ? .latest : .none)
-        o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = threads; o.stepTimeout = stepTimeout
+        o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = threads; o.stepTimeout = stepTimeout; o.bucketMiB = bucketMib
         o.logEvery = logEvery
         o.level = quiet ? .quiet : verbose ? .verbose : .normal
         o.progress = Console.Progress(rawValue: progress)!

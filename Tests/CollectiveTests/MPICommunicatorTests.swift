@@ -119,6 +119,40 @@ final class MPICommunicatorTests: XCTestCase {
         XCTAssertTrue(values.withUnsafeBytes { Array($0) } == fromRankZero, "rank \(comm.rank)'s sum differs from rank 0's")
     }
 
+    /// Buckets of any cutting, started in backward's order (last first) with progress between
+    /// them and work on the rest of the buffer meanwhile, sum each shard to the same bits as one
+    /// ring over the whole buffer; and the rest of the buffer, still being written, is untouched.
+    func testBucketedReduceScatterEqualsTheWholeRingBitForBit() throws {
+        let comm = try communicator()
+        let count = 100_003
+        let values = Self.randomFloats(count, seed: UInt64(comm.rank + 11))
+        var whole = values
+        try whole.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0) }
+        let mine = comm.shard(of: count)
+        // Cuts crossing shard boundaries, empty buckets, one element, a bucket per shard edge.
+        let cuttings: [[Int]] = [[count, 70_000, 33_334, 33_333, 1, 0], [count, count - 1, 50_000, 0],
+                                 [count, 0], [count, 99_000, 98_999, 98_999, 12, 0]]
+        for cuts in cuttings {
+            var buckets = values
+            // The buffer's head is "computed" while the tail's buckets are in flight.
+            for i in 0 ..< cuts[1] { buckets[i] = 0 }
+            try buckets.withUnsafeMutableBufferPointer { buffer in
+                for (upper, lower) in zip(cuts, cuts.dropFirst()) {
+                    for i in lower ..< upper where i < cuts[1] { buffer[i] = values[i] }  // finished "gradients"
+                    try comm.startReduceScatter(buffer, range: lower ..< upper)
+                    for _ in 0 ..< 3 { try comm.progressReduceScatter() }
+                }
+                try comm.finishReduceScatter()
+            }
+            XCTAssertTrue(buckets[mine].elementsEqual(whole[mine], by: { $0.bitPattern == $1.bitPattern }),
+                          "rank \(comm.rank), cuts \(cuts): the bucketed sums differ from the whole ring's")
+        }
+        // The communicator is reusable with another buffer afterwards.
+        var again = [Float](repeating: 1, count: 10)
+        try again.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0) }
+        XCTAssertEqual(Array(again[comm.shard(of: 10)]), [Float](repeating: Float(comm.size), count: comm.shard(of: 10).count))
+    }
+
     func testTimeoutNamesThePhaseAndRetiresTheCommunicator() throws {
         let shared = try communicator()
         try XCTSkipIf(shared.size < 2, "needs two ranks")

@@ -41,6 +41,21 @@ final class ThreadedCommunicatorTests: XCTestCase {
             return (summed, values, two)
         }
         let whole: [Float] = [0, 6, 1.75, 5, 7]
+        // In buckets (backward's order, last first): the same shards.
+        let bucketed = runRanks(ThreadedCommunicator.makeGroup(size: 3)) { comm -> [Float] in
+            var values = contributions[comm.rank]
+            try values.withUnsafeMutableBufferPointer { buffer in
+                for range in [3 ..< 5, 1 ..< 3, 1 ..< 1, 0 ..< 1] {
+                    try comm.startReduceScatter(buffer, range: range)
+                    try comm.progressReduceScatter()
+                }
+                try comm.finishReduceScatter()
+            }
+            return Array(values[comm.shard(of: 5)])
+        }
+        for (rank, result) in bucketed.enumerated() {
+            XCTAssertEqual(try result.get(), Array(whole[shardRange(of: 5, rank: rank, size: 3)]))
+        }
         XCTAssertEqual((0..<3).map { shardRange(of: 5, rank: $0, size: 3) }, [0..<2, 2..<4, 4..<5])
         for (rank, result) in results.enumerated() {
             let (summed, gathered, two) = try result.get()

@@ -135,6 +135,31 @@ final class WorldSizeTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"))
     }
 
+    /// How backward's gradients are cut into reduce-scatter buckets changes no bit: 3 ranks with
+    /// one exchange after backward (the default), a bucket per layer (0.01 MiB) and buckets of
+    /// 0.5 MiB end with the same weights. Also pins that a layer's backward writes only its own gradients
+    /// (a bucket in flight is not touched by the layers below). A rank started with another
+    /// bucket size is refused, as its messages would not match.
+    func testGradientBucketsChangeNoBit() throws {
+        let base = temporaryDirectory(self)
+        let hashes = try [[], ["--bucket-mib", "0.01"], ["--bucket-mib", "0.5"]].enumerated().map { i, extra in
+            try train(ranks: 3, steps: 3, dir: base + "/b\(i)", extra: extra)["weights_sha256"] as? String
+        }
+        XCTAssertNotNil(hashes[0])
+        XCTAssertEqual(hashes[1], hashes[0], "a bucket per layer gives other weights than one exchange")
+        XCTAssertEqual(hashes[2], hashes[0], "0.5 MiB buckets give other weights than one exchange")
+
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
+        func rank(_ mib: String) -> [String] {
+            ["-np", "1", Repo.binary, "train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "2", "--train-limit", "500",
+             "--run-dir", base + "/mixed", "--bucket-mib", mib]
+        }
+        let r = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none"] + rank("0") + [":"] + rank("1"),
+                               environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("rank 1 was started with different settings than rank 0: bucket-mib"), r.stderr)
+    }
+
     /// `--bn-sync local` with one rank is exactly `global`. With two ranks each normalises by its
     /// own shard's statistics (a different estimator, so the weights differ by design), but
     /// every rank ends with identical weights (the run checks the hashes across ranks) and the
