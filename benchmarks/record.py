@@ -9,7 +9,7 @@
 distcnn's own `images_per_second` is total images / total time (a mean); for a like-for-like
 comparison with pytorch_bench.py we recompute images/s from the median step time and keep
 distcnn's figure as `images_per_second_mean`. Its `"mode": "eval"` (bench --eval) is recorded
-as mode `eval`, training as `single` or `mpi`.
+as mode `eval`, training as `single`, `mpi`, or `mpi-local` (`--bn-sync local` under mpirun).
 
 Peak RSS (`peak_rss_mb`, MiB per process, the largest rank) comes from GNU time (--rss files)
 when there are any, otherwise from the binary's own `peak_rss_mib`; `peak_rss_source` says
@@ -64,8 +64,12 @@ def distcnn(args):
         rsum = rmax if r["world_size"] == 1 else None
     if r.get("mode") == "eval":
         mode = "eval"
+    elif r["world_size"] > 1:
+        # Per-rank batch norm (as DDP without SyncBatchNorm) is its own configuration; with one
+        # process the two modes are the same computation.
+        mode = "mpi-local" if r.get("bn_sync") == "local" else "mpi"
     else:
-        mode = "mpi" if r["world_size"] > 1 else "single"
+        mode = "single"
     out = {
         "framework": "distcnn", "model": r["model"], "mode": mode,
         "threads": r["threads_per_rank"], "world_size": r["world_size"], "batch": r["batch_size"],

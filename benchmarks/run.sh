@@ -77,12 +77,13 @@ print(json.dumps({"framework": fw, "round": int(rnd), "command": cmd, "error": f
 EOF
 }
 
-# distcnn ROUND NP THREADS MODEL BATCH STEPS WARMUP [eval]
+# distcnn ROUND NP THREADS MODEL BATCH STEPS WARMUP [train|eval|local]  (local: --bn-sync local)
 distcnn() {
     local rnd=$1 np=$2 threads=$3 model=$4 batch=$5 steps=$6 warmup=$7 kind=${8:-train}
-    local evalflag=""
-    [[ "$kind" == eval ]] && evalflag=" --eval"
-    local cmd="$DISTCNN bench --model $model$evalflag --batch-size $batch --steps $steps --warmup $warmup --threads $threads --json"
+    local flags=""
+    [[ "$kind" == eval ]] && flags=" --eval"
+    [[ "$kind" == local ]] && flags=" --bn-sync local"
+    local cmd="$DISTCNN bench --model $model$flags --batch-size $batch --steps $steps --warmup $warmup --threads $threads --json"
     local shown="$cmd"
     [[ "$np" -gt 1 ]] && shown="$MPIRUN $cmd"
     rm -f "$TMP"/rss.*
@@ -168,8 +169,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
     # data parallel: 2 processes x 1 thread, global batch split in half
     distcnn "$r" 2 1 ref 128 "$REF_STEPS" "$REF_WARMUP"
     pair "$r" ref 128 "$REF_STEPS" "$REF_WARMUP"
+    distcnn "$r" 2 1 ref 128 "$REF_STEPS" "$REF_WARMUP" local
     distcnn "$r" 2 1 seed 32 "$SEED_STEPS" "$SEED_WARMUP"
     pair "$r" seed 32 "$SEED_STEPS" "$SEED_WARMUP"
+    distcnn "$r" 2 1 seed 32 "$SEED_STEPS" "$SEED_WARMUP" local
     for layout in $DDP_LAYOUTS; do
         pytorch "$r" --model ref --batch-size 128 --steps "$REF_STEPS" --warmup "$REF_WARMUP" --threads 1 --ddp --layout "$layout" $DDP_BIND
         pytorch "$r" --model seed --batch-size 32 --steps "$SEED_STEPS" --warmup "$SEED_WARMUP" --threads 1 --ddp --layout "$layout" $DDP_BIND

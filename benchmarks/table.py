@@ -33,7 +33,7 @@ def load(path):
 
 
 def key(r):
-    kind = {"eval": "eval", "pair": "pair"}.get(r["mode"], "train")
+    kind = {"eval": "eval", "pair": "pair", "mpi-local": "local"}.get(r["mode"], "train")
     return (r["model"], kind, int(r.get("world_size", 1)), int(r["threads"]), int(r["batch"]))
 
 
@@ -44,16 +44,18 @@ def label(k):
     if kind == "pair":
         return (f"`{model}` training, {world} independent processes × {threads} {th}, batch {batch // world} each "
                 "(no communication: the ceiling for the row above)")
-    what = "training" if kind == "train" else "inference"
+    what = "inference" if kind == "eval" else "training"
     s = f"`{model}` {what}, batch {batch}, {procs} × {threads} {th}"
-    if world > 1:
+    if kind == "local":
+        s += " (mpirun `--bn-sync local` / DDP gloo: both per-rank batch norm)"
+    elif world > 1:
         s += " (mpirun / DDP gloo)"
     return s
 
 
 def order(k):
     model, kind, world, threads, batch = k
-    return (kind == "eval", world, model != "ref", kind == "pair", -threads, batch)
+    return (kind == "eval", world, model != "ref", kind == "local", kind == "pair", -threads, batch)
 
 
 def fmt_rate(v):
@@ -83,7 +85,9 @@ def scaling_rows(runs):
             return f"{med:.0f}%"
         return f"{med:.0f}% ({min(values) * 100:.0f}–{max(values) * 100:.0f}%)"
     rows = []
-    for model in sorted({r["model"] for r in runs if r["framework"] == "distcnn"}, key=lambda m: m != "ref"):
+    variants = [("mpi", ""), ("mpi-local", ", `--bn-sync local`")]
+    models = sorted({r["model"] for r in runs if r["framework"] == "distcnn"}, key=lambda m: m != "ref")
+    for model, (mpi_mode, note) in [(m, v) for m in models for v in variants]:
         def rate(mode, rnd, world):
             for r in runs:
                 if (r["framework"] == "distcnn" and r["model"] == model and r["mode"] == mode and r["round"] == rnd
@@ -92,7 +96,7 @@ def scaling_rows(runs):
             return None
         mpi, pairs, vs_pair, shares, least = [], [], [], [], []
         for rnd in sorted({r["round"] for r in runs}):
-            one, two, pr = rate("single", rnd, 1), rate("mpi", rnd, 2), rate("pair", rnd, 2)
+            one, two, pr = rate("single", rnd, 1), rate(mpi_mode, rnd, 2), rate("pair", rnd, 2)
             if one and two and one["batch"] == two["batch"]:
                 mpi.append(two["images_per_second"] / (2 * one["images_per_second"]))
                 shares.append(two["all_reduce_share"])
@@ -102,13 +106,13 @@ def scaling_rows(runs):
                 pairs.append(pr["images_per_second"] / (2 * one["images_per_second"]))
             if two and pr:
                 vs_pair.append(two["images_per_second"] / pr["images_per_second"])
-        if mpi or pairs:
+        if mpi:
             share = "—"
             if shares:
                 share = "%.1f%%" % (statistics.median(shares) * 100)
                 if least:
                     share += " / %.1f%%" % (statistics.median(least) * 100)
-            rows.append(f"| `{model}` | {pct(mpi)} | {pct(pairs)} | {pct(vs_pair)} | {share} |")
+            rows.append(f"| `{model}`{note} | {pct(mpi)} | {pct(pairs)} | {pct(vs_pair)} | {share} |")
     return rows
 
 
@@ -127,6 +131,10 @@ def main():
             if mode in ("ddp", "eval") and r.get("layout"):
                 mode = f"{mode}/{r['layout']}"
             g["pytorch"][mode].append(r)
+    # DDP normalises per rank: it is the peer of both distributed distcnn rows.
+    for k in list(groups):
+        if k[1] == "local":
+            groups[k]["pytorch"] = groups.get((k[0], "train") + k[2:], {"pytorch": {}})["pytorch"]
 
     rounds = sorted({r["round"] for r in runs})
     out = []
@@ -213,7 +221,8 @@ def main():
     p("- PyTorch modes: `eager` = NCHW contiguous, `channels_last` = model and input in "
       "`torch.channels_last`; `ddp` = DistributedDataParallel over gloo with per-rank BatchNorm "
       "(`SyncBatchNorm` is GPU-only), while `distcnn bench` synchronises batch-norm statistics "
-      "across ranks (`--bn-sync global`), i.e. does more communication.")
+      "across ranks by default (`--bn-sync global`), i.e. does more communication; the rows with "
+      "`--bn-sync local` normalise per rank as DDP does.")
     sources = {r.get("peak_rss_source") or "time" for r in runs
                if r["framework"] == "distcnn" and r.get("peak_rss_mb")}
     d_src = " and ".join({"time": "GNU `time -f %M`",

@@ -26,6 +26,8 @@ public struct BenchResult: Codable, Sendable {
     public var stepMilliseconds: [Double]
     /// What was measured: "train" (forward, backward, all-reduce, Adam) or "eval" (inference).
     public var mode: String
+    /// Batch-norm statistics over the global batch ("global") or per rank ("local").
+    public var bnSync: String
     /// Largest resident set of any rank, MiB.
     public var peakRSSMiB: Double
     /// Per layer milliseconds per step (convolutions followed by their data-layout share),
@@ -37,7 +39,7 @@ public struct BenchResult: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", threadsPerRank = "threads_per_rank", batchSize = "batch_size", steps, seconds
         case imagesPerSecond = "images_per_second", gflops, sgemmPeakGflops = "sgemm_peak_gflops", peakShare = "peak_share"
-        case allReduceShare = "all_reduce_share", allReduceShareLeast = "all_reduce_share_least", stepMilliseconds = "step_milliseconds", profile, phases, mode
+        case allReduceShare = "all_reduce_share", allReduceShareLeast = "all_reduce_share_least", stepMilliseconds = "step_milliseconds", profile, phases, mode, bnSync = "bn_sync"
         case peakRSSMiB = "peak_rss_mib"
     }
 }
@@ -92,9 +94,9 @@ extension Tool {
                              r.peakRSSMiB))
                 func label(_ name: String) -> String { "  " + name.padding(toLength: 34, withPad: " ", startingAt: 0) }
                 for row in r.profile ?? [] {
-                    print(label(row.name) + String(format: "forward %7.2f ms  backward %7.2f ms", row.forwardMs, row.backwardMs))
+                    print(label(row.name) + String(format: "forward %8.3f ms  backward %8.3f ms", row.forwardMs, row.backwardMs))
                 }
-                for row in r.phases ?? [] { print(label(row.name) + String(format: "%7.2f ms", row.ms)) }
+                for row in r.phases ?? [] { print(label(row.name) + String(format: "%8.3f ms", row.ms)) }
             }
             return 0
         } catch {
@@ -189,7 +191,7 @@ extension Tool {
                            seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,
                            sgemmPeakGflops: peak * Double(comm.size), peakShare: gflops / (peak * Double(comm.size)),
                            allReduceShare: worst[1] / seconds, allReduceShareLeast: -worst[3] / seconds, stepMilliseconds: times.map { $0 * 1000 },
-                           mode: eval ? "eval" : "train", peakRSSMiB: worst[2], profile: rows, phases: phases)
+                           mode: eval ? "eval" : "train", bnSync: options.bnSync.rawValue, peakRSSMiB: worst[2], profile: rows, phases: phases)
     }
 
     /// This process's peak resident set (getrusage), MiB.

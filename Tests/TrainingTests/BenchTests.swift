@@ -58,6 +58,7 @@ final class BenchTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let d = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
         XCTAssertEqual(d["world_size"] as? Int, 2)
+        XCTAssertEqual(d["bn_sync"] as? String, "global")
         let most = try XCTUnwrap(d["all_reduce_share"] as? Double), least = try XCTUnwrap(d["all_reduce_share_least"] as? Double)
         XCTAssertGreaterThan(least, 0, "two ranks exchange something")
         XCTAssertLessThanOrEqual(least, most)
