@@ -96,7 +96,7 @@ public final class MPICommunicator: Communicator {
         requests.deallocate()
         // After a timeout a receive into the ring's room may still be pending: leave it allocated.
         let reason = state.current.unusableReason
-        if reason == nil || reason == Self.finalizedReason { ring.deallocate() }
+        if (reason == nil || reason == Self.finalizedReason) && ring.inFlight == 0 { ring.deallocate() }
     }
 
     private static let finalizedReason = "the communicator was finalized"
@@ -133,22 +133,18 @@ public final class MPICommunicator: Communicator {
 
     public func startReduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, range: Range<Int>) throws {
         guard size > 1, !range.isEmpty else { return }  // every rank passes the same buckets
-        try withRing("MPI_Irecv/MPI_Isend") { try ring.start(buffer, range: range) }
+        _ = try withRing { _ in try ring.start(buffer, range: range) }
     }
 
     public func progressReduceScatter() throws {
         guard size > 1, ring.inFlight > 0 else { return }
-        _ = try withRing("MPI_Testall") { try ring.progress() }
+        _ = try withRing { _ in try ring.progress() }
     }
 
     public func finishReduceScatter() throws {
         guard size > 1 else { return }
-        let (phase, timeout) = try usableState()
-        let deadline = timeout.map { monotonicNanoseconds() + UInt64($0 * 1e9) }
-        let done = try withRing("MPI_Testall") { try polling.wait(deadline: deadline) { try ring.progress() } }
-        guard done else {
-            markUnusable("an earlier reduce-scatter timed out during \(phase) and is still pending")
-            throw CollectiveError.timeout(phase: phase, seconds: timeout!)
+        try withRing { timeout in
+            guard try polling.wait(timeout: timeout, until: ring.progress) else { throw RingTimeout() }
         }
         ring.reset()
     }
@@ -239,7 +235,9 @@ public final class MPICommunicator: Communicator {
             defer { state.unusableReason = state.unusableReason ?? Self.finalizedReason }
             return state.unusableReason == nil
         }
-        guard wasUsable else { return }
+        // Reduce-scatter buckets still in flight (a caller that threw between start and finish)
+        // have receives pending, as after a timeout.
+        guard wasUsable, ring.inFlight == 0 else { return }
         var comm: MPI_Comm? = self.comm
         _ = MPIRuntime.serialized { MPI_Comm_free(&comm) }
         MPIRuntime.finalizeIfRunning()
@@ -321,10 +319,9 @@ public final class MPICommunicator: Communicator {
             }
             throw error
         }
-        let deadline = timeout.map { monotonicNanoseconds() + UInt64($0 * 1e9) }
         let completed: Bool
         do {
-            completed = try polling.wait(for: pending, call: call, deadline: deadline)
+            completed = try polling.wait(for: pending, call: call, timeout: timeout.map(Self.nanoseconds))
         } catch {
             // MPI_Testall failed: the requests' fate is unknown, so nothing may meet here again.
             markUnusable("\(call) failed during \(phase)")
@@ -335,17 +332,25 @@ public final class MPICommunicator: Communicator {
         throw CollectiveError.timeout(phase: phase, seconds: timeout!)
     }
 
-    /// Runs a step of the reduce-scatter ring; after a failure with buckets in flight (their
-    /// requests cannot be cancelled) nothing may meet here again.
-    private func withRing<T>(_ call: String, _ body: () throws -> T) throws -> T {
-        let (phase, _) = try usableState()
+    /// Runs a step of the reduce-scatter ring with the current timeout (nanoseconds); after a
+    /// failure or a timeout with buckets in flight (their requests cannot be cancelled) nothing
+    /// may meet here again.
+    private func withRing<T>(_ body: (UInt64?) throws -> T) throws -> T {
+        let (phase, timeout) = try usableState()
         do {
-            return try body()
+            return try body(timeout.map(Self.nanoseconds))
+        } catch is RingTimeout {
+            markUnusable("an earlier reduce-scatter timed out during \(phase) and is still pending")
+            throw CollectiveError.timeout(phase: phase, seconds: timeout!)
         } catch {
-            if ring.inFlight > 0 { markUnusable("\(call) failed during \(phase) with a request pending") }
+            if ring.inFlight > 0 { markUnusable("the reduce-scatter failed during \(phase) with a request pending") }
             throw error
         }
     }
+
+    private struct RingTimeout: Error {}
+
+    private static func nanoseconds(_ seconds: Double) -> UInt64 { UInt64(seconds * 1e9) }
 
     /// The current phase and timeout; throws once the communicator is unusable.
     private func usableState() throws -> (phase: String, timeout: Double?) {

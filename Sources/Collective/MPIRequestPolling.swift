@@ -23,27 +23,29 @@ struct MPIRequestPolling {
     var minSleepNanoseconds: UInt64 = 10_000
     var maxSleepNanoseconds: UInt64 = 200_000
 
-    /// Waits until all `requests` complete (true) or `deadline` (monotonic nanoseconds) passes (false).
-    func wait(for requests: UnsafeMutableBufferPointer<MPI_Request?>, call: String, deadline: UInt64?) throws -> Bool {
-        try wait(deadline: deadline) {
+    /// Waits until all `requests` complete (true) or `timeout` nanoseconds pass (false).
+    func wait(for requests: UnsafeMutableBufferPointer<MPI_Request?>, call: String, timeout: UInt64?) throws -> Bool {
+        try wait(timeout: timeout) {
             var done: Int32 = 0
             let code = MPIRuntime.serialized {
                 MPI_Testall(Int32(requests.count), requests.baseAddress, &done, cmpi_statuses_ignore())
             }
             try checkMPI(code, call)
-            return done != 0
+            return (done != 0, false)
         }
     }
 
-    /// Calls `test` (which must not block) until it returns true (true) or `deadline`
-    /// (monotonic nanoseconds) passes (false).
-    func wait(deadline: UInt64?, until test: () throws -> Bool) rethrows -> Bool {
-        let start = monotonicNanoseconds()
+    /// Calls `test` (which must not block) until it says `done` (true) or `timeout` nanoseconds
+    /// pass without it saying `advanced` (false): the deadline is for making no progress.
+    func wait(timeout: UInt64?, until test: () throws -> (done: Bool, advanced: Bool)) rethrows -> Bool {
+        var start = monotonicNanoseconds()
         var sleep = minSleepNanoseconds
         while true {
-            if try test() { return true }
+            let (done, advanced) = try test()
+            if done { return true }
             let now = monotonicNanoseconds()
-            if let deadline, now >= deadline { return false }
+            if advanced { start = now; sleep = minSleepNanoseconds }
+            if let timeout, now - start >= timeout { return false }
             if now - start < spinNanoseconds {
                 sched_yield()
             } else {

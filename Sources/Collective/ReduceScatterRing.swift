@@ -64,7 +64,8 @@ final class ReduceScatterRing {
             let upper = min(range.upperBound, lower + maxElementsPerCall)
             precondition(buckets.count < Self.tagCount, "more than \(Self.tagCount) reduce-scatter buckets in flight")
             buckets.append(Bucket(range: lower ..< upper))
-            requests.append(contentsOf: [cmpi_request_null(), cmpi_request_null()])
+            requests.append(cmpi_request_null())
+            requests.append(cmpi_request_null())
             inFlight += 1
             try post(buckets.count - 1)
             lower = upper
@@ -72,9 +73,10 @@ final class ReduceScatterRing {
     }
 
     /// Tests the buckets in flight without waiting, adds what arrived and posts next rounds.
-    /// Returns true when every bucket started since `reset()` is done.
-    func progress() throws -> Bool {
-        guard inFlight > 0 else { return true }
+    /// `done`: every bucket started since `reset()` is done; `advanced`: some round completed.
+    func progress() throws -> (done: Bool, advanced: Bool) {
+        guard inFlight > 0 else { return (true, false) }
+        var advanced = false
         for b in buckets.indices where buckets[b].round < size - 1 {
             var done: Int32 = 0
             let code = requests.withUnsafeMutableBufferPointer { requests in
@@ -84,6 +86,7 @@ final class ReduceScatterRing {
             }
             try checkMPI(code, "MPI_Testall")
             guard done != 0 else { continue }
+            advanced = true
             let incoming = self.incoming(buckets[b])
             if !incoming.isEmpty {
                 let sum = buffer!.baseAddress!, received = scratch.baseAddress!
@@ -92,10 +95,10 @@ final class ReduceScatterRing {
             buckets[b].round += 1
             if buckets[b].round < size - 1 { try post(b) } else { inFlight -= 1 }
         }
-        return inFlight == 0
+        return (inFlight == 0, advanced)
     }
 
-    /// Forgets the finished buckets and their buffer. Only once `progress()` returned true.
+    /// Forgets the finished buckets and their buffer. Only once `progress()` said done.
     func reset() {
         precondition(inFlight == 0, "reduce-scatter reset with \(inFlight) bucket(s) in flight")
         buckets.removeAll(keepingCapacity: true)

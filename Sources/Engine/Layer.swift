@@ -40,7 +40,9 @@ public struct TensorSlot: Equatable, Sendable {
 
 /// One layer of the network. Forward and backward sit next to each other in each layer's
 /// file; backward *adds* into parameter gradients (the trainer zeroes them) and *writes* the
-/// input gradient. Backward may overwrite `dy` (it belongs to this layer by then).
+/// input gradient. Backward may overwrite `dy` (it belongs to this layer by then). Backward
+/// touches no gradients but its own slice, and is done with them when it returns: the layers
+/// above may already be exchanging theirs (`Model.backward`'s `gradientsDone`).
 public protocol Layer: AnyObject {
     var kind: String { get }
     var inputShape: Shape { get }

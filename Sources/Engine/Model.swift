@@ -237,7 +237,7 @@ public final class Model {
     /// sending them while the layers below compute.
     public func backward(batch: Int, dlogits: UnsafePointer<Float>, context: PassContext,
                          inputGradient: UnsafeMutablePointer<Float>? = nil,
-                         gradientsDone: ((Int) throws -> Void)? = nil) throws {
+                         gradientsDone: (Int) throws -> Void = { _ in }) throws {
         var dy = gradA.pointer, spare = gradB.pointer
         dy.update(from: dlogits, count: batch * classes)
         for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
@@ -247,7 +247,7 @@ public final class Model {
             try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
             if let profile { profile.backward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
             swap(&dy, &spare)
-            try gradientsDone?(parameterOffsets[i])
+            try gradientsDone(parameterOffsets[i])
         }
     }
 

@@ -28,6 +28,8 @@ public struct BenchResult: Codable, Sendable {
     public var mode: String
     /// Batch-norm statistics over the global batch ("global") or per rank ("local").
     public var bnSync: String
+    /// `--bucket-mib`: 0 = one gradient exchange after backward.
+    public var bucketMiB: Double
     /// Largest resident set of any rank, MiB.
     public var peakRSSMiB: Double
     /// Per layer milliseconds per step (convolutions followed by their data-layout share),
@@ -39,7 +41,7 @@ public struct BenchResult: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", threadsPerRank = "threads_per_rank", batchSize = "batch_size", steps, seconds
         case imagesPerSecond = "images_per_second", gflops, sgemmPeakGflops = "sgemm_peak_gflops", peakShare = "peak_share"
-        case allReduceShare = "all_reduce_share", allReduceShareLeast = "all_reduce_share_least", stepMilliseconds = "step_milliseconds", profile, phases, mode, bnSync = "bn_sync"
+        case allReduceShare = "all_reduce_share", allReduceShareLeast = "all_reduce_share_least", stepMilliseconds = "step_milliseconds", profile, phases, mode, bnSync = "bn_sync", bucketMiB = "bucket_mib"
         case peakRSSMiB = "peak_rss_mib"
     }
 }
@@ -105,6 +107,7 @@ extension Tool {
     }
 
     static func runBench(_ options: BenchOptions, comm: Communicator) throws -> BenchResult {
+        try agreeOnSettings(options, comm: comm)
         let spec = try ModelSpec.load(options.model)
         let threads = options.threads ?? defaultThreads(ranksOnNode: comm.localSize)
         Parallel.configure(threads: threads)
@@ -191,7 +194,22 @@ extension Tool {
                            seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,
                            sgemmPeakGflops: peak * Double(comm.size), peakShare: gflops / (peak * Double(comm.size)),
                            allReduceShare: worst[1] / seconds, allReduceShareLeast: -worst[3] / seconds, stepMilliseconds: times.map { $0 * 1000 },
-                           mode: eval ? "eval" : "train", bnSync: options.bnSync.rawValue, peakRSSMiB: worst[2], profile: rows, phases: phases)
+                           mode: eval ? "eval" : "train", bnSync: options.bnSync.rawValue, bucketMiB: options.bucketMiB, peakRSSMiB: worst[2], profile: rows, phases: phases)
+    }
+
+    /// Every rank must measure the same thing: mpirun gives them one command line, but a launch
+    /// with several (`mpirun … : …`) could differ, and another bucket size would mismatch the
+    /// ring's messages. All ranks see all settings, so all stop together.
+    static func agreeOnSettings(_ o: BenchOptions, comm: Communicator) throws {
+        guard comm.size > 1 else { return }
+        comm.phase = "bench settings check"
+        let mine = "model \(o.model), batch size \(o.batchSize.map(String.init) ?? "default"), steps \(o.steps), "
+            + "warmup \(o.warmup), eval \(o.eval), convolution \(o.convolution), augment \(o.augmentation), "
+            + "bn-sync \(o.bnSync.rawValue), bucket-mib \(o.bucketMiB)"
+        let all = try comm.allGather(Array(mine.utf8)).map { String(decoding: $0, as: UTF8.self) }
+        if let r = all.firstIndex(where: { $0 != all[0] }) {
+            throw RunError.config("rank \(r) was started with different bench settings than rank 0 ('\(all[r])' vs '\(all[0])'); start every rank with the same command line")
+        }
     }
 
     /// This process's peak resident set (getrusage), MiB.

@@ -4,10 +4,10 @@ import Dispatch
 import Engine
 
 /// One synchronized training step, shared by `train` and `bench`: this rank's shard forward
-/// and backward with the loss scaled by 1/(global batch), the gradients reduce-scattered in
-/// buckets as backward finishes them (the last layers' while the first ones compute); one
-/// small all-reduce of `[loss sum | correct | stop flag | (local BN running stats)]`; then
-/// each rank adds L2 gradients and takes the Adam step on its shard of the parameters only
+/// and backward with the loss scaled by 1/(global batch); the gradients reduce-scattered (in
+/// one exchange after backward, or with `bucketMiB` in buckets started as backward finishes
+/// them); one small all-reduce of `[loss sum | correct | stop flag | (local BN running stats)]`;
+/// then each rank adds L2 gradients and takes the Adam step on its shard of the parameters only
 /// (ZeRO stage 1: Adam's work is not repeated on every rank), and the updated shards are
 /// all-gathered, so every rank holds the same weights. Adam's moments outside a rank's shard
 /// are stale there; `gatherOptimizerState()` completes them (before checkpoints).
@@ -43,6 +43,7 @@ final class TrainingStep {
     /// batch-norm exchanges of backward, which then waited behind it (BENCHMARKS.md).
     var bucketMiB = TrainingStep.defaultBucketMiB
     static let defaultBucketMiB = 0.0
+    static let floatsPerMiB = 262_144
 
     /// Seconds per phase of the step outside the layers, summed while set (`bench --profile`).
     final class PhaseTimes {
@@ -114,14 +115,16 @@ final class TrainingStep {
         let gradients = UnsafeMutableBufferPointer(start: model.gradients, count: P)
         let bucketPhase = "gradient reduce-scatter"
         var unsent = P  // gradients unsent ..< P are in the reduce-scatter
-        let (reducer, bucket, ranks) = (self.reducer, Int(bucketMiB * 262_144), comm.size)
+        let bucket = Int(bucketMiB * Double(TrainingStep.floatsPerMiB))
         try model.backward(batch: n, dlogits: dlogits.pointer, context: context) { done in
-            guard ranks > 1 else { return }
-            if bucket > 0 && unsent - done >= bucket {
-                try reducer.startReduceScatter(gradients, range: done ..< unsent, phase: bucketPhase)
-                unsent = done
-            } else if unsent < P {
-                try reducer.progressReduceScatter(phase: bucketPhase)
+            guard comm.size > 1 && bucket > 0 else { return }
+            try timed(\.gradientAllReduce) {
+                if unsent - done >= bucket {
+                    try reducer.startReduceScatter(gradients, range: done ..< unsent, phase: bucketPhase)
+                    unsent = done
+                } else if unsent < P {
+                    try reducer.progressReduceScatter(phase: bucketPhase)
+                }
             }
         }
 

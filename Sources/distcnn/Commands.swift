@@ -51,13 +51,14 @@ struct Bench: ParsableCommand {
     @Option(help: "Augment the synthetic training images each step: none, seed or standard.")
     var augment = "none"
     @Option(help: "Batch norm statistics: global (synchronised across ranks, as train's default) or local (per rank).")
-    var bnSync: TrainConfig.BatchNormSync = .global
+    var bnSync = "global"
     @Option(help: ArgumentHelp(bucketHelp)) var bucketMib = RunOptions().bucketMiB
     @Flag(help: "Print JSON.") var json = false
     func validate() throws {
         guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be at least 1 and --warmup 0 or more") }
         if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
         try validateBucket(bucketMib)
+        try validateBatchNormSync(bnSync)
         guard AugmentationConfig.named(augment) != nil else {
             throw ValidationError("--augment must be one of \(AugmentationConfig.presetNames.joined(separator: ", "))")
         }
@@ -66,7 +67,7 @@ struct Bench: ParsableCommand {
         var o = BenchOptions()
         o.model = modelOption.model; o.batchSize = batchSize; o.steps = steps; o.warmup = warmup
         o.threads = threads; o.profile = profile; o.eval = eval; o.convolution = convolution
-        o.augmentation = AugmentationConfig.named(augment) ?? .none; o.bnSync = bnSync; o.bucketMiB = bucketMib; o.json = json
+        o.augmentation = AugmentationConfig.named(augment) ?? .none; o.bnSync = TrainConfig.BatchNormSync(rawValue: bnSync)!; o.bucketMiB = bucketMib; o.json = json
         try finish(Tool.bench(o))
     }
 }
@@ -78,5 +79,8 @@ func validateBucket(_ mib: Double) throws {
     guard mib >= 0 && mib <= 4096 else { throw ValidationError("--bucket-mib must be in 0...4096") }
 }
 
+func validateBatchNormSync(_ value: String) throws {
+    guard TrainConfig.BatchNormSync(rawValue: value) != nil else { throw ValidationError("--bn-sync must be global or local") }
+}
+
 extension ConvolutionAlgorithm: ExpressibleByArgument {}
-extension TrainConfig.BatchNormSync: ExpressibleByArgument {}

@@ -76,7 +76,7 @@ struct Train: ParsableCommand {
         guard minDelta >= 0 else { throw ValidationError("--min-delta must be 0 or more") }
         guard TrainConfig.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_loss or val_accuracy") }
         try validateBucket(bucketMib)
-        guard TrainConfig.BatchNormSync(rawValue: bnSync) != nil else { throw ValidationError("--bn-sync must be global or local") }
+        try validateBatchNormSync(bnSync)
         if patience > 0 && validationSplit == 0 { throw ValidationError("--patience needs a validation set; set --validation-split above 0") }
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be at least 1") }
         if let t = trainLimit, t < 1 { throw ValidationError("--train-limit must be at least 1") }

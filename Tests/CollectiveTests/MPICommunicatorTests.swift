@@ -120,37 +120,71 @@ final class MPICommunicatorTests: XCTestCase {
     }
 
     /// Buckets of any cutting, started in backward's order (last first) with progress between
-    /// them and work on the rest of the buffer meanwhile, sum each shard to the same bits as one
-    /// ring over the whole buffer; and the rest of the buffer, still being written, is untouched.
-    func testBucketedReduceScatterEqualsTheWholeRingBitForBit() throws {
+    /// them while the rest of the buffer is still being written, sum every element in the ring's
+    /// order — (x[j+1] + x[j+2]) + … + x[j] for shard j, folded here from every rank's inputs —
+    /// bit for bit; and the ring leaves the part of the buffer not yet started alone.
+    func testBucketedReduceScatterSumsInRingOrderBitForBit() throws {
         let comm = try communicator()
-        let count = 100_003
-        let values = Self.randomFloats(count, seed: UInt64(comm.rank + 11))
-        var whole = values
-        try whole.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0) }
+        let p = comm.size, count = 100_003
+        let inputs = (0 ..< p).map { Self.randomFloats(count, seed: UInt64($0 + 11)) }
         let mine = comm.shard(of: count)
-        // Cuts crossing shard boundaries, empty buckets, one element, a bucket per shard edge.
+        let j = comm.rank  // this rank's shard: its elements end their round trip here
+        let expected: [Float] = mine.map { i in
+            var sum = inputs[(j + 1) % p][i]
+            for k in stride(from: 2, through: p, by: 1) { sum = sum + inputs[(j + k) % p][i] }
+            return sum
+        }
+        // Cuts crossing shard boundaries, empty buckets, one element, the whole buffer at once.
         let cuttings: [[Int]] = [[count, 70_000, 33_334, 33_333, 1, 0], [count, count - 1, 50_000, 0],
                                  [count, 0], [count, 99_000, 98_999, 98_999, 12, 0]]
+        let marker = Float.nan
         for cuts in cuttings {
-            var buckets = values
-            // The buffer's head is "computed" while the tail's buckets are in flight.
-            for i in 0 ..< cuts[1] { buckets[i] = 0 }
-            try buckets.withUnsafeMutableBufferPointer { buffer in
+            var values = inputs[comm.rank]
+            for i in 0 ..< cuts[1] { values[i] = marker }  // "not computed yet"
+            try values.withUnsafeMutableBufferPointer { buffer in
                 for (upper, lower) in zip(cuts, cuts.dropFirst()) {
-                    for i in lower ..< upper where i < cuts[1] { buffer[i] = values[i] }  // finished "gradients"
+                    // The ring must not have written into a bucket before it started.
+                    XCTAssertTrue((lower ..< upper).allSatisfy { $0 >= cuts[1] || buffer[$0].isNaN },
+                                  "rank \(comm.rank), cuts \(cuts): the ring wrote outside its buckets")
+                    for i in lower ..< min(upper, cuts[1]) { buffer[i] = inputs[comm.rank][i] }  // now "computed"
                     try comm.startReduceScatter(buffer, range: lower ..< upper)
                     for _ in 0 ..< 3 { try comm.progressReduceScatter() }
                 }
                 try comm.finishReduceScatter()
             }
-            XCTAssertTrue(buckets[mine].elementsEqual(whole[mine], by: { $0.bitPattern == $1.bitPattern }),
-                          "rank \(comm.rank), cuts \(cuts): the bucketed sums differ from the whole ring's")
+            XCTAssertTrue(values[mine].elementsEqual(expected, by: { $0.bitPattern == $1.bitPattern }),
+                          "rank \(comm.rank), cuts \(cuts): the sums differ from the ring order's")
         }
         // The communicator is reusable with another buffer afterwards.
         var again = [Float](repeating: 1, count: 10)
         try again.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0) }
-        XCTAssertEqual(Array(again[comm.shard(of: 10)]), [Float](repeating: Float(comm.size), count: comm.shard(of: 10).count))
+        XCTAssertEqual(Array(again[comm.shard(of: 10)]), [Float](repeating: Float(p), count: comm.shard(of: 10).count))
+    }
+
+    /// A rank late with its last bucket makes the others time out in `finishReduceScatter`
+    /// naming the phase, with buckets in flight; the communicator is retired.
+    func testBucketTimeoutNamesThePhase() throws {
+        let shared = try communicator()
+        try XCTSkipIf(shared.size < 2, "needs two ranks")
+        let comm = try MPICommunicator.start()
+        comm.timeout = 0.5
+        comm.phase = "gradient reduce-scatter"
+        var values = [Float](repeating: 1, count: 3000)
+        do {
+            try values.withUnsafeMutableBufferPointer { buffer in
+                try comm.startReduceScatter(buffer, range: 1500 ..< 3000)
+                if comm.rank == 1 { Thread.sleep(forTimeInterval: 1.5) }
+                try comm.startReduceScatter(buffer, range: 0 ..< 1500)
+                try comm.finishReduceScatter()
+            }
+            XCTAssertEqual(comm.rank, 1, "only the late rank may complete")
+        } catch {
+            XCTAssertEqual(error as? CollectiveError, .timeout(phase: "gradient reduce-scatter", seconds: 0.5))
+        }
+        XCTAssertThrowsError(try comm.barrier()) { error in
+            XCTAssertTrue(error is CollectiveError, "\(error)")
+        }
+        try shared.barrier()
     }
 
     func testTimeoutNamesThePhaseAndRetiresTheCommunicator() throws {
