@@ -161,72 +161,59 @@ final class MPICommunicatorTests: XCTestCase {
         XCTAssertEqual(Array(again[comm.shard(of: 10)]), [Float](repeating: Float(p), count: comm.shard(of: 10).count))
     }
 
-    /// A rank late with its last bucket makes the others time out in `finishReduceScatter`
-    /// naming the phase, with buckets in flight; the communicator is retired.
-    func testBucketTimeoutNamesThePhase() throws {
+    /// Runs `exchange` on a communicator of its own (a timed-out one cannot be reused) with a
+    /// 0.5 s timeout, rank 1 sleeping 1.5 s where the exchange calls `late`: the others must time
+    /// out naming `phase` (the late rank may still complete: the others' data reached it before
+    /// they gave up), and `next` on that communicator must then fail on every rank.
+    func assertLateRankTimesOut(phase: String, _ exchange: (MPICommunicator, () -> Void) throws -> Void,
+                                next: (MPICommunicator) throws -> Void = { try $0.barrier() },
+                                file: StaticString = #filePath, line: UInt = #line) throws {
         let shared = try communicator()
         try XCTSkipIf(shared.size < 2, "needs two ranks")
         let comm = try MPICommunicator.start()
         comm.timeout = 0.5
-        comm.phase = "gradient reduce-scatter"
-        var values = [Float](repeating: 1, count: 3000)
+        comm.phase = phase
         do {
-            try values.withUnsafeMutableBufferPointer { buffer in
-                try comm.startReduceScatter(buffer, range: 1500 ..< 3000)
-                if comm.rank == 1 { Thread.sleep(forTimeInterval: 1.5) }
-                try comm.startReduceScatter(buffer, range: 0 ..< 1500)
-                try comm.finishReduceScatter()
-            }
-            XCTAssertEqual(comm.rank, 1, "only the late rank may complete")
+            try exchange(comm) { if comm.rank == 1 { Thread.sleep(forTimeInterval: 1.5) } }
+            XCTAssertEqual(comm.rank, 1, "only the late rank may complete", file: file, line: line)
         } catch {
-            XCTAssertEqual(error as? CollectiveError, .timeout(phase: "gradient reduce-scatter", seconds: 0.5))
-        }
-        XCTAssertThrowsError(try comm.barrier()) { error in
-            XCTAssertTrue(error is CollectiveError, "\(error)")
-        }
-        try shared.barrier()
-    }
-
-    func testTimeoutNamesThePhaseAndRetiresTheCommunicator() throws {
-        let shared = try communicator()
-        try XCTSkipIf(shared.size < 2, "needs two ranks")
-        let comm = try MPICommunicator.start()  // its own, as a timed-out one cannot be reused
-        comm.timeout = 0.5
-        comm.phase = "gradient all-reduce"
-        if comm.rank == 1 { Thread.sleep(forTimeInterval: 1.5) }  // the others give up first
-        var values = [Float](repeating: 1, count: 1000)
-        do {
-            try comm.allReduceSum(&values)
-            // The straggler may still complete: the others' data reached it before they gave up.
-            XCTAssertEqual(comm.rank, 1, "only the late rank may complete")
-        } catch {
-            XCTAssertEqual(error as? CollectiveError, .timeout(phase: "gradient all-reduce", seconds: 0.5))
+            XCTAssertEqual(error as? CollectiveError, .timeout(phase: phase, seconds: 0.5), file: file, line: line)
         }
         // Nobody meets on this communicator again: refused, or timed out on the straggler.
-        XCTAssertThrowsError(try comm.barrier()) { error in
-            XCTAssertTrue(error is CollectiveError, "\(error)")
+        XCTAssertThrowsError(try next(comm), file: file, line: line) { error in
+            XCTAssertTrue(error is CollectiveError, "\(error)", file: file, line: line)
         }
         try shared.barrier()  // the shared communicator is unaffected
     }
 
+    func testTimeoutNamesThePhaseAndRetiresTheCommunicator() throws {
+        var values = [Float](repeating: 1, count: 1000)
+        try assertLateRankTimesOut(phase: "gradient all-reduce") { comm, late in
+            late()
+            try comm.allReduceSum(&values)
+        }
+    }
+
     /// A rank that is late to the gradient ring makes the others time out naming the phase.
     func testRingTimeoutNamesThePhase() throws {
-        let shared = try communicator()
-        try XCTSkipIf(shared.size < 2, "needs two ranks")
-        let comm = try MPICommunicator.start()
-        comm.timeout = 0.5
-        comm.phase = "gradient reduce-scatter"
-        if comm.rank == 1 { Thread.sleep(forTimeInterval: 1.5) }
         var values = [Float](repeating: 1, count: 1000)   // small messages: nothing left pending at finalize
-        do {
+        try assertLateRankTimesOut(phase: "gradient reduce-scatter", { comm, late in
+            late()
             try values.withUnsafeMutableBufferPointer { try comm.reduceScatterSum($0) }
-            XCTAssertEqual(comm.rank, 1, "only the late rank may complete")
-        } catch {
-            XCTAssertEqual(error as? CollectiveError, .timeout(phase: "gradient reduce-scatter", seconds: 0.5))
+        }, next: { comm in try values.withUnsafeMutableBufferPointer { try comm.allGatherShards($0) } })
+    }
+
+    /// A rank late with its last bucket makes the others time out in `finishReduceScatter`,
+    /// with buckets in flight, naming the phase.
+    func testBucketTimeoutNamesThePhase() throws {
+        var values = [Float](repeating: 1, count: 3000)
+        try assertLateRankTimesOut(phase: "gradient reduce-scatter") { comm, late in
+            try values.withUnsafeMutableBufferPointer { buffer in
+                try comm.startReduceScatter(buffer, range: 1500 ..< 3000)
+                late()
+                try comm.startReduceScatter(buffer, range: 0 ..< 1500)
+                try comm.finishReduceScatter()
+            }
         }
-        XCTAssertThrowsError(try values.withUnsafeMutableBufferPointer { try comm.allGatherShards($0) }) { error in
-            XCTAssertTrue(error is CollectiveError, "\(error)")
-        }
-        try shared.barrier()
     }
 }

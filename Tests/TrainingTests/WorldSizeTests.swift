@@ -27,6 +27,19 @@ final class WorldSizeTests: XCTestCase {
         return try JSONSerialization.jsonObject(with: data) as! [String: Any]
     }
 
+    /// Starts two ranks with different command lines (`mpirun -np 1 A : -np 1 B`) and checks
+    /// that the job fails with exactly one error line, which says each of `messages`.
+    static func assertRanksRefused(_ first: [String], _ second: [String], saying messages: String...,
+                                   file: StaticString = #filePath, line: UInt = #line) throws {
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun, "mpirun is not installed (scripts/install-deps)")
+        let r = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none", "-np", "1"] + first + [":", "-np", "1"] + second,
+                               environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
+        XCTAssertNotEqual(r.status, 0, file: file, line: line)
+        let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") }
+        XCTAssertEqual(errors.count, 1, r.stderr, file: file, line: line)
+        for message in messages { XCTAssertTrue(r.stderr.contains(message), r.stderr, file: file, line: line) }
+    }
+
     func weights(_ dir: String) throws -> SafeTensorsFile {
         try SafeTensorsFile.parse([UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/checkpoints/final.safetensors"))))
     }
@@ -120,25 +133,19 @@ final class WorldSizeTests: XCTestCase {
 
     /// Ranks started with different settings all stop at once with one line saying what differs.
     func testRanksWithDifferentSettingsStopTogether() throws {
-        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
         let dir = temporaryDirectory(self) + "/mismatch"
         func rank(_ seed: String) -> [String] {
-            ["-np", "1", Repo.binary, "train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "5", "--train-limit", "500",
+            [Repo.binary, "train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "5", "--train-limit", "500",
              "--run-dir", dir, "--seed", seed]
         }
-        let r = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none"] + rank("1") + [":"] + rank("2"),
-                               environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
-        XCTAssertNotEqual(r.status, 0)
-        let errors = r.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") }
-        XCTAssertEqual(errors.count, 1, r.stderr)
-        XCTAssertTrue(r.stderr.contains("rank 1 was started with different settings than rank 0: seed"), r.stderr)
+        try WorldSizeTests.assertRanksRefused(rank("1"), rank("2"), saying: "rank 1 was started with different settings than rank 0: seed")
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"))
     }
 
     /// How backward's gradients are cut into reduce-scatter buckets changes no bit: 3 ranks with
     /// one exchange after backward (the default), a bucket per layer (0.01 MiB) and buckets of
-    /// 0.5 MiB end with the same weights. Also pins that a layer's backward writes only its own gradients
-    /// (a bucket in flight is not touched by the layers below). A rank started with another
+    /// 0.5 MiB end with the same weights. Also pins that a layer's backward writes only its own
+    /// gradients (a bucket in flight is not touched by the layers below). A rank started with another
     /// bucket size is refused, as its messages would not match.
     func testGradientBucketsChangeNoBit() throws {
         let base = temporaryDirectory(self)
@@ -149,15 +156,12 @@ final class WorldSizeTests: XCTestCase {
         XCTAssertEqual(hashes[1], hashes[0], "a bucket per layer gives other weights than one exchange")
         XCTAssertEqual(hashes[2], hashes[0], "0.5 MiB buckets give other weights than one exchange")
 
-        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
         func rank(_ mib: String) -> [String] {
-            ["-np", "1", Repo.binary, "train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "2", "--train-limit", "500",
+            [Repo.binary, "train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "2", "--train-limit", "500",
              "--run-dir", base + "/mixed", "--bucket-mib", mib]
         }
-        let r = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none"] + rank("0") + [":"] + rank("1"),
-                               environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
-        XCTAssertNotEqual(r.status, 0)
-        XCTAssertTrue(r.stderr.contains("rank 1 was started with different settings than rank 0: bucket-mib"), r.stderr)
+        try WorldSizeTests.assertRanksRefused(rank("0"), rank("1"),
+                                              saying: "rank 1 was started with different settings than rank 0: bucket-mib")
     }
 
     /// `--bn-sync local` with one rank is exactly `global`. With two ranks each normalises by its
