@@ -38,9 +38,9 @@ final class TrainingStep {
 
     /// Gradients handed to the reduce-scatter at once during backward: a bucket starts when
     /// this many MiB of finished gradients wait (whole layers, so buckets may be larger); 0 =
-    /// one bucket after backward. The sums do not depend on it. Off by default: on a machine
-    /// whose cores also move the data (shared memory, TCP) the transfer only moved into the
-    /// batch-norm exchanges of backward, which then waited behind it (BENCHMARKS.md).
+    /// one bucket after backward. The sums do not depend on it. Off by default: on the 2-core
+    /// development machine, whose cores also move the data (shared memory, or TCP between
+    /// network namespaces), it was no faster (BENCHMARKS.md).
     var bucketMiB = TrainingStep.defaultBucketMiB
     static let defaultBucketMiB = 0.0
     static let floatsPerMiB = 262_144
