@@ -132,8 +132,10 @@ public final class BatchNorm: Layer {
         precondition(hasTrainingForward, "BatchNorm.backward without a training forward")
         let C = channels, S = inputShape.spatial
         // With a fused activation, dy is at the activation's output; the gradient at the batch
-        // norm's output is dy·f'(z) with z = γ·x̂ + β recomputed from x, which saves reading y.
-        // It replaces dy in place (dy is this layer's own scratch), so the dx pass reads it as is.
+        // norm's output is dy·f'(z), z = γ·x̂ + β. ReLU's gate recomputes z from x inside the
+        // sums (saves reading y); ELU's f'(z) = α·eᶻ = y + α for y ≤ 0 reads y instead (an
+        // exponential per element cost ten times the rest of this backward). Either replaces dy
+        // in place (dy is this layer's own scratch), so the dx pass reads it as is.
         let act = fusedActivation, alpha = fusedAlpha
         // Local [Σdy | Σdy·x̂].
         sums.withUnsafeMutableBufferPointer { sp in
@@ -145,10 +147,8 @@ public final class BatchNorm: Layer {
             for n in 0..<batch {
                 let p = x + (n * C + c) * S, g = dy + (n * C + c) * S
                 if act == .elu {
-                    for i in 0..<S {
-                        let z = gm * (p[i] - mean) * inv + bt
-                        if z <= 0 { g[i] *= alpha * expf(z) }
-                    }
+                    let out = y + (n * C + c) * S
+                    for i in 0..<S { let v = out[i]; g[i] = v > 0 ? g[i] : g[i] * (v + alpha) }
                 }
                 let (a, b) = Reduce.gatedSums(g, p, mean: mean, invStd: inv, gamma: gm, beta: bt,
                                               relu: act == .relu, count: S)
