@@ -32,9 +32,11 @@ final class LRNTests: XCTestCase {
         return try h.forward(x, context: PassContext(training: false))
     }
 
+    /// Also for the β that take square roots instead of powf (0.75, 0.5) and one that does not.
     func testForwardMatchesDirectFormula() throws {
         for size in [1, 2, 3, 4, 5, 8] {
-            let (alpha, beta, k) = (1.5, 0.75, 2.0)
+          for beta in [0.75, 0.5, 0.6] {
+            let (alpha, k) = (1.5, 2.0)
             let y = try forward(LocalResponseNorm(input: shape, size: size, alpha: Float(alpha), beta: Float(beta), k: Float(k)), x)
             let x = self.x, C = shape.c, S = shape.spatial
             for n in 0..<batch {
@@ -47,10 +49,11 @@ final class LRNTests: XCTestCase {
                         }
                         let at = (n * C + c) * S + i
                         let want = Double(x[at]) / pow(k + alpha / Double(size) * sum, beta)
-                        XCTAssertEqual(Double(y[at]), want, accuracy: 1e-6 * max(1, abs(want)), "size \(size) at \(at)")
+                        XCTAssertEqual(Double(y[at]), want, accuracy: 1e-6 * max(1, abs(want)), "size \(size) beta \(beta) at \(at)")
                     }
                 }
             }
+          }
         }
     }
 
