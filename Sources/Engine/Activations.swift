@@ -15,29 +15,8 @@ public enum ActivationFunction {
         switch a {
         case .linear: if UnsafePointer(y) != x { y.update(from: x, count: count) }
         case .relu: for i in 0..<count { y[i] = max(x[i], 0) }
-        case .elu: for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : alpha * (exp(negative: v) - 1) }
+        case .elu: for i in 0..<count { let v = x[i]; y[i] = v > 0 ? v : alpha * (FastMath.exp(negative: v) - 1) }
         }
-    }
-
-    /// eˣ for x ≤ 0 (the ELU's negative side) in straight-line arithmetic the compiler vectorizes,
-    /// instead of a call to libm's `expf` per element (which took two thirds of `seed`'s first
-    /// convolution forward): x = n·ln 2 + r with |r| ≤ ln2/2 (n rounded by the 1.5·2²³ trick, ln 2
-    /// in two parts), eʳ by the minimax polynomial of Cephes' `expf` (relative error about
-    /// 1.7e-7, as `expf`'s), times 2ⁿ built in the exponent bits. Inputs below −87 give
-    /// e⁻⁸⁷ ≈ 1.6e-38 (an ELU of −α either way); positive inputs are clamped to 0 (e⁰ = 1).
-    @inline(__always)
-    static func exp(negative x: Float) -> Float {
-        let x = min(max(x, -87), 0)
-        let n = (x * 1.44269504088896341 + 12_582_912) - 12_582_912
-        let r = x - n * 0.693359375 - n * -2.12194440e-4
-        var p: Float = 1.9875691500e-4
-        p = p * r + 1.3981999507e-3
-        p = p * r + 8.3334519073e-3
-        p = p * r + 4.1665795894e-2
-        p = p * r + 1.6666665459e-1
-        p = p * r + 5.0000001201e-1
-        p = p * (r * r) + r + 1
-        return p * Float(bitPattern: UInt32(bitPattern: (Int32(n) + 127) << 23))
     }
 
     /// dz = dy · f'(y), in place on dy.

@@ -108,7 +108,7 @@ public final class Adam {
                     let mi = b1 * mp[i] + (1 - b1) * gi
                     let vi = b2 * vp[i] + (1 - b2) * gi * gi
                     mp[i] = mi; vp[i] = vi
-                    w[i] = w[i] * keep - alpha * mi / (vi.squareRoot() + eps)
+                    w[i] = w[i] * keep - alpha * mi / (FastMath.squareRoot(vi) + eps)
                 }
             } else {
                 for i in lo..<hi {
@@ -116,7 +116,7 @@ public final class Adam {
                     let mi = b1 * mp[i] + (1 - b1) * gi
                     let vi = b2 * vp[i] + (1 - b2) * gi * gi
                     mp[i] = mi; vp[i] = vi
-                    w[i] -= alpha * mi / (vi.squareRoot() + eps)
+                    w[i] -= alpha * mi / (FastMath.squareRoot(vi) + eps)
                 }
             }
         }

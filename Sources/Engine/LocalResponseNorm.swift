@@ -72,17 +72,17 @@ public final class LocalResponseNorm: Layer {
                     for i in 0..<S { s[i] += p[i] * p[i] }
                 }
                 let f = fn + c * S, p = xn + c * S, q = yn + c * S
-                // s^(−β): a libm powf per element took eight times the rest of this forward (and
-                // square roots, which do not vectorise here, four), so the usual β (0.75, AlexNet's
-                // and PyTorch's default; 0.5) go by `reciprocalSquareRoot`: s^(−¾) = s^(−½)·(s^½)^(−½).
+                // s^(−β): a powf per element took eight times the rest of this forward, so the usual
+                // β (0.75, AlexNet's and PyTorch's default; 0.5) go by `FastMath`'s reciprocal square
+                // root: s^(−¾) = s^(−½)·(s^½)^(−½).
                 for i in 0..<S { s[i] = kk + a * s[i] }
                 switch b {
                 case 0.75:
                     for i in 0..<S {
-                        let si = s[i], u = Self.reciprocalSquareRoot(si)
-                        f[i] = u * Self.reciprocalSquareRoot(si * u)
+                        let si = s[i], u = FastMath.reciprocalSquareRoot(si)
+                        f[i] = u * FastMath.reciprocalSquareRoot(si * u)
                     }
-                case 0.5: for i in 0..<S { f[i] = Self.reciprocalSquareRoot(s[i]) }
+                case 0.5: for i in 0..<S { f[i] = FastMath.reciprocalSquareRoot(s[i]) }
                 default: for i in 0..<S { f[i] = powf(s[i], -b) }
                 }
                 for i in 0..<S { q[i] = p[i] * f[i] }
@@ -90,20 +90,6 @@ public final class LocalResponseNorm: Layer {
           }
         }
         hasTrainingForward = context.training
-    }
-
-    /// 1/√s for normal s > 0 in arithmetic that vectorises: the exponent-halving first guess
-    /// (relative error under 3.5e-3), then three Newton steps y·(3/2 − s/2·y²), each squaring
-    /// the error, so what is left is the steps' rounding, a few ulps (the forward test holds the
-    /// layer within 1e-6 of the formula in Double, for β = 0.75 and 0.5).
-    @inline(__always)
-    static func reciprocalSquareRoot(_ s: Float) -> Float {
-        var y = Float(bitPattern: 0x5F37_5A86 &- (s.bitPattern >> 1))
-        let half = 0.5 * s
-        y = y * (1.5 - half * y * y)
-        y = y * (1.5 - half * y * y)
-        y = y * (1.5 - half * y * y)
-        return y
     }
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
