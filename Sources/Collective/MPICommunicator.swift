@@ -133,19 +133,18 @@ public final class MPICommunicator: Communicator {
 
     public func startReduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, range: Range<Int>) throws {
         guard size > 1, !range.isEmpty else { return }  // every rank passes the same buckets
-        _ = try withRing { _ in try ring.start(buffer, range: range) }
+        try withRing { try ring.start(buffer, range: range) }
     }
 
     public func progressReduceScatter() throws {
         guard size > 1, ring.inFlight > 0 else { return }
-        _ = try withRing { _ in try ring.progress() }
+        try withRing { _ = try ring.progress() }
     }
 
     public func finishReduceScatter() throws {
         guard size > 1 else { return }
-        try withRing { timeout in
-            guard try polling.wait(timeout: timeout, until: ring.progress) else { throw RingTimeout() }
-        }
+        let (phase, timeout) = try usableState()
+        try wait("reduce-scatter", phase: phase, timeout: timeout, until: ring.progress)
         ring.reset()
     }
 
@@ -260,12 +259,7 @@ public final class MPICommunicator: Communicator {
 
     /// Calls `body(offset, count)` for consecutive pieces of at most `maxElementsPerCall` elements.
     private func forEachPiece(of count: Int, _ body: (Int, Int32) throws -> Void) rethrows {
-        var offset = 0
-        while offset < count {
-            let piece = min(count - offset, Self.maxElementsPerCall)
-            try body(offset, Int32(piece))
-            offset += piece
-        }
+        try Collective.forEachPiece(of: count, atMost: Self.maxElementsPerCall) { try body($0, Int32($1)) }
     }
 
     /// Sends `outgoing` to rank `destination` while receiving `incoming` from rank `source`,
@@ -319,11 +313,18 @@ public final class MPICommunicator: Communicator {
             }
             throw error
         }
+        try wait(call, phase: phase, timeout: timeout) { (try MPIRequestPolling.testAll(pending, call: call), false) }
+    }
+
+    /// Polls `test` until it says done, failing after `timeout` seconds without progress. After
+    /// a failed test or a timeout the requests' fate is unknown and they cannot be cancelled, so
+    /// nothing may meet here again.
+    private func wait(_ call: String, phase: String, timeout: Double?,
+                      until test: () throws -> (done: Bool, advanced: Bool)) throws {
         let completed: Bool
         do {
-            completed = try polling.wait(for: pending, call: call, timeout: timeout.map(Self.nanoseconds))
+            completed = try polling.wait(timeout: timeout.map { UInt64($0 * 1e9) }, until: test)
         } catch {
-            // MPI_Testall failed: the requests' fate is unknown, so nothing may meet here again.
             markUnusable("\(call) failed during \(phase)")
             throw error
         }
@@ -332,25 +333,17 @@ public final class MPICommunicator: Communicator {
         throw CollectiveError.timeout(phase: phase, seconds: timeout!)
     }
 
-    /// Runs a step of the reduce-scatter ring with the current timeout (nanoseconds); after a
-    /// failure or a timeout with buckets in flight (their requests cannot be cancelled) nothing
-    /// may meet here again.
-    private func withRing<T>(_ body: (UInt64?) throws -> T) throws -> T {
-        let (phase, timeout) = try usableState()
+    /// Starts or advances the reduce-scatter's buckets; after a failure with buckets in flight
+    /// (their requests cannot be cancelled) nothing may meet here again.
+    private func withRing(_ body: () throws -> Void) throws {
+        let (phase, _) = try usableState()
         do {
-            return try body(timeout.map(Self.nanoseconds))
-        } catch is RingTimeout {
-            markUnusable("an earlier reduce-scatter timed out during \(phase) and is still pending")
-            throw CollectiveError.timeout(phase: phase, seconds: timeout!)
+            try body()
         } catch {
-            if ring.inFlight > 0 { markUnusable("the reduce-scatter failed during \(phase) with a request pending") }
+            if ring.inFlight > 0 { markUnusable("reduce-scatter failed during \(phase) with a request pending") }
             throw error
         }
     }
-
-    private struct RingTimeout: Error {}
-
-    private static func nanoseconds(_ seconds: Double) -> UInt64 { UInt64(seconds * 1e9) }
 
     /// The current phase and timeout; throws once the communicator is unusable.
     private func usableState() throws -> (phase: String, timeout: Double?) {

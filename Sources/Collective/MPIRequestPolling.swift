@@ -23,16 +23,15 @@ struct MPIRequestPolling {
     var minSleepNanoseconds: UInt64 = 10_000
     var maxSleepNanoseconds: UInt64 = 200_000
 
-    /// Waits until all `requests` complete (true) or `timeout` nanoseconds pass (false).
-    func wait(for requests: UnsafeMutableBufferPointer<MPI_Request?>, call: String, timeout: UInt64?) throws -> Bool {
-        try wait(timeout: timeout) {
-            var done: Int32 = 0
-            let code = MPIRuntime.serialized {
-                MPI_Testall(Int32(requests.count), requests.baseAddress, &done, cmpi_statuses_ignore())
-            }
-            try checkMPI(code, call)
-            return (done != 0, false)
+    /// Whether all `requests` have completed (`MPI_Testall`, which also drives their progress);
+    /// the completed ones become null.
+    static func testAll(_ requests: UnsafeMutableBufferPointer<MPI_Request?>, call: String) throws -> Bool {
+        var done: Int32 = 0
+        let code = MPIRuntime.serialized {
+            MPI_Testall(Int32(requests.count), requests.baseAddress, &done, cmpi_statuses_ignore())
         }
+        try checkMPI(code, call)
+        return done != 0
     }
 
     /// Calls `test` (which must not block) until it says `done` (true) or `timeout` nanoseconds

@@ -58,6 +58,17 @@ enum MPIRuntime {
     }
 }
 
+/// Calls `body(offset, count)` for consecutive pieces of `count` elements, each at most
+/// `limit` (MPI counts are Int32).
+func forEachPiece(of count: Int, atMost limit: Int, _ body: (Int, Int) throws -> Void) rethrows {
+    var offset = 0
+    while offset < count {
+        let piece = min(count - offset, limit)
+        try body(offset, piece)
+        offset += piece
+    }
+}
+
 /// Throws `CollectiveError.mpi` naming `call` unless `code` is `MPI_SUCCESS`.
 func checkMPI(_ code: Int32, _ call: String) throws {
     guard code != cmpi_success() else { return }

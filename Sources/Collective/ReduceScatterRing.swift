@@ -59,16 +59,14 @@ final class ReduceScatterRing {
                 scratch = .allocate(capacity: buffer.count)
             }
         }
-        var lower = range.lowerBound
-        while lower < range.upperBound {
-            let upper = min(range.upperBound, lower + maxElementsPerCall)
+        try forEachPiece(of: range.count, atMost: maxElementsPerCall) { offset, count in
             precondition(buckets.count < Self.tagCount, "more than \(Self.tagCount) reduce-scatter buckets in flight")
-            buckets.append(Bucket(range: lower ..< upper))
+            let lower = range.lowerBound + offset
+            buckets.append(Bucket(range: lower ..< lower + count))
             requests.append(cmpi_request_null())
             requests.append(cmpi_request_null())
             inFlight += 1
             try post(buckets.count - 1)
-            lower = upper
         }
     }
 
