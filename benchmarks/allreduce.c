@@ -3,7 +3,10 @@
  *   - a blocking MPI_Allreduce;
  *   - an in-place MPI_Iallreduce polled with MPI_Test (what distcnn did before its own ring);
  *   - distcnn's ring (Sources/Collective/MPICommunicator.swift): reduce-scatter then all-gather,
- *     P − 1 rounds each of MPI_Irecv + MPI_Isend to the neighbours, polled with MPI_Testall.
+ *     P − 1 rounds each of MPI_Irecv + MPI_Isend to the neighbours, polled with MPI_Testall;
+ *   - distcnn's shared-memory exchange for ranks on one node (Sources/Collective/SharedMemoryExchange.swift):
+ *     each rank copies its buffer into a window of MPI_Win_allocate_shared, meets the others at a
+ *     flag barrier, sums its shard over every rank's copy, meets them again and copies the sums out.
  *
  *   mpicc -O2 benchmarks/allreduce.c -o /tmp/allreduce
  *   mpirun -np 2 --bind-to core /tmp/allreduce [N]
@@ -52,6 +55,36 @@ static void ring(float* a, float* scratch, int n, int rank, int size) {
     }
 }
 
+/* Rank-ordered flags, one cache line each, in a window every rank of the node maps. */
+static volatile long* flags;
+static float* slots;          /* 2 parities × size × n floats */
+static long shmCalls;
+
+static void arrive(int rank, int size, long value) {
+    __atomic_store_n(&flags[rank * 16], value, __ATOMIC_RELEASE);
+    for (int r = 0; r < size; r++)
+        while (__atomic_load_n(&flags[r * 16], __ATOMIC_ACQUIRE) < value) { }
+}
+
+static void shm(float* a, int n, int rank, int size) {
+    long k = shmCalls++;
+    float* base = slots + (size_t)(k & 1) * size * n;
+    int s, c;
+    for (int i = 0; i < n; i++) base[(size_t)rank * n + i] = a[i];
+    arrive(rank, size, 2 * k + 1);
+    shard(n, rank, size, &s, &c);
+    for (int i = s; i < s + c; i++) {
+        float sum = base[i];
+        for (int r = 1; r < size; r++) sum += base[(size_t)r * n + i];
+        base[(size_t)rank * n + i] = sum;
+    }
+    arrive(rank, size, 2 * k + 2);
+    for (int r = 0; r < size; r++) {
+        shard(n, r, size, &s, &c);
+        for (int i = s; i < s + c; i++) a[i] = base[(size_t)r * n + i];
+    }
+}
+
 int main(int argc, char** argv) {
     MPI_Init(&argc, &argv);
     int rank, size;
@@ -63,8 +96,18 @@ int main(int argc, char** argv) {
     float* scratch = malloc(((size_t)n / size + 1) * sizeof(float));
     if (!a || !scratch) { fprintf(stderr, "allreduce: out of memory\n"); MPI_Abort(MPI_COMM_WORLD, 1); }
     for (int i = 0; i < n; i++) a[i] = 1e-6f * (float)i;
+    MPI_Win window;
+    MPI_Aint bytes = rank == 0 ? (MPI_Aint)(size * 16 * sizeof(long) + 64 + 2 * (size_t)size * n * sizeof(float)) : 0;
+    char* mine;
+    check(MPI_Win_allocate_shared(bytes, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &mine, &window), "MPI_Win_allocate_shared");
+    MPI_Aint windowBytes; int unit; char* start;
+    check(MPI_Win_shared_query(window, 0, &windowBytes, &unit, &start), "MPI_Win_shared_query");
+    flags = (volatile long*)start;
+    slots = (float*)(start + size * 16 * sizeof(long) + 64);
+    if (rank == 0) for (int r = 0; r < size * 16; r++) flags[r] = 0;
+    check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
     enum { REPS = 7 };
-    double blocking[REPS], polled[REPS], ringed[REPS];
+    double blocking[REPS], polled[REPS], ringed[REPS], shared[REPS];
     int iters = n < 10000 ? 2000 : 40;
     for (int rep = 0; rep < REPS; rep++) {
         check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
@@ -85,15 +128,21 @@ int main(int argc, char** argv) {
         t0 = MPI_Wtime();
         for (int k = 0; k < iters; k++) ring(a, scratch, n, rank, size);
         ringed[rep] = (MPI_Wtime() - t0) / iters * 1e3;
+        check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+        t0 = MPI_Wtime();
+        for (int k = 0; k < iters; k++) shm(a, n, rank, size);
+        shared[rep] = (MPI_Wtime() - t0) / iters * 1e3;
     }
     qsort(blocking, REPS, sizeof(double), compare);
     qsort(polled, REPS, sizeof(double), compare);
     qsort(ringed, REPS, sizeof(double), compare);
+    qsort(shared, REPS, sizeof(double), compare);
     if (rank == 0)
         printf("N=%d, %d ranks: MPI_Allreduce %.4f ms (%.4f–%.4f), MPI_Iallreduce + MPI_Test %.4f ms (%.4f–%.4f), "
-               "ring (Isend/Irecv reduce-scatter + all-gather) %.4f ms (%.4f–%.4f)\n", n, size,
+               "ring (Isend/Irecv reduce-scatter + all-gather) %.4f ms (%.4f–%.4f), shared memory %.4f ms (%.4f–%.4f)\n", n, size,
                blocking[REPS / 2], blocking[0], blocking[REPS - 1], polled[REPS / 2], polled[0], polled[REPS - 1],
-               ringed[REPS / 2], ringed[0], ringed[REPS - 1]);
+               ringed[REPS / 2], ringed[0], ringed[REPS - 1], shared[REPS / 2], shared[0], shared[REPS - 1]);
+    check(MPI_Win_free(&window), "MPI_Win_free");
     free(a);
     free(scratch);
     MPI_Finalize();
