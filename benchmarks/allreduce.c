@@ -4,9 +4,10 @@
  *   - an in-place MPI_Iallreduce polled with MPI_Test (what distcnn did before its own ring);
  *   - distcnn's ring (Sources/Collective/MPICommunicator.swift): reduce-scatter then all-gather,
  *     P − 1 rounds each of MPI_Irecv + MPI_Isend to the neighbours, polled with MPI_Testall;
- *   - distcnn's shared-memory exchange for ranks on one node (Sources/Collective/SharedMemoryExchange.swift):
- *     each rank copies its buffer into a window of MPI_Win_allocate_shared, meets the others at a
- *     flag barrier, sums its shard over every rank's copy, meets them again and copies the sums out.
+ *   - the fastest exchange we could write for ranks on one node, to know what a shared-memory
+ *     transport could save (measured, not built; BENCHMARKS.md): each rank copies its buffer into
+ *     a window of MPI_Win_allocate_shared, meets the others at a spinning flag barrier, sums its
+ *     shard over every rank's copy, meets them again and copies the sums out (double-buffered).
  *
  *   mpicc -O2 benchmarks/allreduce.c -o /tmp/allreduce
  *   mpirun -np 2 --bind-to core /tmp/allreduce [N]
