@@ -23,8 +23,10 @@ public final class MPICommunicator: Communicator {
     public let localSize: Int
     public let hostName: String
 
-    /// Largest element count handed to one MPI call; bigger buffers go in pieces.
-    static let maxElementsPerCall = 1 << 28
+    /// Largest element count handed to one MPI call by default; bigger buffers go in pieces.
+    public static let defaultMaxElementsPerCall = 1 << 28
+    /// Largest element count handed to one MPI call here (MPI counts are Int32).
+    public let maxElementsPerCall: Int
 
     private let comm: MPI_Comm
     private let polling = MPIRequestPolling()
@@ -54,13 +56,17 @@ public final class MPICommunicator: Communicator {
     ///
     /// Without a launcher, Open MPI makes a singleton world of size 1; prefer
     /// `makeCommunicator()`, which only uses MPI under a launcher. Each call duplicates
-    /// `MPI_COMM_WORLD` (collectively: every rank must call it).
-    public static func start() throws -> MPICommunicator {
+    /// `MPI_COMM_WORLD` (collectively: every rank must call it). `maxElementsPerCall` exists
+    /// so that tests can make every buffer go in pieces; all ranks must pass the same.
+    public static func start(maxElementsPerCall: Int = defaultMaxElementsPerCall) throws -> MPICommunicator {
+        precondition((1 ... Int(Int32.max)).contains(maxElementsPerCall),
+                     "maxElementsPerCall must be in 1...Int32.max, got \(maxElementsPerCall)")
         try MPIRuntime.startIfNeeded()
-        return try MPICommunicator()
+        return try MPICommunicator(maxElementsPerCall: maxElementsPerCall)
     }
 
-    private init() throws {
+    private init(maxElementsPerCall: Int) throws {
+        self.maxElementsPerCall = maxElementsPerCall
         var comm: MPI_Comm? = cmpi_comm_null()
         try checkMPI(MPIRuntime.serialized { MPI_Comm_dup(cmpi_comm_world(), &comm) }, "MPI_Comm_dup")
         try checkMPI(MPIRuntime.serialized { MPI_Comm_set_errhandler(comm, cmpi_errors_return()) },
@@ -72,7 +78,7 @@ public final class MPICommunicator: Communicator {
         try checkMPI(MPIRuntime.serialized { MPI_Comm_size(comm, &size) }, "MPI_Comm_size")
         self.rank = Int(rank)
         self.size = Int(size)
-        ring = ReduceScatterRing(comm: comm!, rank: self.rank, size: self.size, maxElementsPerCall: Self.maxElementsPerCall)
+        ring = ReduceScatterRing(comm: comm!, rank: self.rank, size: self.size, maxElementsPerCall: maxElementsPerCall)
 
         // Ranks that share memory are the ranks of this node.
         var node: MPI_Comm? = cmpi_comm_null()
@@ -259,7 +265,7 @@ public final class MPICommunicator: Communicator {
 
     /// Calls `body(offset, count)` for consecutive pieces of at most `maxElementsPerCall` elements.
     private func forEachPiece(of count: Int, _ body: (Int, Int32) throws -> Void) rethrows {
-        try Collective.forEachPiece(of: count, atMost: Self.maxElementsPerCall) { try body($0, Int32($1)) }
+        try Collective.forEachPiece(of: count, atMost: maxElementsPerCall) { try body($0, Int32($1)) }
     }
 
     /// Sends `outgoing` to rank `destination` while receiving `incoming` from rank `source`,
@@ -267,7 +273,7 @@ public final class MPICommunicator: Communicator {
     /// peer's matching side counts the same elements).
     private func sendReceive(_ outgoing: UnsafeBufferPointer<Float>, to destination: Int,
                              _ incoming: UnsafeMutableBufferPointer<Float>, from source: Int, tag: Int32) throws {
-        let piece = Self.maxElementsPerCall
+        let piece = maxElementsPerCall
         let sends = (outgoing.count + piece - 1) / piece, receives = (incoming.count + piece - 1) / piece
         for k in 0 ..< max(sends, receives) {
             try run("MPI_Irecv/MPI_Isend", requests: 2) { requests in

@@ -161,6 +161,61 @@ final class MPICommunicatorTests: XCTestCase {
         XCTAssertEqual(Array(again[comm.shard(of: 10)]), [Float](repeating: Float(p), count: comm.shard(of: 10).count))
     }
 
+    /// Buffers longer than the largest MPI call (2^28 elements by default: MPI counts are Int32)
+    /// go in pieces. With the limit at 5 elements every path cuts, and gives what the shared
+    /// communicator gives whole: the rings bit for bit (a round's pieces keep every element's
+    /// summation order), MPI's all-reduce and broadcast exactly.
+    func testBuffersCutIntoPiecesGiveTheSameResults() throws {
+        let shared = try communicator()
+        let cut = try MPICommunicator.start(maxElementsPerCall: 5)
+        cut.timeout = 60
+        XCTAssertEqual(cut.maxElementsPerCall, 5)
+        XCTAssertEqual(shared.maxElementsPerCall, MPICommunicator.defaultMaxElementsPerCall)
+        let r = shared.rank
+        func sameBits(_ a: some Collection<Float>, _ b: some Collection<Float>) -> Bool {
+            a.elementsEqual(b) { $0.bitPattern == $1.bitPattern }
+        }
+
+        // MPI's own all-reduces, on small integers (exact in any order).
+        for count in [1, 5, 6, 23] {
+            var whole = (0 ..< count).map { Float($0 * 3) + Float(r) }, pieces = whole
+            try shared.allReduceSum(&whole)
+            try cut.allReduceSum(&pieces)
+            XCTAssertEqual(pieces, whole, "float sum of \(count)")
+            var doubleWhole = (0 ..< count).map { Double($0) * Double(r + 1) }, doublePieces = doubleWhole
+            try shared.allReduceSum(&doubleWhole)
+            try cut.allReduceSum(&doublePieces)
+            XCTAssertEqual(doublePieces, doubleWhole, "double sum of \(count)")
+            var maxWhole = (0 ..< count).map { Double(($0 + r) % 4) }, maxPieces = maxWhole
+            try shared.allReduceMax(&maxWhole)
+            try cut.allReduceMax(&maxPieces)
+            XCTAssertEqual(maxPieces, maxWhole, "max of \(count)")
+        }
+
+        // The rings, on random floats: buckets that cross shards and pieces, then the all-gather.
+        let count = 101, mine = shared.shard(of: count)
+        var whole = Self.randomFloats(count, seed: UInt64(r + 21)), pieces = whole
+        try whole.withUnsafeMutableBufferPointer { try shared.reduceScatterSum($0) }
+        try pieces.withUnsafeMutableBufferPointer { buffer in
+            try cut.startReduceScatter(buffer, range: 60 ..< count)
+            try cut.progressReduceScatter()
+            try cut.startReduceScatter(buffer, range: 3 ..< 60)
+            try cut.startReduceScatter(buffer, range: 0 ..< 3)
+            try cut.finishReduceScatter()
+        }
+        XCTAssertTrue(sameBits(pieces[mine], whole[mine]), "rank \(r): the reduce-scatter in pieces differs")
+        for i in mine { whole[i] *= 3; pieces[i] *= 3 }
+        try whole.withUnsafeMutableBufferPointer { try shared.allGatherShards($0) }
+        try pieces.withUnsafeMutableBufferPointer { try cut.allGatherShards($0) }
+        XCTAssertTrue(sameBits(pieces, whole), "rank \(r): the all-gather in pieces differs")
+
+        // A broadcast of 37 bytes in pieces of 5.
+        var bytes = r == 0 ? (0 ..< 37).map { UInt8($0) } : []
+        try cut.broadcast(&bytes, root: 0)
+        XCTAssertEqual(bytes, (0 ..< 37).map { UInt8($0) })
+        try shared.barrier()
+    }
+
     /// Runs `exchange` on a communicator of its own (a timed-out one cannot be reused) with a
     /// 0.5 s timeout, rank 1 sleeping 1.5 s where the exchange calls `late`: the others must time
     /// out naming `phase` (the late rank may still complete: the others' data reached it before
