@@ -16,7 +16,7 @@ extension Conv2D {
     }
 
     /// The shifted path's workspace with the weights regrouped by tap, or nil on the im2col path.
-    func preparedShiftedSpace() -> ShiftedWorkspace? {
+    func preparedShiftedSpace(weight: UnsafePointer<Float>) -> ShiftedWorkspace? {
         guard usesShifted else { return nil }
         guard let space = shiftedSpace, space.workers == Parallel.workers else {
             preconditionFailure("Conv2D: reserve(batch:) first")
@@ -26,7 +26,7 @@ extension Conv2D {
     }
 
     func shiftedForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>,
-                        worker: Int, space: ShiftedWorkspace) {
+                        worker: Int, space: ShiftedWorkspace, operands: Conv2D.ForwardOperands) {
         let g = space.geometry, cin = inputShape.c, cout = filters
         let xpad = space.inputs[worker].pointer, grid = space.grids[worker].pointer
         let taps = kernel * kernel, gridCount = g.height * g.width
@@ -40,8 +40,8 @@ extension Conv2D {
                           xpad + (t / kernel) * g.width + t % kernel, ldb: g.plane,
                           beta: t == 0 ? 0 : 1, grid, ldc: gridCount)
             }
-            layoutTimed(worker) { g.crop(grid, to: yn, channels: cout, bias: bias) }
-            ActivationFunction.apply(activation, alpha: 1, yn, count: outputShape.count)
+            layoutTimed(worker) { g.crop(grid, to: yn, channels: cout, bias: operands.bias) }
+            ActivationFunction.apply(operands.activation, alpha: operands.alpha, yn, count: outputShape.count)
         }
     }
 

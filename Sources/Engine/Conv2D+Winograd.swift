@@ -22,15 +22,15 @@ extension Conv2D {
             && rows.output == rows.input && cols.output == cols.input
     }
 
-    /// The Winograd workspace with the kernels a pass needs transformed (forward: U; backward
-    /// with dX: the flipped ones), or nil on the other paths.
-    func preparedWinogradSpace(forward: Bool, flipped: Bool) -> WinogradWorkspace? {
+    /// The Winograd workspace with the kernels a pass needs transformed (forward: U of `forward`;
+    /// backward with dX: the flipped ones of the layer's weights), or nil on the other paths.
+    func preparedWinogradSpace(forward: UnsafePointer<Float>?, flipped: Bool) -> WinogradWorkspace? {
         guard usesWinograd else { return nil }
         guard let space = winogradSpace, space.workers == Parallel.workers else {
             preconditionFailure("Conv2D: reserve(batch:) first")
         }
-        if forward {
-            Winograd.transformKernels(weight, outputs: filters, inputs: inputShape.c, flipped: false,
+        if let forward {
+            Winograd.transformKernels(forward, outputs: filters, inputs: inputShape.c, flipped: false,
                                       into: space.kernels.pointer)
         }
         if flipped {
@@ -41,14 +41,15 @@ extension Conv2D {
     }
 
     func winogradForward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>,
-                         worker: Int, space: WinogradWorkspace) {
+                         worker: Int, space: WinogradWorkspace, operands: ForwardOperands) {
         let cin = inputShape.c, cout = filters
         for start in stride(from: images.lowerBound, to: images.upperBound, by: space.group) {
             let count = min(space.group, images.upperBound - start)
             space.convolve(x + start * inputShape.count, channels: cin, images: count, kernels: space.kernels.pointer,
-                           outputs: cout, into: y + start * outputShape.count, bias: bias, worker: worker,
+                           outputs: cout, into: y + start * outputShape.count, bias: operands.bias, worker: worker,
                            timed: { layoutTimed(worker, $0) })
-            ActivationFunction.apply(activation, alpha: 1, y + start * outputShape.count, count: count * outputShape.count)
+            ActivationFunction.apply(operands.activation, alpha: operands.alpha, y + start * outputShape.count,
+                                     count: count * outputShape.count)
         }
     }
 

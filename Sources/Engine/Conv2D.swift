@@ -33,6 +33,8 @@ public final class Conv2D: Layer {
 
     var weight: UnsafeMutablePointer<Float>!       // (out, in, kh, kw) = (out, K)
     var bias: UnsafeMutablePointer<Float>?         // (out)
+    /// Weights (out, K) and bias (out) with a following batch norm folded in (inference only).
+    var foldedOperands = FloatBuffer(count: 0)
     var dWeight: UnsafeMutablePointer<Float>!
     var dBias: UnsafeMutablePointer<Float>?
     var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
@@ -161,47 +163,82 @@ public final class Conv2D: Layer {
         }
     }
 
+    /// What a forward pass applies: the layer's own weights, bias and activation, or in
+    /// inference those with the batch norm that follows folded in (`forward(…folding:)`).
+    struct ForwardOperands {
+        var weight: UnsafePointer<Float>       // (out, K)
+        var bias: UnsafePointer<Float>?        // (out)
+        var activation: Activation
+        var alpha: Float
+    }
+
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
+        forward(x, y, batch: batch, operands: ForwardOperands(weight: weight, bias: bias.map { UnsafePointer($0) },
+                                                              activation: activation, alpha: 1))
+    }
+
+    /// The inference forward of this layer followed by `bn` (in inference mode) and the activation
+    /// fused into `bn`, in one pass: with s = γ/√(running variance + ε) per output channel, the
+    /// weights become w·s and the bias (b − running mean)·s + β, so the batch norm's own pass over
+    /// the output disappears. The same function up to rounding (tests hold it to the two passes).
+    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, folding bn: BatchNorm) {
+        precondition(activation == .linear && bn.channels == filters,
+                     "Conv2D: only a linear convolution folds the batch norm of its \(filters) channels")
+        if foldedOperands.count != filters * patch + filters { foldedOperands = FloatBuffer(count: filters * patch + filters) }
+        let w = foldedOperands.pointer, b = w + filters * patch
+        for o in 0..<filters {
+            let scale = bn.gamma[o] / (bn.runningVar[o] + bn.epsilon).squareRoot()
+            for i in 0..<patch { w[o * patch + i] = weight[o * patch + i] * scale }
+            b[o] = ((bias?[o] ?? 0) - bn.runningMean[o]) * scale + bn.beta[o]
+        }
+        forward(x, y, batch: batch, operands: ForwardOperands(weight: w, bias: b, activation: bn.fusedActivation,
+                                                              alpha: bn.fusedAlpha))
+    }
+
+    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, operands: ForwardOperands) {
         layoutPhase = 0
-        if let space = preparedWinogradSpace(forward: true, flipped: false) {
+        if let space = preparedWinogradSpace(forward: operands.weight, flipped: false) {
             Parallel.chunks(batch, cost: forwardFlops) { t, images in
-                winogradForward(x, y, images: images, worker: t, space: space)
+                winogradForward(x, y, images: images, worker: t, space: space, operands: operands)
             }
             return
         }
-        if let space = preparedShiftedSpace() {
+        if let space = preparedShiftedSpace(weight: operands.weight) {
             Parallel.chunks(batch, cost: forwardFlops) { t, images in
-                shiftedForward(x, y, images: images, worker: t, space: space)
+                shiftedForward(x, y, images: images, worker: t, space: space, operands: operands)
             }
             return
         }
         precondition(columns.count == Parallel.workers, "Conv2D: reserve(batch:) first")
-        Parallel.chunks(batch, cost: forwardFlops) { t, images in forward(x, y, images: images, worker: t) }
+        Parallel.chunks(batch, cost: forwardFlops) { t, images in
+            forward(x, y, images: images, worker: t, operands: operands)
+        }
     }
 
-    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>, worker: Int) {
+    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>, worker: Int,
+                 operands: ForwardOperands) {
         let inCount = inputShape.count, outCount = outputShape.count
         for n in images {
             let xn = x + n * inCount, yn = y + n * outCount
             let col = columns(for: xn, worker: worker)
             // y_n (out, P) = W (out, K) · col (K, P)
-            BLAS.gemm(m: filters, n: pixels, k: patch, weight, lda: patch, col, ldb: pixels,
+            BLAS.gemm(m: filters, n: pixels, k: patch, operands.weight, lda: patch, col, ldb: pixels,
                       beta: 0, yn, ldc: pixels)
-            if let bias {
+            if let bias = operands.bias {
                 for o in 0..<filters {
                     let b = bias[o], row = yn + o * pixels
                     for p in 0..<pixels { row[p] += b }
                 }
             }
-            ActivationFunction.apply(activation, alpha: 1, yn, count: outCount)
+            ActivationFunction.apply(operands.activation, alpha: operands.alpha, yn, count: outCount)
         }
     }
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         layoutPhase = 1
-        let space = preparedShiftedSpace(), winograd = preparedWinogradSpace(forward: false, flipped: dx != nil)
+        let space = preparedShiftedSpace(weight: weight), winograd = preparedWinogradSpace(forward: nil, flipped: dx != nil)
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.

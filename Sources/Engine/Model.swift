@@ -46,6 +46,13 @@ public final class Model {
     /// Layers whose work is done by the layer before them (an activation fused into a batch
     /// norm): skipped, their output buffer is the previous layer's.
     let fused: [Bool]
+    /// Batch norms right after a linear convolution: in inference the convolution applies them
+    /// (weights and bias scaled, `Conv2D.forward(…folding:)`) and they are skipped.
+    let foldedIntoConvolution: [Bool]
+    /// Whether inference folds those batch norms (on by default; tests compare with the two passes).
+    public var foldsBatchNormInInference = true
+    /// Indices of the batch-norm layers inference folds into the convolution before them.
+    public var batchNormsFoldedInInference: [Int] { foldedIntoConvolution.indices.filter { foldedIntoConvolution[$0] } }
     var gradA = FloatBuffer(count: 0), gradB = FloatBuffer(count: 0)   // ping-pong (N, max shape)
     /// Inference keeps no activations for backward: two ping-pong buffers of the widest layer.
     public private(set) var inferenceCapacity = 0
@@ -82,6 +89,10 @@ public final class Model {
             }
         }
         self.fused = fused
+        foldedIntoConvolution = built.indices.map { i in
+            guard i > 0, built[i] is BatchNorm, let conv = built[i - 1] as? Conv2D else { return false }
+            return conv.activation == .linear
+        }
 
         var named: [NamedTensor] = []
         var pOffset = 0, sOffset = 0
@@ -209,8 +220,13 @@ public final class Model {
         if !context.training && batch <= inferenceCapacity {
             var x = UnsafePointer(input.pointer)
             var out = inferA.pointer, spare = inferB.pointer
-            for (i, layer) in layers.enumerated() where !fused[i] {
-                try layer.forward(x, out, batch: batch, context: context)
+            let folds = foldsBatchNormInInference
+            for (i, layer) in layers.enumerated() where !fused[i] && !(folds && foldedIntoConvolution[i]) {
+                if folds, i + 1 < layers.count, foldedIntoConvolution[i + 1], let conv = layer as? Conv2D {
+                    conv.forward(x, out, batch: batch, folding: layers[i + 1] as! BatchNorm)
+                } else {
+                    try layer.forward(x, out, batch: batch, context: context)
+                }
                 x = UnsafePointer(out)
                 swap(&out, &spare)
             }

@@ -133,4 +133,52 @@ final class ModelTests: XCTestCase {
         let direct = Array(UnsafeBufferPointer(start: try trained.forward(batch: 9, context: PassContext(training: true)), count: 27))
         XCTAssertEqual(inferred, direct)
     }
+
+    /// Inference folds a batch norm that follows a linear convolution into it (weights w·s, bias
+    /// (b − mean)·s + β) and applies the batch norm's fused activation there. On every convolution
+    /// path, with and without a convolution bias, with ReLU, ELU and no activation after the batch
+    /// norm, and with batch-norm parameters and running statistics far from their initial values,
+    /// the logits match the two separate passes up to rounding.
+    func testInferenceFoldsBatchNormIntoTheConvolutionBefore() throws {
+        let spec = try ModelSpec.decode(Data("""
+            {"name": "fold", "input": [8, 8, 2], "layers": [
+             {"type": "conv2d", "filters": 4, "kernel": 3, "padding": "same"},
+             {"type": "batchnorm"}, {"type": "relu"},
+             {"type": "conv2d", "filters": 5, "kernel": 3, "padding": "same", "use_bias": false},
+             {"type": "batchnorm"},
+             {"type": "conv2d", "filters": 3, "kernel": 3, "padding": "same"},
+             {"type": "batchnorm"}, {"type": "elu"},
+             {"type": "maxpool2d", "size": 2}, {"type": "flatten"}, {"type": "dense", "units": 3}]}
+            """.utf8), source: "test")
+        let batch = 5
+        let x = randomArray(batch * 128, seed: 21)
+        for algorithm in [ConvolutionAlgorithm.im2col, .winograd, .shifted] {
+            let model = try Model(spec: spec)
+            XCTAssertEqual(model.batchNormsFoldedInInference, [1, 4, 6])
+            for case let conv as Conv2D in model.layers { conv.algorithm = algorithm }
+            model.initialize(seed: 4)
+            let p = randomArray(model.parameters.count, seed: 22)
+            model.parameters.pointer.update(from: p, count: p.count)
+            let s = randomArray(model.state.count, seed: 23)
+            for t in model.tensors where t.region == .state {
+                for i in t.offset ..< t.offset + t.count {
+                    // Running means in [−1, 1), variances in [0.25, 1.25).
+                    model.state.pointer[i] = t.name.hasSuffix("running_var") ? 0.75 + 0.5 * s[i] : s[i]
+                }
+            }
+            model.reserveInference(batch: batch)
+            func logits(folding: Bool) throws -> [Float] {
+                model.foldsBatchNormInInference = folding
+                model.input.pointer.update(from: x, count: x.count)
+                let out = try model.forward(batch: batch, context: PassContext(training: false))
+                return Array(UnsafeBufferPointer(start: out, count: batch * 3))
+            }
+            let folded = try logits(folding: true), separate = try logits(folding: false)
+            XCTAssertFalse(separate.contains { !$0.isFinite })
+            let scale = separate.map(abs).max()!
+            let worst = zip(folded, separate).map { abs($0 - $1) }.max()!
+            XCTAssertLessThan(worst, 1e-5 * max(scale, 1), "\(algorithm): folded logits differ by \(worst)")
+            XCTAssertEqual(folded, try logits(folding: true), "\(algorithm): folding is not deterministic")
+        }
+    }
 }
