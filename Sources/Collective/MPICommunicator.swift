@@ -57,7 +57,8 @@ public final class MPICommunicator: Communicator {
     /// Without a launcher, Open MPI makes a singleton world of size 1; prefer
     /// `makeCommunicator()`, which only uses MPI under a launcher. Each call duplicates
     /// `MPI_COMM_WORLD` (collectively: every rank must call it). `maxElementsPerCall` exists
-    /// so that tests can make every buffer go in pieces; all ranks must pass the same.
+    /// so that tests can make buffers go in pieces; all ranks must pass the same. Each piece of a
+    /// reduce-scatter is a bucket of its own, and at most 32,000 may be in flight.
     public static func start(maxElementsPerCall: Int = defaultMaxElementsPerCall) throws -> MPICommunicator {
         precondition((1 ... Int(Int32.max)).contains(maxElementsPerCall),
                      "maxElementsPerCall must be in 1...Int32.max, got \(maxElementsPerCall)")

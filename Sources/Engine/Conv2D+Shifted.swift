@@ -15,7 +15,8 @@ extension Conv2D {
         rows.stride == 1 && cols.stride == 1 && kernel > 1 && rows.output == rows.input && cols.output == cols.input
     }
 
-    /// The shifted path's workspace with the weights regrouped by tap, or nil on the im2col path.
+    /// The shifted path's workspace with `weight` (the layer's own, or folded ones in inference)
+    /// regrouped by tap, or nil on the im2col path.
     func preparedShiftedSpace(weight: UnsafePointer<Float>) -> ShiftedWorkspace? {
         guard usesShifted else { return nil }
         guard let space = shiftedSpace, space.workers == Parallel.workers else {

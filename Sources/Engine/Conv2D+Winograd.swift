@@ -22,15 +22,16 @@ extension Conv2D {
             && rows.output == rows.input && cols.output == cols.input
     }
 
-    /// The Winograd workspace with the kernels a pass needs transformed (forward: U of `forward`;
-    /// backward with dX: the flipped ones of the layer's weights), or nil on the other paths.
-    func preparedWinogradSpace(forward: UnsafePointer<Float>?, flipped: Bool) -> WinogradWorkspace? {
+    /// The Winograd workspace with the kernels a pass needs transformed (forward: U of
+    /// `forwardWeight`, the layer's weights or folded ones; backward with dX: the flipped ones of
+    /// the layer's own weights), or nil on the other paths.
+    func preparedWinogradSpace(forwardWeight: UnsafePointer<Float>?, flipped: Bool) -> WinogradWorkspace? {
         guard usesWinograd else { return nil }
         guard let space = winogradSpace, space.workers == Parallel.workers else {
             preconditionFailure("Conv2D: reserve(batch:) first")
         }
-        if let forward {
-            Winograd.transformKernels(forward, outputs: filters, inputs: inputShape.c, flipped: false,
+        if let forwardWeight {
+            Winograd.transformKernels(forwardWeight, outputs: filters, inputs: inputShape.c, flipped: false,
                                       into: space.kernels.pointer)
         }
         if flipped {

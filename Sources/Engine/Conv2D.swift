@@ -198,7 +198,7 @@ public final class Conv2D: Layer {
 
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, operands: ForwardOperands) {
         layoutPhase = 0
-        if let space = preparedWinogradSpace(forward: operands.weight, flipped: false) {
+        if let space = preparedWinogradSpace(forwardWeight: operands.weight, flipped: false) {
             Parallel.chunks(batch, cost: forwardFlops) { t, images in
                 winogradForward(x, y, images: images, worker: t, space: space, operands: operands)
             }
@@ -238,7 +238,7 @@ public final class Conv2D: Layer {
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         layoutPhase = 1
-        let space = preparedShiftedSpace(weight: weight), winograd = preparedWinogradSpace(forward: nil, flipped: dx != nil)
+        let space = preparedShiftedSpace(weight: weight), winograd = preparedWinogradSpace(forwardWeight: nil, flipped: dx != nil)
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.

@@ -47,12 +47,17 @@ public final class Model {
     /// norm): skipped, their output buffer is the previous layer's.
     let fused: [Bool]
     /// Batch norms right after a linear convolution: in inference the convolution applies them
-    /// (weights and bias scaled, `Conv2D.forward(…folding:)`) and they are skipped.
+    /// (weights and bias scaled, `Conv2D.forward(…folding:)`) and they are skipped. Only the
+    /// inference path of `reserveInference` folds; a larger batch runs on the training buffers,
+    /// unfolded, which rounds differently.
     let foldedIntoConvolution: [Bool]
     /// Whether inference folds those batch norms (on by default; tests compare with the two passes).
     public var foldsBatchNormInInference = true
-    /// Indices of the batch-norm layers inference folds into the convolution before them.
-    public var batchNormsFoldedInInference: [Int] { foldedIntoConvolution.indices.filter { foldedIntoConvolution[$0] } }
+    /// Indices of the batch-norm layers inference folds into the convolution before them (none
+    /// while `foldsBatchNormInInference` is off).
+    public var batchNormsFoldedInInference: [Int] {
+        foldsBatchNormInInference ? foldedIntoConvolution.indices.filter { foldedIntoConvolution[$0] } : []
+    }
     var gradA = FloatBuffer(count: 0), gradB = FloatBuffer(count: 0)   // ping-pong (N, max shape)
     /// Inference keeps no activations for backward: two ping-pong buffers of the widest layer.
     public private(set) var inferenceCapacity = 0
@@ -222,8 +227,9 @@ public final class Model {
             var out = inferA.pointer, spare = inferB.pointer
             let folds = foldsBatchNormInInference
             for (i, layer) in layers.enumerated() where !fused[i] && !(folds && foldedIntoConvolution[i]) {
-                if folds, i + 1 < layers.count, foldedIntoConvolution[i + 1], let conv = layer as? Conv2D {
-                    conv.forward(x, out, batch: batch, folding: layers[i + 1] as! BatchNorm)
+                if folds, i + 1 < layers.count, foldedIntoConvolution[i + 1],
+                   let conv = layer as? Conv2D, let bn = layers[i + 1] as? BatchNorm {
+                    conv.forward(x, out, batch: batch, folding: bn)
                 } else {
                     try layer.forward(x, out, batch: batch, context: context)
                 }

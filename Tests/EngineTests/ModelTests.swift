@@ -138,7 +138,8 @@ final class ModelTests: XCTestCase {
     /// (b − mean)·s + β) and applies the batch norm's fused activation there. On every convolution
     /// path, with and without a convolution bias, with ReLU, ELU and no activation after the batch
     /// norm, and with batch-norm parameters and running statistics far from their initial values,
-    /// the logits match the two separate passes up to rounding.
+    /// the logits match the two separate passes up to rounding; and a training step after a
+    /// folded inference gives the same bits as before it (training never sees folded weights).
     func testInferenceFoldsBatchNormIntoTheConvolutionBefore() throws {
         let spec = try ModelSpec.decode(Data("""
             {"name": "fold", "input": [8, 8, 2], "layers": [
@@ -179,6 +180,39 @@ final class ModelTests: XCTestCase {
             let worst = zip(folded, separate).map { abs($0 - $1) }.max()!
             XCTAssertLessThan(worst, 1e-5 * max(scale, 1), "\(algorithm): folded logits differ by \(worst)")
             XCTAssertEqual(folded, try logits(folding: true), "\(algorithm): folding is not deterministic")
+
+            model.reserve(batch: batch)
+            let dlogits = randomArray(batch * 3, seed: 24)
+            func trainingGradients() throws -> [Float] {
+                model.input.pointer.update(from: x, count: x.count)
+                model.zeroGradients()
+                let context = PassContext(training: true)
+                try model.forward(batch: batch, context: context)
+                try model.backward(batch: batch, dlogits: dlogits, context: context)
+                return Array(UnsafeBufferPointer(start: model.gradients, count: model.parameterCount))
+            }
+            let before = try trainingGradients()
+            _ = try logits(folding: true)
+            let after = try trainingGradients()
+            XCTAssertTrue(before.elementsEqual(after) { $0.bitPattern == $1.bitPattern },
+                          "\(algorithm): a training step after a folded inference differs")
         }
+    }
+
+    /// Only a batch norm right after a convolution without an activation of its own folds.
+    func testBatchNormAfterAnActivationOrAnotherLayerIsNotFolded() throws {
+        let spec = try ModelSpec.decode(Data("""
+            {"name": "nofold", "input": [8, 8, 1], "layers": [
+             {"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same", "activation": "relu"},
+             {"type": "batchnorm"},
+             {"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same"},
+             {"type": "maxpool2d", "size": 2}, {"type": "batchnorm"},
+             {"type": "conv2d", "filters": 2, "kernel": 3, "padding": "same"}, {"type": "batchnorm"},
+             {"type": "flatten"}, {"type": "dense", "units": 3}, {"type": "batchnorm"}]}
+            """.utf8), source: "test")
+        let model = try Model(spec: spec)
+        XCTAssertEqual(model.batchNormsFoldedInInference, [6])
+        model.foldsBatchNormInInference = false
+        XCTAssertEqual(model.batchNormsFoldedInInference, [])
     }
 }
