@@ -56,6 +56,26 @@ final class LayerGradientTests: XCTestCase {
         try checkGradients(MaxPool2D(input: Shape(c: 2, h: 6, w: 6), size: 2, stride: 2, padding: .valid), batch: 2,
                            step: 1e-3)
     }
+    /// Inference's 2×2 pooling (no argmax) gives the training pass's bits, also where a window
+    /// holds ties, +0 and −0, or a NaN (a later element wins only when greater, in both).
+    func testMaxPoolInferenceMatchesTrainingBitForBit() throws {
+        let pool = try MaxPool2D(input: Shape(c: 3, h: 6, w: 10), size: 2, stride: 2, padding: .valid)
+        var x = randomArray(2 * 180, seed: 31)
+        for i in stride(from: 0, to: x.count - 1, by: 7) { x[i] = x[i + 1] }     // ties
+        for i in stride(from: 2, to: x.count - 1, by: 11) { x[i] = 0; x[i + 1] = -0.0 }
+        for i in stride(from: 5, to: x.count - 10, by: 13) { x[i] = -0.0; x[i + 10] = 0 }
+        for i in stride(from: 3, to: x.count, by: 29) { x[i] = .nan }
+        pool.reserve(batch: 2)
+        func run(training: Bool) throws -> [UInt32] {
+            var y = [Float](repeating: 7, count: 2 * pool.outputShape.count)
+            try pool.forward(x, &y, batch: 2, context: PassContext(training: training))
+            return y.map(\.bitPattern)
+        }
+        let trained = try run(training: true)
+        XCTAssertEqual(try run(training: false), trained)
+        XCTAssertTrue(trained.contains(Float.nan.bitPattern) || trained.contains { Float(bitPattern: $0).isNaN })
+    }
+
     func testMaxPoolSameOverlapping() throws {
         try checkGradients(MaxPool2D(input: Shape(c: 2, h: 5, w: 5), size: 3, stride: 2, padding: .same), batch: 2,
                            step: 1e-3)
