@@ -227,11 +227,13 @@ public final class Model {
             var out = inferA.pointer, spare = inferB.pointer
             let folds = foldsBatchNormInInference
             for (i, layer) in layers.enumerated() where !fused[i] && !(folds && foldedIntoConvolution[i]) {
-                if folds, i + 1 < layers.count, foldedIntoConvolution[i + 1],
-                   let conv = layer as? Conv2D, let bn = layers[i + 1] as? BatchNorm {
-                    conv.forward(x, out, batch: batch, folding: bn)
-                } else {
-                    try layer.forward(x, out, batch: batch, context: context)
+                try timed(i, \.forward) {
+                    if folds, i + 1 < layers.count, foldedIntoConvolution[i + 1],
+                       let conv = layer as? Conv2D, let bn = layers[i + 1] as? BatchNorm {
+                        conv.forward(x, out, batch: batch, folding: bn)
+                    } else {
+                        try layer.forward(x, out, batch: batch, context: context)
+                    }
                 }
                 x = UnsafePointer(out)
                 swap(&out, &spare)
@@ -241,12 +243,21 @@ public final class Model {
         precondition(batch <= capacity, "Model.forward: reserve(batch:) first")
         var x = UnsafePointer(input.pointer)
         for (i, (layer, y)) in zip(layers, activations).enumerated() where !fused[i] {
-            let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-            try layer.forward(x, y.pointer, batch: batch, context: context)
-            if let profile { profile.forward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+            try timed(i, \.forward) { try layer.forward(x, y.pointer, batch: batch, context: context) }
             x = UnsafePointer(y.pointer)
         }
         return activations.last!.pointer
+    }
+
+    /// Runs layer `i`'s forward or backward `body`, adding its seconds to that row of `profile`
+    /// when one is set (in inference a folded batch norm's time is in its convolution's).
+    @inline(__always)
+    private func timed(_ i: Int, _ pass: ReferenceWritableKeyPath<LayerProfile, [Double]>,
+                       _ body: () throws -> Void) rethrows {
+        guard let profile else { return try body() }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try body()
+        profile[keyPath: pass][i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
     }
 
     public var logits: UnsafeMutablePointer<Float> { activations.last!.pointer }
@@ -265,9 +276,9 @@ public final class Model {
         for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
             let x = i == 0 ? UnsafePointer(input.pointer) : UnsafePointer(activations[i - 1].pointer)
             let dx: UnsafeMutablePointer<Float>? = i == 0 ? inputGradient : spare
-            let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-            try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
-            if let profile { profile.backward[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+            try timed(i, \.backward) {
+                try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
+            }
             swap(&dy, &spare)
             try gradientsDone(parameterOffsets[i])
         }

@@ -166,7 +166,8 @@ extension Tool {
         let rows = model.profile.map { p in
             model.layers.indices.flatMap { i -> [ProfileRow] in
                 let layer = model.layers[i]
-                let row = ProfileRow(name: "\(i) \(layer.kind)", forwardMs: p.forward[i] * perStep,
+                let folded = eval && model.batchNormsFoldedInInference.contains(i) ? " (folded into \(i - 1))" : ""
+                let row = ProfileRow(name: "\(i) \(layer.kind)\(folded)", forwardMs: p.forward[i] * perStep,
                                      backwardMs: p.backward[i] * perStep)
                 guard let conv = layer as? Conv2D else { return [row] }
                 let work = switch conv.path {

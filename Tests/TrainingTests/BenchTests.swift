@@ -47,6 +47,32 @@ final class BenchTests: XCTestCase {
         }
     }
 
+    /// `bench --eval --profile` times every layer of the inference pass too; a batch norm folded
+    /// into its convolution says so and has no time of its own (it is in the convolution's).
+    func testEvalProfileTimesTheInferenceLayers() throws {
+        let d = try bench(["--model", "ref", "--batch-size", "16", "--eval", "--profile"])
+        let rows = try XCTUnwrap(d["profile"] as? [[String: Any]])
+        let layers = rows.filter { !($0["name"] as! String).hasPrefix(" ") }
+        let names = layers.map { $0["name"] as! String }
+        XCTAssertEqual(names.count, 20, "\(names)")
+        // ref's four convolutions each fold the batch norm after them; the dense layer's does not.
+        XCTAssertEqual(names.filter { $0.hasSuffix("batchnorm (folded into \(Int($0.prefix { $0 != " " })! - 1))") },
+                       ["1 batchnorm (folded into 0)", "4 batchnorm (folded into 3)", "8 batchnorm (folded into 7)",
+                        "11 batchnorm (folded into 10)"])
+        for row in layers {
+            let name = row["name"] as! String, ms = row["forward_ms"] as! Double
+            if ["conv2d", "dense", "maxpool2d", "16 batchnorm"].contains(where: name.hasSuffix) {
+                XCTAssertGreaterThan(ms, 0, name)
+            }
+            if name.contains("folded") || name.hasSuffix("relu") { XCTAssertEqual(ms, 0, name) }
+            XCTAssertEqual(row["backward_ms"] as? Double, 0, name)
+        }
+        let layerMs = layers.reduce(0.0) { $0 + ($1["forward_ms"] as! Double) }
+        let steps = try XCTUnwrap(d["step_milliseconds"] as? [Double])
+        XCTAssertLessThanOrEqual(layerMs, steps.reduce(0, +) / Double(steps.count), "the layers are inside the step")
+        XCTAssertNil(d["phases"], "inference has no training phases")
+    }
+
     /// Under `mpirun -np 2`: the job's aggregate, rank 0's parts adding up to its step, and the
     /// two all-reduce shares in order.
     func testTwoRanksReportTheAggregateAndBothShares() throws {
