@@ -38,6 +38,13 @@ public final class Conv2D: Layer {
     var dWeight: UnsafeMutablePointer<Float>!
     var dBias: UnsafeMutablePointer<Float>?
     var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
+    /// The im2col path's column matrices of a whole training batch, (N, K, P), kept from forward
+    /// for the weight gradient when they fit in `keptColumnsLimit` floats (else backward rebuilds
+    /// them per image), and the batch of the training forward that filled them (0: none).
+    var keptColumns = FloatBuffer(count: 0)
+    var keptBatch = 0
+    /// 16 MiB: `ref`'s first convolution keeps 3.5 MiB at batch 128, `seed`'s 0.8 MiB at 32.
+    static let keptColumnsLimit = 1 << 22
     /// (K·P) for each column-matrix entry the input offset it copies, −1 for padding; empty
     /// when im2col/col2im run as row loops (see `gathersByTable`).
     var gatherTable: [Int32] = []
@@ -64,7 +71,7 @@ public final class Conv2D: Layer {
     /// The algorithm asked for; `path` is the one that runs. Tests force each one to hold
     /// them equal to the naive convolution.
     public var algorithm: ConvolutionAlgorithm = .auto {
-        didSet { columns = []; shiftedSpace = nil; winogradSpace = nil }
+        didSet { columns = []; keptColumns = FloatBuffer(count: 0); keptBatch = 0; shiftedSpace = nil; winogradSpace = nil }
     }
 
     /// The algorithm that runs: the forced one where the layer fits it, else im2col; `auto`
@@ -160,6 +167,11 @@ public final class Conv2D: Layer {
         case .im2col, .auto:
             if usesTable && gatherTable.isEmpty { gatherTable = makeGatherTable() }
             if columns.count != workers { columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) } }
+            let kept = batch * patch * pixels
+            if !isPointwise && kept <= Self.keptColumnsLimit && keptColumns.count < kept {
+                keptColumns = FloatBuffer(count: kept)
+                keptBatch = 0
+            }
         }
     }
 
@@ -175,7 +187,8 @@ public final class Conv2D: Layer {
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
         forward(x, y, batch: batch, operands: ForwardOperands(weight: weight, bias: bias.map { UnsafePointer($0) },
-                                                              activation: activation, alpha: 1))
+                                                              activation: activation, alpha: 1),
+                keepsColumns: context.training)
     }
 
     /// The inference forward of this layer followed by `bn` (in inference mode) and the activation
@@ -196,7 +209,9 @@ public final class Conv2D: Layer {
                                                               alpha: bn.fusedAlpha))
     }
 
-    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, operands: ForwardOperands) {
+    /// `keepsColumns`: a training forward, whose column matrices backward may reuse.
+    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, operands: ForwardOperands,
+                 keepsColumns: Bool = false) {
         layoutPhase = 0
         if let space = preparedWinogradSpace(forwardWeight: operands.weight, flipped: false) {
             Parallel.chunks(batch, cost: forwardFlops) { t, images in
@@ -211,17 +226,21 @@ public final class Conv2D: Layer {
             return
         }
         precondition(columns.count == Parallel.workers, "Conv2D: reserve(batch:) first")
+        let keeps = keepsColumns && keptColumns.count >= batch * patch * pixels
+        keptBatch = 0
         Parallel.chunks(batch, cost: forwardFlops) { t, images in
-            forward(x, y, images: images, worker: t, operands: operands)
+            forward(x, y, images: images, worker: t, operands: operands, keep: keeps)
         }
+        if keeps { keptBatch = batch }
     }
 
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>, worker: Int,
-                 operands: ForwardOperands) {
+                 operands: ForwardOperands, keep: Bool) {
         let inCount = inputShape.count, outCount = outputShape.count
         for n in images {
             let xn = x + n * inCount, yn = y + n * outCount
-            let col = columns(for: xn, worker: worker)
+            let col = keep ? columns(for: xn, into: keptColumns.pointer + n * patch * pixels, worker: worker)
+                           : columns(for: xn, worker: worker)
             // y_n (out, P) = W (out, K) · col (K, P)
             BLAS.gemm(m: filters, n: pixels, k: patch, operands.weight, lda: patch, col, ldb: pixels,
                       beta: 0, yn, ldc: pixels)
@@ -239,6 +258,7 @@ public final class Conv2D: Layer {
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         layoutPhase = 1
         let space = preparedShiftedSpace(weight: weight), winograd = preparedWinogradSpace(forwardWeight: nil, flipped: dx != nil)
+        let kept = keptBatch == batch  // the last forward was this batch's training forward
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.
@@ -250,7 +270,7 @@ public final class Conv2D: Layer {
             } else if let space {
                 shiftedBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: space)
             } else {
-                backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB)
+                backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, keptColumns: kept)
             }
         }
         // Only the workers that ran this call hold fresh partials.
@@ -263,13 +283,13 @@ public final class Conv2D: Layer {
 
     func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                   _ dx: UnsafeMutablePointer<Float>?, images: Range<Int>, worker: Int,
-                  dW dWeight: UnsafeMutablePointer<Float>, dB dBias: UnsafeMutablePointer<Float>?) {
+                  dW dWeight: UnsafeMutablePointer<Float>, dB dBias: UnsafeMutablePointer<Float>?, keptColumns kept: Bool) {
         let inCount = inputShape.count, outCount = outputShape.count
         for n in images {
             let xn = x + n * inCount, dz = dy + n * outCount   // dz: (out, P)
             preactivationGradient(y: y + n * outCount, dz, dBias: dBias)
-            // dW (out, K) += dz (out, P) · colᵀ (P, K); the column matrix is rebuilt, not stored.
-            let col = columns(for: xn, worker: worker)
+            // dW (out, K) += dz (out, P) · colᵀ (P, K), with the column matrix forward kept, or rebuilt.
+            let col = kept ? UnsafePointer(keptColumns.pointer + n * patch * pixels) : columns(for: xn, worker: worker)
             BLAS.gemm(transB: true, m: filters, n: patch, k: pixels, dz, lda: pixels, col, ldb: pixels,
                       beta: 1, dWeight, ldc: patch)
             guard let dx else { continue }
@@ -299,9 +319,14 @@ public final class Conv2D: Layer {
 
     @inline(__always)
     func columns(for xn: UnsafePointer<Float>, worker: Int) -> UnsafePointer<Float> {
+        columns(for: xn, into: columns[worker].pointer, worker: worker)
+    }
+
+    /// The column matrix of image `xn`, built in `room` (the image itself for a 1×1 layer).
+    func columns(for xn: UnsafePointer<Float>, into room: UnsafeMutablePointer<Float>, worker: Int) -> UnsafePointer<Float> {
         if isPointwise { return xn }
-        layoutTimed(worker) { im2col(xn, columns[worker].pointer) }
-        return UnsafePointer(columns[worker].pointer)
+        layoutTimed(worker) { im2col(xn, room) }
+        return UnsafePointer(room)
     }
 
     /// col[(ci·kh + ky)·kw + kx][oy·ow + ox] = x[ci][oy·s − padTop + ky][ox·s − padLeft + kx], 0 outside.

@@ -127,6 +127,31 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
+    /// The im2col path keeps a training forward's column matrices for the weight gradient. With an
+    /// inference forward of other images in between, backward rebuilds them instead, and the
+    /// gradients are the same bits either way.
+    func testKeptColumnsGiveTheRebuiltGradients() throws {
+        let conv = try Conv2D(input: Shape(c: 2, h: 9, w: 9), filters: 3, kernel: 3, stride: 2, padding: .same,
+                              activation: .relu, useBias: true, l2: 0)
+        conv.algorithm = .im2col
+        let batch = 4, inCount = batch * conv.inputShape.count
+        let h = LayerHarness(conv, batch: batch)
+        let x = randomArray(inCount, seed: 41), r = randomArray(batch * conv.outputShape.count, seed: 42)
+        let kept = try h.gradients(x, r, context: PassContext(training: true))
+
+        h.grads.zero()
+        let y = try h.forward(x, context: PassContext(training: true))
+        _ = try h.forward(randomArray(inCount, seed: 43), context: PassContext(training: false))
+        var dy = r, dx = [Float](repeating: 0, count: inCount)
+        try dy.withUnsafeMutableBufferPointer { dyp in
+            try dx.withUnsafeMutableBufferPointer { dxp in
+                try conv.backward(x, y, dyp.baseAddress!, dxp.baseAddress!, batch: batch, context: PassContext(training: true))
+            }
+        }
+        XCTAssertEqual(dx.map(\.bitPattern), kept.dx.map(\.bitPattern))
+        XCTAssertEqual(h.grads.array.map(\.bitPattern), kept.dparams.map(\.bitPattern))
+    }
+
     func testSamePaddingFollowsTensorFlow() {
         // out = ceil(in / stride); the odd padding goes bottom/right.
         let g = AxisGeometry(input: 28, kernel: 3, stride: 2, padding: .same)!
