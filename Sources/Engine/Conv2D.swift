@@ -16,7 +16,9 @@ public enum ConvolutionAlgorithm: String, Sendable {
 }
 
 /// 2-D convolution, one image at a time per engine worker so its working set stays in
-/// cache. Weight layout is PyTorch's `[out, in, kh, kw]`; activations are NCHW.
+/// cache (a training forward on the im2col path also writes its column matrices out for
+/// backward, within the model's budget). Weight layout is PyTorch's `[out, in, kh, kw]`;
+/// activations are NCHW.
 public final class Conv2D: Layer {
     public let inputShape: Shape
     public let outputShape: Shape
@@ -39,12 +41,21 @@ public final class Conv2D: Layer {
     var dBias: UnsafeMutablePointer<Float>?
     var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
     /// The im2col path's column matrices of a whole training batch, (N, K, P), kept from forward
-    /// for the weight gradient when they fit in `keptColumnsLimit` floats (else backward rebuilds
-    /// them per image), and the batch of the training forward that filled them (0: none).
+    /// for the weight gradient when they fit in `keptColumnsAllowance` floats (else backward
+    /// rebuilds them per image), and the batch and input of the training forward that filled them.
     var keptColumns = FloatBuffer(count: 0)
     var keptBatch = 0
-    /// 16 MiB: `ref`'s first convolution keeps 3.5 MiB at batch 128, `seed`'s 0.8 MiB at 32.
-    static let keptColumnsLimit = 1 << 22
+    var keptInput: UnsafePointer<Float>?
+    /// Floats of column matrices this layer may keep; a model shares `keptColumnsBudget` among
+    /// its convolutions in layer order (`Model.reserve`).
+    var keptColumnsAllowance = Conv2D.keptColumnsBudget
+    /// 16 MiB per model: `ref`'s first convolution keeps 3.4 MiB at batch 128, `seed`'s two 0.3 MiB at 32.
+    public static let keptColumnsBudget = 1 << 22
+
+    /// Floats of one batch's column matrices on this layer's path (0 where none are built).
+    func columnFloats(batch: Int) -> Int {
+        usesWinograd || usesShifted || isPointwise ? 0 : batch * patch * pixels
+    }
     /// (K·P) for each column-matrix entry the input offset it copies, −1 for padding; empty
     /// when im2col/col2im run as row loops (see `gathersByTable`).
     var gatherTable: [Int32] = []
@@ -167,8 +178,11 @@ public final class Conv2D: Layer {
         case .im2col, .auto:
             if usesTable && gatherTable.isEmpty { gatherTable = makeGatherTable() }
             if columns.count != workers { columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) } }
-            let kept = batch * patch * pixels
-            if !isPointwise && kept <= Self.keptColumnsLimit && keptColumns.count < kept {
+            let kept = columnFloats(batch: batch)
+            if kept == 0 || kept > keptColumnsAllowance {
+                keptColumns = FloatBuffer(count: 0)
+                keptBatch = 0
+            } else if keptColumns.count < kept {
                 keptColumns = FloatBuffer(count: kept)
                 keptBatch = 0
             }
@@ -226,12 +240,13 @@ public final class Conv2D: Layer {
             return
         }
         precondition(columns.count == Parallel.workers, "Conv2D: reserve(batch:) first")
-        let keeps = keepsColumns && keptColumns.count >= batch * patch * pixels
+        let need = columnFloats(batch: batch)
+        let keeps = keepsColumns && need > 0 && keptColumns.count >= need
         keptBatch = 0
         Parallel.chunks(batch, cost: forwardFlops) { t, images in
             forward(x, y, images: images, worker: t, operands: operands, keep: keeps)
         }
-        if keeps { keptBatch = batch }
+        if keeps { keptBatch = batch; keptInput = x }
     }
 
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>, worker: Int,
@@ -258,7 +273,8 @@ public final class Conv2D: Layer {
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         layoutPhase = 1
         let space = preparedShiftedSpace(weight: weight), winograd = preparedWinogradSpace(forwardWeight: nil, flipped: dx != nil)
-        let kept = keptBatch == batch  // the last forward was this batch's training forward
+        // The last forward on the im2col path was a training forward of these `batch` images.
+        let kept = batch > 0 && keptBatch == batch && keptInput == x
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.

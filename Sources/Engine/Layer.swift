@@ -64,6 +64,8 @@ public protocol Layer: AnyObject {
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                  context: PassContext) throws
     /// dy: (N, outputShape) → dx: (N, inputShape), nil when nobody needs it (first layer).
+    /// Follows the training forward of the same x and batch: layers read what it cached
+    /// (batch statistics, argmax, column matrices).
     func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                   _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws
     /// Multiply–adds of one example's forward pass (for GFLOP/s figures).

@@ -204,8 +204,26 @@ public final class Model {
             activations.append(fused[i] ? activations[i - 1] : FloatBuffer(count: batch * layer.outputShape.count))
         }
         gradA = FloatBuffer(count: batch * widest); gradB = FloatBuffer(count: batch * widest)
-        for layer in layers { layer.reserve(batch: batch) }
+        for (layer, allowance) in zip(layers, columnAllowances(batch: batch)) {
+            (layer as? Conv2D)?.keptColumnsAllowance = allowance
+            layer.reserve(batch: batch)
+        }
     }
+
+    /// Floats of column matrices each layer keeps from a training forward of `batch` (im2col
+    /// convolutions, in layer order, while they fit in `Conv2D.keptColumnsBudget` together).
+    func columnAllowances(batch: Int) -> [Int] {
+        var left = Conv2D.keptColumnsBudget
+        return layers.map { layer in
+            let want = (layer as? Conv2D)?.columnFloats(batch: batch) ?? 0
+            guard want <= left else { return 0 }
+            left -= want
+            return want
+        }
+    }
+
+    /// Floats of column matrices kept for backward when training with `batch` (`ModelSummary`).
+    public func keptColumnFloats(batch: Int) -> Int { columnAllowances(batch: batch).reduce(0, +) }
 
     /// Sizes the inference path (evaluation, prediction) for batches of up to `batch`: input and
     /// two ping-pong buffers, no per-layer activations, no backward caches.
@@ -214,7 +232,12 @@ public final class Model {
         inferenceCapacity = batch
         if batch > capacity { input = FloatBuffer(count: batch * inputShape.count) }
         inferA = FloatBuffer(count: batch * widest); inferB = FloatBuffer(count: batch * widest)
-        if capacity == 0 { for layer in layers { layer.reserve(batch: 1) } }
+        if capacity == 0 {  // per-worker workspaces only: no training, so no kept column matrices
+            for layer in layers {
+                (layer as? Conv2D)?.keptColumnsAllowance = 0
+                layer.reserve(batch: 1)
+            }
+        }
         for layer in layers { layer.reserveInference(batch: batch) }
     }
 

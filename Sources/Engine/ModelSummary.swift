@@ -23,7 +23,8 @@ public struct ModelSummary: Codable, Sendable {
     /// (earlier activations can be freed), plus its convolution workspace.
     public var predictionActivationBytes: Int
     /// Bytes for training one batch: every layer's output kept for backward, two gradient
-    /// buffers of the widest activation, parameters, gradients and two Adam moments.
+    /// buffers of the widest activation, the column matrices im2col convolutions keep,
+    /// parameters, gradients and two Adam moments.
     public var trainingBytes: Int
     public var forwardFlopsPerExample: Int
 
@@ -52,7 +53,8 @@ public struct ModelSummary: Codable, Sendable {
         }
         predictionActivationBytes = 4 * peak
         let kept = model.inputShape.count + model.layers.reduce(0) { $0 + $1.outputShape.count }
-        trainingBytes = 4 * (batchSize * (kept + 2 * model.widest) + 4 * model.parameterCount + model.stateCount)
+        trainingBytes = 4 * (batchSize * (kept + 2 * model.widest) + model.keptColumnFloats(batch: batchSize)
+                             + 4 * model.parameterCount + model.stateCount)
         forwardFlopsPerExample = 2 * model.forwardFlopsPerExample
     }
 
@@ -84,7 +86,7 @@ public struct ModelSummary: Codable, Sendable {
         out += "\(rule)\n"
         out += "Parameter memory: \(mib(parameterBytes)) (fp32)\n"
         out += "One prediction: \(mib(predictionActivationBytes)) of activations at peak, \(mib(parameterBytes + predictionActivationBytes)) with parameters\n"
-        out += "Training a batch of \(batchSize): \(mib(trainingBytes)) (activations kept for backward, parameters, gradients, Adam moments)\n"
+        out += "Training a batch of \(batchSize): \(mib(trainingBytes)) (activations and column matrices kept for backward, parameters, gradients, Adam moments)\n"
         out += "Forward FLOPs per example: \(group(forwardFlopsPerExample))\n"
         return out
     }

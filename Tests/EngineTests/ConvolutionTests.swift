@@ -1,3 +1,4 @@
+import Foundation
 import Engine
 import XCTest
 
@@ -127,29 +128,57 @@ final class ConvolutionTests: XCTestCase {
         }
     }
 
-    /// The im2col path keeps a training forward's column matrices for the weight gradient. With an
-    /// inference forward of other images in between, backward rebuilds them instead, and the
-    /// gradients are the same bits either way.
+    /// The im2col path keeps a training forward's column matrices for the weight gradient; after
+    /// an inference forward of other images in between, backward rebuilds them instead (its only
+    /// layout work without dx), with the same bits either way.
     func testKeptColumnsGiveTheRebuiltGradients() throws {
+        let saved = Parallel.workers
+        Parallel.workers = 1  // layout time is counted on worker 0
+        defer { Parallel.workers = saved }
         let conv = try Conv2D(input: Shape(c: 2, h: 9, w: 9), filters: 3, kernel: 3, stride: 2, padding: .same,
                               activation: .relu, useBias: true, l2: 0)
         conv.algorithm = .im2col
         let batch = 4, inCount = batch * conv.inputShape.count
         let h = LayerHarness(conv, batch: batch)
-        let x = randomArray(inCount, seed: 41), r = randomArray(batch * conv.outputShape.count, seed: 42)
-        let kept = try h.gradients(x, r, context: PassContext(training: true))
-
-        h.grads.zero()
-        let y = try h.forward(x, context: PassContext(training: true))
-        _ = try h.forward(randomArray(inCount, seed: 43), context: PassContext(training: false))
-        var dy = r, dx = [Float](repeating: 0, count: inCount)
-        try dy.withUnsafeMutableBufferPointer { dyp in
-            try dx.withUnsafeMutableBufferPointer { dxp in
-                try conv.backward(x, y, dyp.baseAddress!, dxp.baseAddress!, batch: batch, context: PassContext(training: true))
+        let x = randomArray(inCount, seed: 41), other = randomArray(inCount, seed: 43)
+        let r = randomArray(batch * conv.outputShape.count, seed: 42)
+        conv.timesLayout = true
+        func weightGradients(inferenceBetween: Bool) throws -> (bits: [UInt32], rebuildSeconds: Double) {
+            h.grads.zero()
+            conv.layoutSeconds = [0, 0]
+            let y = try h.forward(x, context: PassContext(training: true))
+            if inferenceBetween { _ = try h.forward(other, context: PassContext(training: false)) }
+            var dy = r
+            try x.withUnsafeBufferPointer { xp in
+                try dy.withUnsafeMutableBufferPointer { dyp in
+                    try conv.backward(xp.baseAddress!, y, dyp.baseAddress!, nil, batch: batch,
+                                      context: PassContext(training: true))
+                }
             }
+            return (h.grads.array.map(\.bitPattern), conv.layoutSeconds[1])
         }
-        XCTAssertEqual(dx.map(\.bitPattern), kept.dx.map(\.bitPattern))
-        XCTAssertEqual(h.grads.array.map(\.bitPattern), kept.dparams.map(\.bitPattern))
+        let kept = try weightGradients(inferenceBetween: false)
+        let rebuilt = try weightGradients(inferenceBetween: true)
+        XCTAssertEqual(kept.rebuildSeconds, 0, "backward rebuilt column matrices it had kept")
+        XCTAssertGreaterThan(rebuilt.rebuildSeconds, 0, "backward did not rebuild after an inference forward")
+        XCTAssertEqual(rebuilt.bits, kept.bits)
+    }
+
+    /// A model's convolutions share one budget for kept column matrices, in layer order.
+    func testKeptColumnsShareOneBudgetPerModel() throws {
+        let spec = try ModelSpec.decode(Data("""
+            {"name": "budget", "input": [10, 10, 4], "layers": [
+             {"type": "conv2d", "filters": 4, "kernel": 3, "padding": "valid"},
+             {"type": "conv2d", "filters": 4, "kernel": 3, "padding": "valid"},
+             {"type": "flatten"}, {"type": "dense", "units": 2}]}
+            """.utf8), source: "test")
+        let model = try Model(spec: spec)
+        // Per image: 36 × 64 floats for the first convolution, 36 × 36 for the second.
+        XCTAssertEqual(model.keptColumnFloats(batch: 1000), 1000 * (36 * 64 + 36 * 36))
+        XCTAssertEqual(model.keptColumnFloats(batch: 1200), 1200 * 36 * 64)  // the second no longer fits
+        XCTAssertLessThanOrEqual(1200 * (36 * 64 + 36 * 36), 2 * Conv2D.keptColumnsBudget)
+        XCTAssertGreaterThan(1200 * (36 * 64 + 36 * 36), Conv2D.keptColumnsBudget)
+        XCTAssertEqual(try Model(spec: .ref).keptColumnFloats(batch: 128), 128 * 9 * 784)  // its first convolution
     }
 
     func testSamePaddingFollowsTensorFlow() {
