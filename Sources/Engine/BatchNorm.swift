@@ -64,10 +64,7 @@ public final class BatchNorm: Layer {
                         context: PassContext) throws {
         let C = channels, S = inputShape.spatial
         if !context.training {
-            for c in 0..<C {
-                let inv = 1 / (runningVar[c] + epsilon).squareRoot()
-                batchMean[c] = runningMean[c]; batchInvStd[c] = inv
-            }
+            for c in 0..<C { batchMean[c] = runningMean[c]; batchInvStd[c] = runningInvStd(c) }
             normalize(x, y, batch: batch)
             return
         }
@@ -112,8 +109,7 @@ public final class BatchNorm: Layer {
         Parallel.chunks(batch, cost: C * S * 2) { _, images in
           for n in images {
             for c in 0..<C {
-                let scale = gamma[c] * batchInvStd[c]
-                let shift = beta[c] - batchMean[c] * scale
+                let (scale, shift) = affine(c, mean: batchMean[c], invStd: batchInvStd[c])
                 let p = x + (n * C + c) * S, q = y + (n * C + c) * S
                 switch fusedActivation {
                 case .relu: for i in 0..<S { q[i] = max(p[i] * scale + shift, 0) }
@@ -125,6 +121,16 @@ public final class BatchNorm: Layer {
             }
           }
         }
+    }
+
+    /// Inference's 1/√(running variance + ε) of channel `c`.
+    func runningInvStd(_ c: Int) -> Float { 1 / (runningVar[c] + epsilon).squareRoot() }
+
+    /// Channel `c`'s normalisation as y = x·scale + shift (before the fused activation):
+    /// scale = γ·invStd, shift = β − mean·scale.
+    func affine(_ c: Int, mean: Float, invStd: Float) -> (scale: Float, shift: Float) {
+        let scale = gamma[c] * invStd
+        return (scale, beta[c] - mean * scale)
     }
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,

@@ -206,18 +206,18 @@ public final class Conv2D: Layer {
     }
 
     /// The inference forward of this layer followed by `bn` (in inference mode) and the activation
-    /// fused into `bn`, in one pass: with s = γ/√(running variance + ε) per output channel, the
-    /// weights become w·s and the bias (b − running mean)·s + β, so the batch norm's own pass over
-    /// the output disappears. The same function up to rounding (tests hold it to the two passes).
+    /// fused into `bn`, in one pass: with `bn`'s inference y = x·s + t per output channel, the
+    /// weights become w·s and the bias b·s + t, so the batch norm's own pass over the output
+    /// disappears. The same function up to rounding (tests hold it to the two passes).
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, folding bn: BatchNorm) {
         precondition(activation == .linear && bn.channels == filters,
                      "Conv2D: only a linear convolution folds the batch norm of its \(filters) channels")
         if foldedOperands.count != filters * patch + filters { foldedOperands = FloatBuffer(count: filters * patch + filters) }
         let w = foldedOperands.pointer, b = w + filters * patch
         for o in 0..<filters {
-            let scale = bn.gamma[o] / (bn.runningVar[o] + bn.epsilon).squareRoot()
+            let (scale, shift) = bn.affine(o, mean: bn.runningMean[o], invStd: bn.runningInvStd(o))
             for i in 0..<patch { w[o * patch + i] = weight[o * patch + i] * scale }
-            b[o] = ((bias?[o] ?? 0) - bn.runningMean[o]) * scale + bn.beta[o]
+            b[o] = (bias?[o] ?? 0) * scale + shift
         }
         forward(x, y, batch: batch, operands: ForwardOperands(weight: w, bias: b, activation: bn.fusedActivation,
                                                               alpha: bn.fusedAlpha))

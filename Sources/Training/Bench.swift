@@ -202,14 +202,11 @@ extension Tool {
     /// with several (`mpirun … : …`) could differ, and another bucket size would mismatch the
     /// ring's messages. All ranks see all settings, so all stop together.
     static func agreeOnSettings(_ o: BenchOptions, comm: Communicator) throws {
-        guard comm.size > 1 else { return }
-        comm.phase = "bench settings check"
         let mine = "model \(o.model), batch size \(o.batchSize.map(String.init) ?? "default"), steps \(o.steps), "
             + "warmup \(o.warmup), eval \(o.eval), convolution \(o.convolution), augment \(o.augmentation), "
             + "bn-sync \(o.bnSync.rawValue), bucket-mib \(o.bucketMiB)"
-        let all = try comm.allGather(Array(mine.utf8)).map { String(decoding: $0, as: UTF8.self) }
-        if let r = all.firstIndex(where: { $0 != all[0] }) {
-            throw RunError.config("rank \(r) was started with different bench settings than rank 0 ('\(all[r])' vs '\(all[0])'); start every rank with the same command line")
+        if let d = try comm.firstRankDiffering(from: Array(mine.utf8), phase: "bench settings check") {
+            throw RunError.config("rank \(d.rank) was started with different bench settings than rank 0 ('\(d.all[d.rank])' vs '\(d.all[0])'); start every rank with the same command line")
         }
     }
 

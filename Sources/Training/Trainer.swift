@@ -351,11 +351,8 @@ public final class Trainer {
 
     /// Every rank must end with the same weights; a difference is a bug worth stopping for.
     func verifyIdenticalWeights(_ hash: String) throws {
-        guard comm.size > 1 else { return }
-        comm.phase = "final weight check"
-        let all = try comm.allGather(Array(hash.utf8))
-        if let r = all.firstIndex(where: { $0 != all[0] }) {
-            throw RunError.diverged("rank \(r) ended with weights \(String(decoding: all[r], as: UTF8.self).prefix(16)), rank 0 with \(hash.prefix(16))")
+        if let d = try comm.firstRankDiffering(from: Array(hash.utf8), phase: "final weight check") {
+            throw RunError.diverged("rank \(d.rank) ended with weights \(d.all[d.rank].prefix(16)), rank 0 with \(d.all[0].prefix(16))")
         }
     }
 
