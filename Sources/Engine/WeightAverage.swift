@@ -42,9 +42,16 @@ public final class WeightAverage {
         }
     }
 
-    /// Exchanges the shadow and the weights, element by element: call it before evaluating
-    /// with the average and again after, which restores both exactly.
-    public func swap(with params: UnsafeMutablePointer<Float>) {
+    /// Runs `body` with the averaged weights in `params`, and the live ones back in place
+    /// afterwards, however `body` ends (exactly: the two are exchanged, not recomputed).
+    public func withAveragedWeights<T>(in params: UnsafeMutablePointer<Float>, _ body: () throws -> T) rethrows -> T {
+        swap(with: params)
+        defer { swap(with: params) }
+        return try body()
+    }
+
+    /// Exchanges the shadow and the weights, element by element.
+    func swap(with params: UnsafeMutablePointer<Float>) {
         let s = shadow.pointer
         Parallel.chunks(shadow.count, cost: 2) { _, chunk in
             for i in chunk { let t = s[i]; s[i] = params[i]; params[i] = t }

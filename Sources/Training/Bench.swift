@@ -125,7 +125,7 @@ extension Tool {
             step.reserve(batch: (batch + comm.size - 1) / comm.size)
         }
         let data = syntheticDataset(count: batch, shape: model.inputShape, classes: model.classes)
-        let mine = shardRange(of: batch, rank: comm.rank, size: comm.size)
+        let mine = contiguousShare(of: batch, part: comm.rank, parts: comm.size)
         let indices = Array(0..<batch)
         let augmenter = options.augmentation == .none ? nil : Augmenter(config: options.augmentation, seed: 1)
         var times: [Double] = [], allReduce = 0.0
@@ -135,19 +135,20 @@ extension Tool {
                 step.phaseTimes = TrainingStep.PhaseTimes()
                 for conv in convolutions { conv.timesLayout = true; conv.layoutSeconds = [0, 0] }
             }
-            step.reducer.seconds = 0
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let watch = Stopwatch()
+            var exchange = 0.0
             if eval {
                 // Inference as `evaluate` runs it: fill, forward in inference mode, no caches for backward.
                 Normalizer.unit.fill(model.input.pointer, from: data, indices: indices[mine])
                 try model.forward(batch: mine.count, context: PassContext(training: false))
             } else {
-                _ = try step.run(dataset: data, normalizer: .unit, augmenter: augmenter, indices: indices[mine], offset: mine.lowerBound,
-                                 globalBatch: batch, globalStep: s, learningRate: 1e-4, stopRequested: false)
+                let globalBatch = GlobalBatch(epoch: 0, step: s, indices: indices[...], share: mine)
+                exchange = try step.run(globalBatch, dataset: data, normalizer: .unit, augmenter: augmenter, globalStep: s,
+                                        learningRate: 1e-4, stopRequested: false).exchangeSeconds
             }
             if s >= warmup {
-                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
-                allReduce += step.reducer.seconds
+                times.append(watch.seconds)
+                allReduce += exchange
             }
         }
         // The job is as fast as its slowest rank.
@@ -231,9 +232,9 @@ extension Tool {
         for i in 0..<(n * n) { a.pointer[i] = Float(i % 7) * 0.1; b.pointer[i] = Float(i % 5) * 0.1 }
         var rates: [Double] = []
         for _ in 0..<6 {
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let watch = Stopwatch()
             BLAS.gemm(m: n, n: n, k: n, a.pointer, lda: n, b.pointer, ldb: n, beta: 0, c.pointer, ldc: n)
-            rates.append(2 * Double(n * n * n) / (Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9) * 1e-9)
+            rates.append(2 * Double(n * n * n) / watch.seconds * 1e-9)
         }
         return rates.dropFirst().sorted()[2]
     }

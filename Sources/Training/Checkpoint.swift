@@ -13,11 +13,12 @@ public struct Checkpoint {
     public var spec: ModelSpec
     public var state: TrainingState
 
-    /// Captures the model, optimizer and run state.
-    public init(model: Model, adam: Adam?, state: TrainingState, best: FloatBuffer? = nil, ema: WeightAverage? = nil) {
+    /// Captures the model (or, when given, `weights` of it), optimizer and run state.
+    init(model: Model, weights: WeightsSnapshot? = nil, adam: Adam?, state: TrainingState, best: WeightsSnapshot? = nil,
+         ema: WeightAverage? = nil) {
         var f = SafeTensorsFile()
         for t in model.tensors {
-            f.append(t.name, shape: t.shape, values: UnsafeBufferPointer(start: model.pointer(to: t), count: t.count))
+            f.append(t.name, shape: t.shape, values: UnsafeBufferPointer(start: weights?.pointer(to: t) ?? model.pointer(to: t), count: t.count))
         }
         for t in model.tensors where t.region == .parameters {
             if let adam {
@@ -31,10 +32,8 @@ public struct Checkpoint {
             }
         }
         if let best {
-            // The best weights: parameters then state, as one snapshot.
             for t in model.tensors {
-                let base = t.region == .parameters ? best.pointer : best.pointer + model.parameterCount
-                f.append("best." + t.name, shape: t.shape, values: UnsafeBufferPointer(start: base + t.offset, count: t.count))
+                f.append("best." + t.name, shape: t.shape, values: UnsafeBufferPointer(start: best.pointer(to: t), count: t.count))
             }
         }
         var st = state
@@ -110,8 +109,12 @@ public struct Checkpoint {
 
     /// Copies weights and running statistics (and, when given, Adam moments and best weights)
     /// into `model`, after checking that the checkpoint is of the same model.
-    public func restore(into model: Model, adam: Adam? = nil, best: FloatBuffer? = nil, ema: WeightAverage? = nil,
-                        source: String) throws {
+    public func restore(into model: Model, adam: Adam? = nil, ema: WeightAverage? = nil, source: String) throws {
+        try restore(into: model, adam: adam, best: nil, ema: ema, source: source)
+    }
+
+    /// The same, also filling `best` from the checkpoint's `best.*` when it holds them.
+    func restore(into model: Model, adam: Adam?, best: WeightsSnapshot?, ema: WeightAverage?, source: String) throws {
         guard spec.layers == model.spec.layers, spec.input == model.spec.input else {
             throw CheckpointError.otherModel(source, "it holds model '\(spec.name)' with \(spec.layers.count) layers, the run uses '\(model.spec.name)' with \(model.spec.layers.count)")
         }
@@ -137,10 +140,7 @@ public struct Checkpoint {
             ema.updates = state.emaUpdates
         }
         if let best, hasBest {
-            for t in model.tensors {
-                let base = t.region == .parameters ? best.pointer : best.pointer + model.parameterCount
-                try take("best." + t.name, t, base + t.offset)
-            }
+            for t in model.tensors { try take("best." + t.name, t, best.pointer(to: t)) }
         }
     }
 }

@@ -3,6 +3,16 @@ import Collective
 import Data
 import Engine
 
+/// A test example the model got wrong: its index in the data set, true and predicted class.
+public struct Misclassification: Codable, Sendable, Equatable {
+    public var index: Int, label: Int, predicted: Int
+    /// Softmax probability of `predicted`.
+    public var confidence: Double
+    public init(index: Int, label: Int, predicted: Int, confidence: Double) {
+        self.index = index; self.label = label; self.predicted = predicted; self.confidence = confidence
+    }
+}
+
 /// Loss, accuracy and confusion matrix of a model on a dataset.
 public struct EvaluationResult: Sendable {
     public var loss: Double          // mean cross-entropy + the L2 term, as Keras reports it
@@ -11,7 +21,7 @@ public struct EvaluationResult: Sendable {
     /// confusion[true][predicted]
     public var confusion: [[Int]]
     /// The most confident mistakes, when asked for (`mistakes:` > 0), the same on every rank.
-    public var mistakes: [RunReportData.Mistake] = []
+    public var mistakes: [Misclassification] = []
 }
 
 /// Evaluates in inference mode, each rank on its contiguous shard of the set; the sums
@@ -20,13 +30,13 @@ public struct EvaluationResult: Sendable {
 public func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize: Int,
                      comm: Communicator, mistakes limit: Int = 0) throws -> EvaluationResult {
     let classes = model.classes
-    let mine = shardRange(of: dataset.count, rank: comm.rank, size: comm.size)
+    let mine = contiguousShare(of: dataset.count, part: comm.rank, parts: comm.size)
     let batchSize = min(batchSize, max(mine.count, 1))
     model.reserveInference(batch: batchSize)
     var sums = [Double](repeating: 0, count: 3 + classes * classes)
     var labels = [Int32](repeating: 0, count: batchSize)
     let context = PassContext(training: false)
-    var mistakes: [RunReportData.Mistake] = []
+    var mistakes: [Misclassification] = []
     var start = mine.lowerBound
     while start < mine.upperBound {
         let end = min(start + batchSize, mine.upperBound), n = end - start
@@ -63,13 +73,13 @@ public func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, bat
 
 /// The `limit` most confident of every rank's mistakes (ties by dataset index), gathered so
 /// that each rank returns the same list.
-func mostConfident(_ mine: [RunReportData.Mistake], limit: Int, comm: Communicator) throws -> [RunReportData.Mistake] {
-    func top(_ list: [RunReportData.Mistake]) -> [RunReportData.Mistake] {
+func mostConfident(_ mine: [Misclassification], limit: Int, comm: Communicator) throws -> [Misclassification] {
+    func top(_ list: [Misclassification]) -> [Misclassification] {
         Array(list.sorted { ($0.confidence, -$0.index) > ($1.confidence, -$1.index) }.prefix(limit))
     }
     let local = top(mine)
     guard comm.size > 1 else { return local }
     comm.phase = "report mistakes all-gather"
     let all = try comm.allGather(Array(try JSONEncoder().encode(local)))
-    return top(try all.flatMap { try JSONDecoder().decode([RunReportData.Mistake].self, from: Data($0)) })
+    return top(try all.flatMap { try JSONDecoder().decode([Misclassification].self, from: Data($0)) })
 }

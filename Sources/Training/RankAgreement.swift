@@ -1,4 +1,5 @@
 import Collective
+import Foundation
 
 extension Communicator {
     /// Gathers every rank's `bytes` under `phase` and returns them as text with the first rank
@@ -10,4 +11,85 @@ extension Communicator {
         guard let r = all.firstIndex(where: { $0 != all[0] }) else { return nil }
         return (r, all.map { String(decoding: $0, as: UTF8.self) })
     }
+}
+
+/// The points where ranks agree before going on: the configuration at start, a failure on any
+/// rank, rank 0's files, the early-stopping decision and the final weights.
+extension Trainer {
+    /// Runs `body` on every rank; if it fails on any, every rank throws the first failing
+    /// rank's message, so the job ends together with one line.
+    func collectively<T>(_ what: String, _ body: () throws -> T) throws -> T {
+        let result: Result<T, Error>
+        do { result = .success(try body()) } catch { result = .failure(error) }
+        guard comm.size > 1 else { return try result.get() }
+        var message: [UInt8] = []
+        if case .failure(let e) = result { message = Array("\(e)".utf8) }
+        comm.phase = what
+        let all = try comm.allGather(message)
+        if let r = all.firstIndex(where: { !$0.isEmpty }) {
+            let text = String(decoding: all[r], as: UTF8.self)
+            throw RunError.config(all.allSatisfy({ $0 == all[r] }) ? text : "rank \(r): \(text)")
+        }
+        return try result.get()
+    }
+
+    /// Compares the configuration of every rank with rank 0's; all stop on a mismatch.
+    func agreeOnConfiguration() throws {
+        guard comm.size > 1 else { return }
+        comm.phase = "configuration check"
+        let mine = config.scheduleFields.merging(["epochs": "\(config.epochs)", "patience": "\(config.patience)",
+                                                  "data": config.dataDirectory, "bucket-mib": "\(options.bucketMiB)"]) { a, _ in a }
+        let all = try comm.allGather(Array(try JSONEncoder().encode(mine)))
+        for (r, bytes) in all.enumerated() {
+            let other = (try? JSONDecoder().decode([String: String].self, from: Data(bytes))) ?? [:]
+            let reference = (try? JSONDecoder().decode([String: String].self, from: Data(all[0]))) ?? [:]
+            let differing = reference.keys.sorted().filter { reference[$0] != other[$0] }
+            if let key = differing.first {
+                throw RunError.config("rank \(r) was started with different settings than rank 0: \(differing.joined(separator: ", ")) (e.g. \(key): '\(other[key]?.prefix(60) ?? "")' vs '\(reference[key]?.prefix(60) ?? "")'); start every rank with the same command line")
+            }
+        }
+    }
+
+    /// While rank 0 writes files the others would wait in the next collective with
+    /// `--step-timeout` running; a slow file system must not look like a stalled rank.
+    func waitForRootFiles() throws {
+        guard comm.size > 1, let limit = comm.timeout else { return }
+        comm.timeout = nil
+        defer { comm.timeout = limit }
+        comm.phase = "waiting for rank 0's files"
+        try comm.barrier()
+    }
+
+    /// Every rank must end with the same weights; a difference is a bug worth stopping for.
+    func verifyIdenticalWeights(_ hash: String) throws {
+        if let d = try comm.firstRankDiffering(from: Array(hash.utf8), phase: "final weight check") {
+            throw RunError.diverged("rank \(d.rank) ended with weights \(d.all[d.rank].prefix(16)), rank 0 with \(d.all[0].prefix(16))")
+        }
+    }
+
+    /// Keras's EarlyStopping, decided on rank 0 and broadcast so every rank leaves together.
+    /// Returns whether the monitored metric improved.
+    func decideEarlyStopping(_ state: inout TrainingState, metrics: EpochMetrics) throws -> Bool {
+        var es = state.earlyStopping
+        var improved = false
+        if comm.rank == 0, let current = config.monitor == .valLoss ? metrics.valLoss : metrics.valAccuracy {
+            let delta = abs(config.minDelta)
+            es.wait += 1
+            if let b = es.best {
+                improved = config.monitor == .valLoss ? current < b - delta : current > b + delta
+            } else {
+                improved = true
+            }
+            if improved { es.best = current; es.bestEpoch = metrics.epoch; es.wait = 0 }
+            if config.patience > 0 && es.wait >= config.patience && metrics.epoch > 1 { es.stopped = true }
+        }
+        var bytes = [UInt8](try JSONEncoder().encode(EarlyStoppingDecision(state: es, improved: improved)))
+        comm.phase = "early-stopping decision"
+        try comm.broadcast(&bytes, root: 0)
+        let decision = try JSONDecoder().decode(EarlyStoppingDecision.self, from: Data(bytes))
+        state.earlyStopping = decision.state
+        return decision.improved
+    }
+
+    struct EarlyStoppingDecision: Codable { var state: EarlyStoppingState; var improved: Bool }
 }

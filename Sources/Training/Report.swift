@@ -7,21 +7,13 @@ import Foundation
 /// misclassified test images (by index into the test set of `data`), so `report.html` can be
 /// rebuilt from the run folder and the data set alone.
 public struct RunReportData: Codable, Sendable, Equatable {
-    public struct Mistake: Codable, Sendable, Equatable {
-        public var index: Int, label: Int, predicted: Int
-        /// Softmax probability of `predicted`.
-        public var confidence: Double
-        public init(index: Int, label: Int, predicted: Int, confidence: Double) {
-            self.index = index; self.label = label; self.predicted = predicted; self.confidence = confidence
-        }
-    }
     /// confusion[true][predicted]
     public var confusion: [[Int]]
-    public var mistakes: [Mistake]
+    public var mistakes: [Misclassification]
     /// The data folder whose test set the indices refer to.
     public var data: String
     public var title: String
-    public init(confusion: [[Int]], mistakes: [Mistake], data: String, title: String) {
+    public init(confusion: [[Int]], mistakes: [Misclassification], data: String, title: String) {
         self.confusion = confusion; self.mistakes = mistakes; self.data = data; self.title = title
     }
 }
@@ -104,25 +96,26 @@ public enum RunReport {
     /// folder report.json names). Returns the path written.
     @discardableResult
     public static func write(runDirectory: String, dataDirectory: String? = nil) throws -> String {
-        try write(runDirectory: runDirectory, dataDirectory: dataDirectory, testSet: nil)
+        try write(runDirectory: runDirectory, dataDirectory: dataDirectory, testSet: nil, history: nil)
     }
 
-    /// Writes `RUN_DIR/report.json` and then `report.html`; `testSet` (the run's test set, as
-    /// loaded) spares reading the data folder again.
+    /// Writes `RUN_DIR/report.json` and then `report.html`. A run passes its `history` and its
+    /// `testSet` (as loaded), so nothing it has in memory is read back from the folder.
     @discardableResult
-    public static func save(_ data: RunReportData, runDirectory: String, testSet: Dataset? = nil) throws -> String {
+    public static func save(_ data: RunReportData, runDirectory: String, history: [EpochMetrics]? = nil,
+                            testSet: Dataset? = nil) throws -> String {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(Array(try enc.encode(data)) + [0x0A], to: runDirectory + "/report.json")
-        return try write(runDirectory: runDirectory, dataDirectory: nil, testSet: testSet)
+        return try write(runDirectory: runDirectory, dataDirectory: nil, testSet: testSet, history: history)
     }
 
-    static func write(runDirectory dir: String, dataDirectory: String?, testSet: Dataset?) throws -> String {
+    static func write(runDirectory dir: String, dataDirectory: String?, testSet: Dataset?, history: [EpochMetrics]?) throws -> String {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw ReportError(path: dir, reason: "no such run folder")
         }
-        let history = try readMetrics(path: dir + "/metrics.csv")
+        let history = try history ?? readMetrics(path: dir + "/metrics.csv")
         let reportPath = dir + "/report.json"
         var data: RunReportData?
         if FileManager.default.fileExists(atPath: reportPath) {

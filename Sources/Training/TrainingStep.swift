@@ -1,7 +1,16 @@
 import Collective
 import Data
-import Dispatch
 import Engine
+
+/// What one step gives back, summed over the global batch (the same on every rank).
+struct StepTotals {
+    var lossSum: Double      // Σ cross-entropy over the global batch
+    var correct: Double
+    var count: Int           // global batch size
+    var stopRequested: Bool
+    /// Seconds this rank spent in collectives during the step (batch-norm sums included).
+    var exchangeSeconds: Double
+}
 
 /// One synchronized training step, shared by `train` and `bench`: this rank's shard forward
 /// and backward with the loss scaled by 1/(global batch); the gradients reduce-scattered (in
@@ -15,7 +24,8 @@ final class TrainingStep {
     let model: Model
     let adam: Adam
     let comm: Communicator
-    let reducer: CommunicatorReducer
+    /// Batch-norm statistics sums for `--bn-sync global`.
+    let statistics: CommunicatorReducer
     let bnSync: TrainConfig.BatchNormSync
     let rng: CounterRNG
     var labels: [Int32] = []
@@ -26,21 +36,13 @@ final class TrainingStep {
     static let totalLoss = 0, totalCorrect = 1, totalStop = 2, totalFixed = 3
     let totals: FloatBuffer
 
-    struct Result {
-        var lossSum: Double      // Σ cross-entropy over the global batch
-        var correct: Double
-        var stopRequested: Bool
-        var count: Int           // global batch size
-    }
-
     /// Label smoothing ε of the loss being trained.
     var smoothing: Float = 0
 
     /// Gradients handed to the reduce-scatter at once during backward: a bucket starts when
     /// this many MiB of finished gradients wait (whole layers, so buckets may be larger); 0 =
-    /// one bucket after backward. The sums do not depend on it. Off by default: on the 2-core
-    /// development machine, whose cores also move the data (shared memory, or TCP between
-    /// network namespaces), it was no faster (BENCHMARKS.md).
+    /// one bucket after backward. The sums do not depend on it. Off by default: it was no
+    /// faster where it was measured (BENCHMARKS.md, "--bucket-mib").
     var bucketMiB = TrainingStep.defaultBucketMiB
     static let defaultBucketMiB = 0.0
     static let floatsPerMiB = 262_144
@@ -50,24 +52,16 @@ final class TrainingStep {
         var input = 0.0, loss = 0.0, gradientAllReduce = 0.0, optimizer = 0.0
     }
     var phaseTimes: PhaseTimes?
-
-    /// Runs `body`, adding its wall time to `phaseTimes[keyPath:]` when profiling.
-    @inline(__always)
-    private func timed<T>(_ phase: ReferenceWritableKeyPath<PhaseTimes, Double>, _ body: () throws -> T) rethrows -> T {
-        guard let phaseTimes else { return try body() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        defer { phaseTimes[keyPath: phase] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
-        return try body()
-    }
+    private var unprofiled = PhaseTimes()
 
     init(model: Model, adam: Adam, comm: Communicator, bnSync: TrainConfig.BatchNormSync, seed: UInt64) {
         self.model = model; self.adam = adam; self.comm = comm; self.bnSync = bnSync
-        reducer = CommunicatorReducer(comm)
+        statistics = CommunicatorReducer(comm)
         rng = CounterRNG(seed: seed)
         totals = FloatBuffer(count: TrainingStep.totalFixed + (bnSync == .local ? model.stateCount : 0))
     }
 
-    /// Sizes buffers for local shards of up to `batch` examples.
+    /// Sizes buffers for local shares of up to `batch` examples.
     func reserve(batch: Int) {
         model.reserve(batch: batch)
         if labels.count < batch { labels = [Int32](repeating: 0, count: batch) }
@@ -91,20 +85,21 @@ final class TrainingStep {
         for (j, i) in indices.enumerated() { labels[j] = Int32(dataset.labels[i]) }
     }
 
-    /// Runs one step on this rank's examples `indices` of `dataset`, which sit at positions
-    /// `offset ..< offset + indices.count` of a global batch of `globalBatch` examples.
-    func run(dataset: Dataset, normalizer: Normalizer, augmenter: Augmenter? = nil, epoch: Int = 0,
-             indices: ArraySlice<Int>, offset: Int,
-             globalBatch: Int, globalStep: Int, learningRate: Double, stopRequested: Bool) throws -> Result {
-        let n = indices.count
-        timed(\.input) {
-            fillInput(dataset: dataset, normalizer: normalizer, augmenter: augmenter, epoch: epoch, indices: indices)
+    /// Runs global step `globalStep` on this rank's share of `batch`.
+    func run(_ batch: GlobalBatch, dataset: Dataset, normalizer: Normalizer, augmenter: Augmenter? = nil,
+             globalStep: Int, learningRate: Double, stopRequested: Bool) throws -> StepTotals {
+        let times = phaseTimes ?? unprofiled
+        let indices = batch.mine, n = indices.count, globalBatch = batch.size
+        var exchange = 0.0   // seconds in collectives, this step
+        statistics.seconds = 0
+        Stopwatch.add(to: &times.input) {
+            fillInput(dataset: dataset, normalizer: normalizer, augmenter: augmenter, epoch: batch.epoch, indices: indices)
         }
         model.zeroGradients()
-        let context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: offset,
-                                  reducer: bnSync == .global ? reducer : nil)
+        let context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: batch.share.lowerBound,
+                                  reducer: bnSync == .global ? statistics : nil)
         let logits = try model.forward(batch: n, context: context)
-        let (lossSum, correct) = timed(\.loss) {
+        let (lossSum, correct) = Stopwatch.add(to: &times.loss) {
             labels.withUnsafeBufferPointer {
                 SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: $0.baseAddress!, batch: n,
                                                     classes: model.classes, scale: 1 / Float(globalBatch),
@@ -113,17 +108,18 @@ final class TrainingStep {
         }
         let P = model.parameterCount
         let gradients = UnsafeMutableBufferPointer(start: model.gradients, count: P)
-        let bucketPhase = "gradient reduce-scatter"
+        comm.phase = "gradient reduce-scatter"
         var unsent = P  // gradients unsent ..< P are in the reduce-scatter
         let bucket = Int(bucketMiB * Double(TrainingStep.floatsPerMiB))
         try model.backward(batch: n, dlogits: dlogits.pointer, context: context) { done in
             guard comm.size > 1 && bucket > 0 else { return }
-            try timed(\.gradientAllReduce) {
+            comm.phase = "gradient reduce-scatter"
+            try Stopwatch.add(to: &exchange) {
                 if unsent - done >= bucket {
-                    try reducer.startReduceScatter(gradients, range: done ..< unsent, phase: bucketPhase)
+                    try comm.startReduceScatter(gradients, range: done ..< unsent)
                     unsent = done
                 } else if unsent < P {
-                    try reducer.progressReduceScatter(phase: bucketPhase)
+                    try comm.progressReduceScatter()
                 }
             }
         }
@@ -137,22 +133,27 @@ final class TrainingStep {
         let w = Float(n) / Float(globalBatch), s = model.state.pointer
         for i in 0..<localStats { t[TrainingStep.totalFixed + i] = s[i] * w }
         let shard = comm.shard(of: P)
-        try timed(\.gradientAllReduce) {
-            try reducer.startReduceScatter(gradients, range: 0 ..< unsent, phase: bucketPhase)
-            try reducer.sum(UnsafeMutableBufferPointer(start: t, count: totals.count), phase: "step totals all-reduce")
-            try reducer.finishReduceScatter(phase: bucketPhase)
+        try Stopwatch.add(to: &exchange) {
+            comm.phase = "gradient reduce-scatter"
+            try comm.startReduceScatter(gradients, range: 0 ..< unsent)
+            comm.phase = "step totals all-reduce"
+            try comm.allReduceSum(UnsafeMutableBufferPointer(start: t, count: totals.count))
+            comm.phase = "gradient reduce-scatter"
+            try comm.finishReduceScatter()
         }
         s.update(from: t + TrainingStep.totalFixed, count: localStats)
-        let result = Result(lossSum: Double(t[TrainingStep.totalLoss]), correct: Double(t[TrainingStep.totalCorrect]),
-                            stopRequested: t[TrainingStep.totalStop] > 0, count: globalBatch)
-        timed(\.optimizer) {
+        Stopwatch.add(to: &times.optimizer) {
             model.addL2Gradients(in: shard)
             adam.update(model.parameters.pointer, model.gradients, learningRate: learningRate, range: shard)
         }
-        try timed(\.gradientAllReduce) {
-            try reducer.allGather(UnsafeMutableBufferPointer(start: model.parameters.pointer, count: P), phase: "parameter all-gather")
+        try Stopwatch.add(to: &exchange) {
+            comm.phase = "parameter all-gather"
+            try comm.allGatherShards(UnsafeMutableBufferPointer(start: model.parameters.pointer, count: P))
         }
-        return result
+        times.gradientAllReduce += exchange
+        return StepTotals(lossSum: Double(t[TrainingStep.totalLoss]), correct: Double(t[TrainingStep.totalCorrect]),
+                          count: globalBatch, stopRequested: t[TrainingStep.totalStop] > 0,
+                          exchangeSeconds: exchange + statistics.seconds)
     }
 
     /// Completes Adam's moments on every rank from their owners' shards (a collective: every

@@ -233,15 +233,19 @@ final class OptimizerTests: XCTestCase {
         }
     }
 
-    func testAverageOfConstantWeightsIsThemAndSwapRestores() {
+    func testAverageOfConstantWeightsIsThemAndScopeRestores() {
         let avg = WeightAverage(count: 3, decay: 0.99)
         let w: [Float] = [1.5, -2, 0.25]
         for _ in 0..<10 { w.withUnsafeBufferPointer { avg.update(from: $0.baseAddress!) } }
         XCTAssertEqual(avg.shadow.array, [1.5, -2, 0.25])
-        var live: [Float] = [7, 8, 9]
-        live.withUnsafeMutableBufferPointer { avg.swap(with: $0.baseAddress!) }
-        XCTAssertEqual(live, [1.5, -2, 0.25]); XCTAssertEqual(avg.shadow.array, [7, 8, 9])
-        live.withUnsafeMutableBufferPointer { avg.swap(with: $0.baseAddress!) }
-        XCTAssertEqual(live, [7, 8, 9]); XCTAssertEqual(avg.shadow.array, [1.5, -2, 0.25])
+        let live = FloatBuffer(count: 3)
+        live.pointer.update(from: [7, 8, 9], count: 3)
+        let seen = avg.withAveragedWeights(in: live.pointer) { live.array }
+        XCTAssertEqual(seen, [1.5, -2, 0.25], "the averaged weights inside the scope")
+        XCTAssertEqual(live.array, [7, 8, 9]); XCTAssertEqual(avg.shadow.array, [1.5, -2, 0.25])
+        struct Failure: Error {}
+        XCTAssertThrowsError(try avg.withAveragedWeights(in: live.pointer) { throw Failure() })
+        XCTAssertEqual(live.array, [7, 8, 9], "an error inside the scope still restores the live weights")
+        XCTAssertEqual(avg.shadow.array, [1.5, -2, 0.25])
     }
 }

@@ -97,14 +97,14 @@ final class ReportTests: XCTestCase {
     /// list whether one rank scores all images or three ranks score a shard each.
     func testMistakesAreTheSameForAnyWorldSize() throws {
         let test = try RunReport.loadTestSet(directory: Repo.mnist, reportPath: "report.json").subset(0..<301)
-        func mistakes(ranks: Int) throws -> [RunReportData.Mistake] {
+        func mistakes(ranks: Int) throws -> [Misclassification] {
             let comms = ranks == 1 ? [SingleProcessCommunicator()] : ThreadedCommunicator.makeGroup(size: ranks)
-            let results = RankResults<[RunReportData.Mistake]>(count: ranks)
+            let results = RankResults<[Misclassification]>(count: ranks)
             let done = DispatchGroup()
             for (r, comm) in comms.enumerated() {
                 done.enter()
                 let thread = Thread {
-                    let result = Result { () throws -> [RunReportData.Mistake] in
+                    let result = Result { () throws -> [Misclassification] in
                         let model = try Model(spec: try ModelSpec.load("seed"))
                         model.initialize(seed: 3)
                         return try evaluate(model: model, dataset: test, normalizer: .unit, batchSize: 64,
@@ -138,7 +138,7 @@ final class ReportTests: XCTestCase {
 
     /// A run folder as the trainer leaves it: metrics.csv, summary.json, report.json naming
     /// the repository's MNIST, whose first test labels are 7, 2, 1, 0, 4.
-    func makeRunDirectory(mistakes: [RunReportData.Mistake]? = nil) throws -> String {
+    func makeRunDirectory(mistakes: [Misclassification]? = nil) throws -> String {
         let dir = temporaryDirectory(self) + "/run"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try """

@@ -1,0 +1,68 @@
+import Collective
+import Foundation
+
+/// Where a resumed run starts: rank 0 finds, reads and checks the checkpoint, and every rank
+/// receives its bytes.
+extension Trainer {
+    /// Rank 0 reads and validates the checkpoint to resume from and broadcasts its bytes, so only
+    /// rank 0 needs the file. Returns nil for a fresh start.
+    func loadCheckpointForResume() throws -> Checkpoint? {
+        // Rank 0 answers with [status] + payload: 0 fresh, 1 checkpoint bytes, 2 error text.
+        var message: [UInt8] = [0]
+        if comm.rank == 0 {
+            do {
+                if let (path, bytes) = try findResumeCheckpoint() {
+                    let ckpt = try Checkpoint.parse(bytes, source: path)
+                    try checkCompatible(ckpt, source: path)
+                    message = [1] + bytes
+                    recorder.line("resuming from \(path)")
+                }
+            } catch {
+                message = [2] + Array("\(error)".utf8)
+            }
+        }
+        if comm.size > 1 {
+            comm.phase = "checkpoint broadcast"
+            try comm.broadcast(&message, root: 0)
+        }
+        switch message[0] {
+        case 1: return try Checkpoint.parse(Array(message[1...]), source: "checkpoint from rank 0")
+        case 2: throw RunError.resume(String(decoding: message[1...], as: UTF8.self))
+        default: return nil
+        }
+    }
+
+    func findResumeCheckpoint() throws -> (String, [UInt8])? {
+        switch options.resume {
+        case .none: return nil
+        case .file(let path): return (path, try readFile(path, limit: 4 << 30, what: "checkpoint"))
+        case .latest:
+            guard let files = recorder.files else { return nil }
+            for path in files.stepCheckpoints().reversed() {
+                let bytes = try readFile(path, limit: 4 << 30, what: "checkpoint")
+                do {
+                    _ = try Checkpoint.parse(bytes, source: path)
+                    return (path, bytes)
+                } catch {
+                    recorder.warning("skipping \(path): \(error)")
+                }
+            }
+            recorder.line("no checkpoint in \(files.checkpointDirectory): starting fresh")
+            return nil
+        }
+    }
+
+    func checkCompatible(_ ckpt: Checkpoint, source: String) throws {
+        guard ckpt.spec.layers == config.model.layers, ckpt.spec.input == config.model.input else {
+            throw CheckpointError.otherModel(source, "it holds model '\(ckpt.spec.name)', the run uses '\(config.model.name)'")
+        }
+        guard ckpt.hasAdam else {
+            throw CheckpointError.mismatch(source, "it holds no optimizer state (a final or best checkpoint); resume from one of the run's step-*.safetensors")
+        }
+        let theirs = ckpt.state.config.scheduleFields, mine = config.scheduleFields
+        let differing = mine.keys.sorted().filter { $0 != "model" && mine[$0] != theirs[$0] }
+        if !differing.isEmpty {
+            throw CheckpointError.mismatch(source, differing.map { "--\($0) is \(mine[$0]!) here, \(theirs[$0] ?? "?") in the checkpoint" }.joined(separator: "; "))
+        }
+    }
+}

@@ -1,0 +1,164 @@
+import Data
+import Engine
+import Foundation
+
+/// What rank 0 makes of a run, as it happens: the console, TensorBoard, the run dir's files and
+/// the report. Every rank calls it at the same points of the loop; on ranks other than 0 it is
+/// `SilentRecorder`, whose calls do nothing, so the loop has no `if rank == 0`.
+protocol RunRecorder: AnyObject {
+    /// Rank 0's run files (to look for checkpoints); nil elsewhere.
+    var files: RunFiles? { get }
+    /// A line on rank 0's console at `level`.
+    func line(_ text: String, level: Console.Level)
+    /// A warning on rank 0's standard error, on a line of its own.
+    func warning(_ text: String)
+    /// The run is about to take its first step (global step `globalStep`): the configuration table.
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws
+    func startEpoch()
+    /// After each step: the progress display and, every `--log-every` steps, TensorBoard.
+    func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws
+    /// After each epoch's evaluation and decisions: its line, metrics.csv, TensorBoard.
+    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput) throws
+    /// Writes `checkpoints/NAME` atomically; step checkpoints are pruned to `--keep`. Returns the path.
+    func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String?
+    /// However the run ended: final.safetensors, summary.json, the report.
+    func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
+                testSet: Dataset) throws
+    /// Pushes buffered TensorBoard events to disk (before a preemption exit).
+    func flush()
+}
+
+extension RunRecorder {
+    /// A line at the normal level.
+    func line(_ text: String) { line(text, level: .normal) }
+
+    // What ranks other than 0 do: nothing.
+    var files: RunFiles? { nil }
+    func line(_ text: String, level: Console.Level) {}
+    func warning(_ text: String) {}
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws {}
+    func startEpoch() {}
+    func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws {}
+    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput) throws {}
+    func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String? { nil }
+    func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
+                testSet: Dataset) throws {}
+    func flush() {}
+}
+
+/// Ranks other than 0.
+final class SilentRecorder: RunRecorder {}
+
+/// Images per second and the share of the step time spent exchanging, over the steps so far.
+struct Throughput {
+    var images = 0, stepSeconds = 0.0, exchangeSeconds = 0.0
+
+    mutating func add(_ step: StepTotals, seconds: Double) {
+        images += step.count; stepSeconds += seconds; exchangeSeconds += step.exchangeSeconds
+    }
+    var imagesPerSecond: Double { stepSeconds > 0 ? Double(images) / stepSeconds : 0 }
+    var allReduceShare: Double { stepSeconds > 0 ? exchangeSeconds / stepSeconds : 0 }
+}
+
+/// Rank 0: prints through `Console`, writes the run dir through `RunFiles`.
+final class RankZeroRecorder: RunRecorder {
+    let config: TrainConfig
+    let options: RunOptions
+    let console: Console
+    let files: RunFiles?
+    private var tensorBoard: TensorBoardLog?
+    private var epochWatch = Stopwatch()
+    private var stepsPerEpoch = 0
+
+    init(config: TrainConfig, options: RunOptions, console: Console) {
+        self.config = config; self.options = options; self.console = console
+        files = RunFiles(directory: options.runDirectory)
+    }
+
+    func line(_ text: String, level: Console.Level) { console.line(text, level: level) }
+
+    func warning(_ text: String) {
+        console.clearProgress()
+        Console.warning(text)
+    }
+
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws {
+        self.stepsPerEpoch = stepsPerEpoch
+        tensorBoard = TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: globalStep)
+        for (k, v) in rows { console.line(k.padding(toLength: 11, withPad: " ", startingAt: 0) + v) }
+    }
+
+    func startEpoch() { epochWatch = Stopwatch() }
+
+    func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws {
+        let logged = state.globalStep % options.logEvery == 0
+        let shown = console.isTerminal || state.stepInEpoch % options.logEvery == 0
+        guard logged || shown else { return }
+        let l2 = l2()
+        if let tensorBoard, logged {
+            try tensorBoard.batch(step: state.globalStep, loss: step.lossSum / Double(step.count) + l2,
+                                  accuracy: step.correct / Double(step.count), learningRate: learningRate,
+                                  imagesPerSecond: speed.imagesPerSecond, allReduceShare: speed.allReduceShare)
+        }
+        guard shown else { return }
+        let s = state.stepInEpoch, steps = stepsPerEpoch, elapsed = epochWatch.seconds
+        let eta = s > 0 ? elapsed / Double(s) * Double(steps - s) : .nan
+        let text = String(format: "epoch %d/%d %d/%d %@ eta %@ %.0f img/s loss %.4f acc %.4f",
+                          state.epoch + 1, config.epochs, s, steps, formatDuration(elapsed), formatDuration(eta),
+                          speed.imagesPerSecond, state.epochLossSum / max(state.epochSeen, 1) + l2,
+                          state.epochCorrect / max(state.epochSeen, 1))
+        if console.isTerminal { console.progress(text) } else { console.line(text) }
+    }
+
+    func epoch(_ m: EpochMetrics, state: TrainingState, speed: Throughput) throws {
+        var text = String(format: "epoch %d/%d %@ loss %.4f acc %.4f", m.epoch, config.epochs, formatDuration(m.seconds),
+                          m.trainLoss, m.trainAccuracy)
+        if let vl = m.valLoss, let va = m.valAccuracy { text += String(format: " val_loss %.4f val_acc %.4f", vl, va) }
+        text += String(format: " test_loss %.4f test_acc %.4f", m.testLoss, m.testAccuracy)
+        if config.patience > 0 {
+            if state.earlyStopping.stopped {
+                text += " (early stop: no improvement of \(config.monitor.rawValue) for \(config.patience) epoch\(config.patience == 1 ? "" : "s"))"
+            } else if state.earlyStopping.bestEpoch == m.epoch {
+                text += " (best)"
+            }
+        }
+        console.line(text)
+        console.line(String(format: "  %.0f images/s, all-reduce %.1f%% of step time, learning rate %.3g, %d global steps",
+                            speed.imagesPerSecond, 100 * speed.allReduceShare, m.learningRate, state.globalStep),
+                     level: .verbose)
+        try files?.writeMetrics(state.history)
+        try tensorBoard?.epoch(m)
+        try tensorBoard?.epochSpeed(step: state.globalStep, imagesPerSecond: speed.imagesPerSecond,
+                                    allReduceShare: speed.allReduceShare)
+    }
+
+    func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String? {
+        guard let files else { return nil }
+        let path = try files.writeCheckpoint(make(), name: name)
+        if name.hasPrefix("step-") { files.prune(keep: options.keep) }
+        return path
+    }
+
+    func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
+                testSet: Dataset) throws {
+        guard let files else { return }
+        // The result: the weights evaluated (best or averaged), without optimizer state, so it
+        // cannot be mistaken for a point to resume from (step checkpoints are).
+        try files.writeCheckpoint(final(), name: "final.safetensors")
+        try files.writeSummary(summary)
+        try tensorBoard?.flush()
+        do {
+            let data = RunReportData(confusion: test.confusion, mistakes: test.mistakes,
+                                     data: URL(fileURLWithPath: config.dataDirectory).standardized.path,
+                                     title: "\(config.model.name), \(summary.worldSize) rank\(summary.worldSize == 1 ? "" : "s")")
+            try RunReport.save(data, runDirectory: options.runDirectory, history: history, testSet: testSet)
+        } catch {
+            warning("report.html not written: \(error)")
+        }
+        console.line(String(format: "test accuracy %.2f%%, loss %.4f; weights %@; run dir %@",
+                            test.accuracy * 100, test.loss, String(summary.weightsSHA256.prefix(16)), options.runDirectory),
+                     level: .quiet)
+    }
+
+    func flush() { try? tensorBoard?.flush() }
+}
