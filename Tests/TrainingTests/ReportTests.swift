@@ -99,25 +99,12 @@ final class ReportTests: XCTestCase {
         let test = try RunReport.loadTestSet(directory: Repo.mnist, reportPath: "report.json").subset(0..<301)
         func mistakes(ranks: Int) throws -> [Misclassification] {
             let comms = ranks == 1 ? [SingleProcessCommunicator()] : ThreadedCommunicator.makeGroup(size: ranks)
-            let results = RankResults<[Misclassification]>(count: ranks)
-            let done = DispatchGroup()
-            for (r, comm) in comms.enumerated() {
-                done.enter()
-                let thread = Thread {
-                    let result = Result { () throws -> [Misclassification] in
-                        let model = try Model(spec: try ModelSpec.load("seed"))
-                        model.initialize(seed: 3)
-                        return try evaluate(model: model, dataset: test, normalizer: .unit, batchSize: 64,
-                                            comm: comm, mistakes: 25).mistakes
-                    }
-                    results.set(r, result)
-                    done.leave()
-                }
-                thread.stackSize = 1 << 22
-                thread.start()
+            let results = onRanks(comms, limit: 120) { comm -> [Misclassification] in
+                let model = try Model(spec: try ModelSpec.load("seed"))
+                model.initialize(seed: 3)
+                return try evaluate(model: model, dataset: test, normalizer: .unit, batchSize: 64, comm: comm, mistakes: 25).mistakes
             }
-            XCTAssertEqual(done.wait(timeout: .now() + 120), .success, "ranks still running")
-            let lists = try results.all.map { try XCTUnwrap($0).get() }
+            let lists = try results.map { try $0.get() }
             for list in lists.dropFirst() { XCTAssertEqual(list, lists[0], "every rank gets the same list") }
             return lists[0]
         }
@@ -247,13 +234,4 @@ final class ReportTests: XCTestCase {
         }
         XCTAssertEqual(Tool.report(runDirectory: empty + "/missing", data: nil), 1)
     }
-}
-
-/// Each rank thread's outcome, by rank.
-final class RankResults<T>: @unchecked Sendable {
-    private var values: [Result<T, Error>?]
-    private let lock = NSLock()
-    init(count: Int) { values = Array(repeating: nil, count: count) }
-    func set(_ rank: Int, _ r: Result<T, Error>) { lock.lock(); values[rank] = r; lock.unlock() }
-    var all: [Result<T, Error>?] { lock.lock(); defer { lock.unlock() }; return values }
 }

@@ -1,3 +1,4 @@
+import Collective
 import Foundation
 import XCTest
 
@@ -57,4 +58,38 @@ final class LockedData: @unchecked Sendable {
     private let lock = NSLock()
     func append(_ d: Data) { lock.lock(); data.append(d); lock.unlock() }
     var string: String { lock.lock(); defer { lock.unlock() }; return String(decoding: data, as: UTF8.self) }
+}
+
+/// Runs `body` once per communicator, each on its own thread (as MPI runs one process per
+/// rank), and returns every rank's outcome in rank order; a rank still running after `limit`
+/// seconds fails the test (its outcome is an error) instead of hanging it.
+func onRanks<T>(_ communicators: [Communicator], limit: Double,
+                file: StaticString = #filePath, line: UInt = #line,
+                _ body: @escaping (Communicator) throws -> T) -> [Result<T, Error>] {
+    let results = RankResults<T>(count: communicators.count)
+    let done = DispatchGroup()
+    for (rank, comm) in communicators.enumerated() {
+        done.enter()
+        let thread = Thread {
+            results.set(rank, Result { try body(comm) })
+            done.leave()
+        }
+        thread.stackSize = 1 << 22
+        thread.start()
+    }
+    if done.wait(timeout: .now() + limit) == .timedOut {
+        XCTFail("ranks still running after \(limit) s", file: file, line: line)
+    }
+    return results.all.map { $0 ?? .failure(StillRunning()) }
+}
+
+struct StillRunning: Error {}
+
+/// Each rank thread's outcome, by rank.
+final class RankResults<T>: @unchecked Sendable {
+    private var values: [Result<T, Error>?]
+    private let lock = NSLock()
+    init(count: Int) { values = Array(repeating: nil, count: count) }
+    func set(_ rank: Int, _ r: Result<T, Error>) { lock.lock(); values[rank] = r; lock.unlock() }
+    var all: [Result<T, Error>?] { lock.lock(); defer { lock.unlock() }; return values }
 }

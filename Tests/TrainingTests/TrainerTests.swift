@@ -1,0 +1,180 @@
+import Collective
+import Data
+import Engine
+import Foundation
+import Training
+import XCTest
+
+/// The training loop, run in this process (as llm.c's test includes its trainer): over one
+/// rank, and over three ranks that are threads meeting in a `ThreadedCommunicator`. Each test
+/// checks what the loop must do with the steps, epochs, best weights, averages and files.
+final class TrainerTests: XCTestCase {
+    /// `seed` on 600 training images (6 global batches of 100), 300 validation, 300 test.
+    func config(_ edit: (inout TrainConfig) -> Void = { _ in }) throws -> TrainConfig {
+        var c = TrainConfig(model: try ModelSpec.load("seed"))
+        c.dataDirectory = Repo.mnist
+        c.epochs = 2; c.batchSize = 100; c.trainLimit = 600; c.testLimit = 300; c.validationSplit = 300
+        c.evalBatchSize = 100
+        edit(&c)
+        return c
+    }
+
+    /// Trains on `ranks` in-process ranks; returns every rank's summary and the run dir.
+    func train(_ config: TrainConfig, ranks: Int, _ edit: (inout RunOptions) -> Void = { _ in }) throws -> ([RunSummary], String) {
+        var o = RunOptions()
+        o.runDirectory = temporaryDirectory(self) + "/run"
+        o.threads = 1; o.level = .quiet; o.progress = .lines; o.stepTimeout = 60
+        edit(&o)
+        let comms = ranks == 1 ? [SingleProcessCommunicator()] : ThreadedCommunicator.makeGroup(size: ranks)
+        let options = o
+        let results = onRanks(comms, limit: 300) { comm in try Trainer(config: config, options: options, comm: comm).run() }
+        return (try results.map { try $0.get() }, o.runDirectory)
+    }
+
+    func tensors(_ path: String, prefix: String = "layers.") throws -> [String: [Float]] {
+        let file = try Checkpoint.read(path: path).file
+        var out: [String: [Float]] = [:]
+        for e in file.entries where e.name.hasPrefix(prefix) { out[String(e.name.dropFirst(prefix.count))] = file.values(e) }
+        return out
+    }
+
+    /// The names of the tensors in which `a` and `b` differ, with the largest difference (short
+    /// enough for a failure message).
+    func differences(_ a: [String: [Float]], _ b: [String: [Float]]) -> String {
+        let names = Set(a.keys).union(b.keys).sorted().filter { a[$0] != b[$0] }
+        return names.map { n in
+            guard let x = a[n], let y = b[n], x.count == y.count else { return "\(n) (missing or other shape)" }
+            return "\(n) (max |Δ| \(zip(x, y).map { abs($0 - $1) }.max() ?? 0))"
+        }.joined(separator: ", ")
+    }
+
+    func testStepsEpochsAndFilesOnOneAndThreeRanks() throws {
+        let c = try config()
+        let (one, dir1) = try train(c, ranks: 1)
+        let (three, dir3) = try train(c, ranks: 3)
+        for s in three { XCTAssertEqual(s.weightsSHA256, three[0].weightsSHA256, "every rank ends with the same weights") }
+        for (s, ranks) in [(one[0], 1), (three[0], 3)] {
+            XCTAssertEqual(s.worldSize, ranks)
+            XCTAssertEqual(s.globalSteps, 12, "2 epochs of 600 / 100")
+            XCTAssertEqual(s.epochsRun, 2)
+            XCTAssertEqual(s.endedBy, "epochs")
+            XCTAssertFalse(s.stoppedEarly)
+            XCTAssertNil(s.bestEpoch)
+        }
+        // Three ranks sum the same examples in another order: the same function up to rounding.
+        XCTAssertEqual(three[0].testLoss, one[0].testLoss, accuracy: 0.02 * one[0].testLoss)
+        for dir in [dir1, dir3] {
+            let history = try RunReport.readMetrics(path: dir + "/metrics.csv")
+            XCTAssertEqual(history.map(\.epoch), [1, 2])
+            XCTAssertEqual(history.map(\.globalStep), [6, 12])
+            let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints").sorted()
+            XCTAssertEqual(names, ["best.safetensors", "final.safetensors", "step-00000006.safetensors", "step-00000012.safetensors"])
+            XCTAssertFalse(try Checkpoint.read(path: dir + "/checkpoints/final.safetensors").hasAdam, "the result is not a resume point")
+            // summary.json has every key of the contract, the optional ones as null.
+            let json = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as? [String: Any])
+            for key in ["model", "world_size", "epochs_run", "global_steps", "stopped_early", "best_epoch", "val_loss",
+                        "val_accuracy", "test_loss", "test_accuracy", "train_seconds", "images_per_second", "weights_sha256"] {
+                XCTAssertNotNil(json[key], "summary.json lacks \(key)")
+            }
+            XCTAssertTrue(json["best_epoch"] is NSNull, "best_epoch is null without early stopping")
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/report.html"))
+        }
+    }
+
+    func testMaxStepsStopsMidEpoch() throws {
+        let (s, dir) = try train(try config { $0.maxSteps = 4 }, ranks: 3)
+        XCTAssertEqual(s[0].globalSteps, 4)
+        XCTAssertEqual(s[0].endedBy, "max-steps")
+        XCTAssertEqual(s[0].epochsRun, 0, "no epoch finished")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/final.safetensors"))
+    }
+
+    /// With no improvement after the first epoch (min delta far above any change), patience 1
+    /// stops after the second, and the result is the first epoch's weights: those of the step
+    /// checkpoint written at its end, not the last step's.
+    func testEarlyStoppingEndsWithTheBestEpochsWeights() throws {
+        let c = try config { $0.epochs = 5; $0.patience = 1; $0.minDelta = 1e6 }
+        let (s, dir) = try train(c, ranks: 3)
+        XCTAssertTrue(s[0].stoppedEarly)
+        XCTAssertEqual(s[0].bestEpoch, 1)
+        XCTAssertEqual(s[0].epochsRun, 2)
+        XCTAssertEqual(s[0].endedBy, "early-stopping")
+        let final = try tensors(dir + "/checkpoints/final.safetensors")
+        XCTAssertEqual(differences(final, try tensors(dir + "/checkpoints/step-00000006.safetensors")), "",
+                       "the result is the best epoch's weights")
+        XCTAssertEqual(differences(final, try tensors(dir + "/checkpoints/best.safetensors")), "")
+        XCTAssertNotEqual(differences(final, try tensors(dir + "/checkpoints/step-00000012.safetensors")), "",
+                          "not the last weights")
+        XCTAssertEqual(differences(final, try tensors(dir + "/checkpoints/step-00000012.safetensors", prefix: "best.layers.")), "",
+                       "the step checkpoint carries the best weights for a resume")
+    }
+
+    /// With a weight average the result is the average of the parameters (and the live
+    /// batch-norm statistics), and training itself went on with the live weights.
+    func testWeightAverageIsTheResult() throws {
+        let (_, dir) = try train(try config { $0.epochs = 1; $0.emaDecay = 0.9 }, ranks: 1)
+        let final = try tensors(dir + "/checkpoints/final.safetensors")
+        let live = try tensors(dir + "/checkpoints/step-00000006.safetensors")
+        let averaged = try tensors(dir + "/checkpoints/step-00000006.safetensors", prefix: "ema.layers.")
+        XCTAssertFalse(averaged.isEmpty)
+        // Parameters from the average, running statistics (not averaged) from the live model.
+        XCTAssertEqual(differences(final, live.merging(averaged) { _, average in average }), "")
+        XCTAssertNotEqual(differences(averaged, live.filter { averaged[$0.key] != nil }), "", "the average is not the live weights")
+    }
+}
+
+/// SyncBatchNorm: a global batch cut over three ranks, each normalising its share with the
+/// statistics summed through `CommunicatorReducer`, gives what one batch norm gives the whole
+/// batch: outputs, input gradients, the summed γ/β gradients and the running statistics.
+final class SyncBatchNormTests: XCTestCase {
+    func testThreeRanksNormaliseAsOneBatch() throws {
+        let shape = Shape(c: 4, h: 3, w: 3), n = 7, per = shape.count
+        let rng = CounterRNG(seed: 5)
+        let x = (0..<(n * per)).map { Float(rng.uniform(.dropout, 1, UInt64($0))) * 4 - 1 + Float($0 % 4) }
+        let dy = (0..<(n * per)).map { Float(rng.uniform(.dropout, 2, UInt64($0))) - 0.5 }
+
+        /// Forward and backward of a fresh batch norm on `range` of the batch.
+        func pass(_ range: Range<Int>, reducer: StatisticsReducer?) throws -> (y: [Float], dx: [Float], grads: [Float], state: [Float]) {
+            let bn = BatchNorm(input: shape, momentum: 0.9, epsilon: 1e-3)
+            let params = FloatBuffer(count: 8), grads = FloatBuffer(count: 8), state = FloatBuffer(count: 8)
+            bn.bind(parameters: params.pointer, gradients: grads.pointer, state: state.pointer)
+            bn.initialize(rng: rng, layerIndex: 0)
+            for i in 0..<8 { params.pointer[i] = 0.5 + Float(i) * 0.25 }
+            bn.reserve(batch: max(range.count, 1))
+            let m = range.count
+            var xs = Array(x[(range.lowerBound * per)..<(range.upperBound * per)])
+            var dys = Array(dy[(range.lowerBound * per)..<(range.upperBound * per)])
+            var y = [Float](repeating: 0, count: m * per), dx = [Float](repeating: 0, count: m * per)
+            let context = PassContext(training: true, reducer: reducer)
+            try xs.withUnsafeMutableBufferPointer { xp in
+                try y.withUnsafeMutableBufferPointer { yp in
+                    try bn.forward(xp.baseAddress!, yp.baseAddress!, batch: m, context: context)
+                    try dys.withUnsafeMutableBufferPointer { dyp in
+                        try dx.withUnsafeMutableBufferPointer { dxp in
+                            try bn.backward(xp.baseAddress!, yp.baseAddress!, dyp.baseAddress!, dxp.baseAddress!, batch: m, context: context)
+                        }
+                    }
+                }
+            }
+            return (y, dx, grads.array, state.array)
+        }
+
+        let whole = try pass(0..<n, reducer: nil)
+        let comms = ThreadedCommunicator.makeGroup(size: 3)
+        let shares = (0..<3).map { contiguousShare(of: n, part: $0, parts: 3) }
+        let ranks = try onRanks(comms, limit: 60) { comm in try pass(shares[comm.rank], reducer: CommunicatorReducer(comm)) }
+            .map { try $0.get() }
+        XCTAssertEqual(shares.map(\.count), [3, 2, 2])
+        func close(_ a: [Float], _ b: [Float], _ what: String) {
+            XCTAssertEqual(a.count, b.count, what)
+            for (u, v) in zip(a, b) { XCTAssertEqual(u, v, accuracy: 1e-5 * max(1, abs(v)), what) }
+        }
+        close(ranks.flatMap(\.y), whole.y, "outputs")
+        close(ranks.flatMap(\.dx), whole.dx, "input gradients")
+        close((0..<8).map { i in ranks.reduce(0) { $0 + $1.grads[i] } }, whole.grads, "γ and β gradients, summed over ranks")
+        for r in ranks { close(r.state, whole.state, "running statistics of the global batch") }
+        // Without the reducer a share normalises with its own statistics: visibly different.
+        let alone = try pass(shares[1], reducer: nil)
+        XCTAssertGreaterThan(zip(alone.y, ranks[1].y).map { abs($0 - $1) }.max() ?? 0, 1e-2)
+    }
+}
