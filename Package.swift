@@ -8,9 +8,10 @@ import PackageDescription
 // It is also compiled for the CPU of the machine that builds it, as llm.c's `-march=native`, so
 // its SIMD loops (batch norm, activations, Winograd transforms, Adam) use AVX2/AVX-512 where the
 // CPU has them. When the build machine's CPU is newer than the nodes' that run the binary, set
-// DISTCNN_TARGET_CPU to theirs (for example `x86-64`, `haswell` or `znver3`). Data (the
-// augmentation's per-pixel warp) is compiled for that CPU too, keeping its checks: `seed`'s
-// augmented input stage took 0.20–0.25 ms per step for the baseline x86-64, 0.18–0.19 ms so.
+// DISTCNN_TARGET_CPU to theirs (for example `x86-64`, `haswell` or `znver3`). Data is compiled
+// for that CPU too, keeping its checks: the augmentation's per-pixel warp is a visible part of a
+// small model's step, and runs faster so (BENCHMARKS.md, "Measurements once quoted in code
+// comments").
 #if arch(x86_64)
 let targetCPU = ["-target-cpu", Context.environment["DISTCNN_TARGET_CPU"] ?? "native"]
 #else
