@@ -1,9 +1,9 @@
 // swift-tools-version:5.9
 import PackageDescription
 
-// The numeric engine is built -Ounchecked in release (no bounds checks, no preconditions in its
-// hot loops); parsers of outside input (Data, Training) keep every check, so a hostile file
-// traps instead of reading out of bounds.
+// The numeric engine and SHA-256 (Hashing, once part of Engine) are built -Ounchecked in
+// release (no bounds checks, no preconditions in their hot loops); parsers of outside input
+// (Data, Training) keep every check, so a hostile file traps instead of reading out of bounds.
 //
 // It is also compiled for the CPU of the machine that builds it, as llm.c's `-march=native`, so
 // its SIMD loops (batch norm, activations, Winograd transforms, Adam) use AVX2/AVX-512 where the
@@ -40,10 +40,11 @@ let package = Package(
                        providers: [.apt(["libpng-dev"])]),
 
         // MARK: Libraries
-        .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: optimize),
+        .target(name: "Hashing", swiftSettings: optimize),
+        .target(name: "Engine", dependencies: ["CBLAS", "Hashing"], swiftSettings: optimize),
         .target(name: "Data", dependencies: ["Engine", "CZlib", "CPNG"], swiftSettings: forThisCPU),
         .target(name: "Collective", dependencies: ["CMPI"]),
-        .target(name: "Training", dependencies: ["Engine", "Data", "Collective"]),
+        .target(name: "Training", dependencies: ["Engine", "Data", "Collective", "Hashing"]),
 
         // MARK: Command-line tool
         .executableTarget(name: "distcnn", dependencies: [
@@ -56,8 +57,9 @@ let package = Package(
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
 
         // MARK: Tests
-        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
-        .testTarget(name: "DataTests", dependencies: ["Data"]),
+        .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Hashing"]),
+        .testTarget(name: "DataTests", dependencies: ["Data", "Hashing"]),
         .testTarget(name: "CollectiveTests", dependencies: ["Collective"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "distcnn"],
                     exclude: ["Fixtures"]),

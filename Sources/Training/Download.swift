@@ -2,6 +2,7 @@ import Data
 import Dispatch
 import Engine
 import Foundation
+import Hashing
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
