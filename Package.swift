@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "Engine", dependencies: ["CBLAS", "Hashing"], swiftSettings: optimize),
         .target(name: "Data", dependencies: ["Engine", "CZlib", "CPNG"], swiftSettings: forThisCPU),
         .target(name: "Collective", dependencies: ["CMPI"]),
-        .target(name: "Training", dependencies: ["Engine", "Data", "Collective", "Hashing"]),
+        .target(name: "Training", dependencies: ["Engine", "Data", "Collective", "Hashing", "CPNG"]),
 
         // MARK: Command-line tool
         .executableTarget(name: "distcnn", dependencies: [
