@@ -45,10 +45,11 @@ let package = Package(
         .target(name: "Data", dependencies: ["Engine", "CZlib", "CPNG"], swiftSettings: forThisCPU),
         .target(name: "Collective", dependencies: ["CMPI"]),
         .target(name: "Training", dependencies: ["Engine", "Data", "Collective", "Hashing", "CPNG"]),
+        .target(name: "DatasetDownload", dependencies: ["Data", "Hashing"]),
 
         // MARK: Command-line tool
         .executableTarget(name: "distcnn", dependencies: [
-            "Training",
+            "Training", "DatasetDownload",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
