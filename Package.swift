@@ -1,16 +1,17 @@
 // swift-tools-version:5.9
 import PackageDescription
 
-// The numeric engine is built -Ounchecked in release (no bounds checks, no preconditions in its
-// hot loops); parsers of outside input (Data, Training) keep every check, so a hostile file
-// traps instead of reading out of bounds.
+// The numeric engine and SHA-256 (Hashing, once part of Engine) are built -Ounchecked in
+// release (no bounds checks, no preconditions in their hot loops); parsers of outside input
+// (Data, Training) keep every check, so a hostile file traps instead of reading out of bounds.
 //
 // It is also compiled for the CPU of the machine that builds it, as llm.c's `-march=native`, so
 // its SIMD loops (batch norm, activations, Winograd transforms, Adam) use AVX2/AVX-512 where the
 // CPU has them. When the build machine's CPU is newer than the nodes' that run the binary, set
-// DISTCNN_TARGET_CPU to theirs (for example `x86-64`, `haswell` or `znver3`). Data (the
-// augmentation's per-pixel warp) is compiled for that CPU too, keeping its checks: `seed`'s
-// augmented input stage took 0.20–0.25 ms per step for the baseline x86-64, 0.18–0.19 ms so.
+// DISTCNN_TARGET_CPU to theirs (for example `x86-64`, `haswell` or `znver3`). Data is compiled
+// for that CPU too, keeping its checks: the augmentation's per-pixel warp is a visible part of a
+// small model's step, and runs faster so (BENCHMARKS.md, "Measurements once quoted in code
+// comments").
 #if arch(x86_64)
 let targetCPU = ["-target-cpu", Context.environment["DISTCNN_TARGET_CPU"] ?? "native"]
 #else
@@ -39,14 +40,16 @@ let package = Package(
                        providers: [.apt(["libpng-dev"])]),
 
         // MARK: Libraries
-        .target(name: "Engine", dependencies: ["CBLAS"], swiftSettings: optimize),
+        .target(name: "Hashing", swiftSettings: optimize),
+        .target(name: "Engine", dependencies: ["CBLAS", "Hashing"], swiftSettings: optimize),
         .target(name: "Data", dependencies: ["Engine", "CZlib", "CPNG"], swiftSettings: forThisCPU),
         .target(name: "Collective", dependencies: ["CMPI"]),
-        .target(name: "Training", dependencies: ["Engine", "Data", "Collective"]),
+        .target(name: "Training", dependencies: ["Engine", "Data", "Collective", "Hashing", "CPNG"]),
+        .target(name: "DatasetDownload", dependencies: ["Data", "Hashing"]),
 
         // MARK: Command-line tool
         .executableTarget(name: "distcnn", dependencies: [
-            "Training",
+            "Training", "DatasetDownload",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -55,8 +58,9 @@ let package = Package(
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
 
         // MARK: Tests
-        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
-        .testTarget(name: "DataTests", dependencies: ["Data"]),
+        .testTarget(name: "HashingTests", dependencies: ["Hashing"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Hashing"]),
+        .testTarget(name: "DataTests", dependencies: ["Data", "Hashing"]),
         .testTarget(name: "CollectiveTests", dependencies: ["Collective"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "distcnn"],
                     exclude: ["Fixtures"]),

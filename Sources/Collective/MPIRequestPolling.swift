@@ -12,8 +12,8 @@ import Darwin
 /// we poll `MPI_Test` (which also drives the operation's progress), yielding the core
 /// between tests, for up to `spinNanoseconds`: long enough to cover what one rank waits
 /// for another within a training step and the whole of a large all-reduce, which only
-/// advances inside `MPI_Test`. (`ref` at -np 2 on 2 cores, three runs each: 1,464–1,520
-/// images/s polling 0.2 ms before sleeping, 1,605–1,779 polling 5 ms.) Beyond that (a rank
+/// advances inside `MPI_Test` (a spin too short to cover it slowed training: see
+/// BENCHMARKS.md, "Measurements once quoted in code comments"). Beyond that (a rank
 /// writing a checkpoint, a peer that died) we sleep between tests with a backoff up to
 /// `maxSleepNanoseconds`.
 struct MPIRequestPolling {

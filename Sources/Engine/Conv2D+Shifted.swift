@@ -7,8 +7,8 @@
 /// The Wp − W extra columns per row are computed and dropped. Backward does the same with
 /// dZ padded the other way round (a full correlation with the flipped kernel) for dX, and
 /// with the padded dZ and X views for dW. Against im2col this writes no K×P matrix and no
-/// col2im scatter: measured on this machine's OpenBLAS the sgemms run at 95–100 GFLOP/s per
-/// core against 57 for the whole im2col layer (BENCHMARKS.md).
+/// col2im scatter, so the layer's time goes to sgemms rather than to moving data (the rates
+/// measured are in BENCHMARKS.md, "Measurements once quoted in code comments").
 extension Conv2D {
     /// Whether this layer can run the shifted path: stride 1, `same`, a kernel above 1×1.
     var fitsShifted: Bool {

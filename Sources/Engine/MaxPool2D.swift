@@ -41,8 +41,8 @@ public final class MaxPool2D: Layer {
                 if fast {
                     // 2×2 windows, stride 2, no padding: the common case, without bounds arithmetic.
                     // Two loops, so that inference neither computes nor stores an argmax (one loop
-                    // for both compiled to a masked store through the nil pointer, which took 93%
-                    // of this layer's time in inference). A later element wins only when greater,
+                    // for both compiled to a masked store through the nil pointer, far slower than
+                    // no store; see BENCHMARKS.md). A later element wins only when greater,
                     // in both, so ties and NaNs resolve the same way.
                     for oy in 0..<OH {
                         let r0 = xp + 2 * oy * W, r1 = r0 + W, out = yp + oy * OW

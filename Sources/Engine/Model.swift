@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import Hashing
 
 /// A named tensor of the model and where it lives in the flat buffers.
 public struct NamedTensor: Sendable {

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Hashing
 
 /// A training checkpoint in safetensors: weights and running statistics under their layer
 /// names (`layers.3.weight`), Adam moments as `adam.m.*` / `adam.v.*`, the best weights so far

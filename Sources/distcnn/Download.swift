@@ -1,4 +1,6 @@
 import ArgumentParser
+import DatasetDownload
+import Foundation
 import Training
 
 struct Download: ParsableCommand {
@@ -25,7 +27,12 @@ struct Download: ParsableCommand {
         if mirrorOnly && mirror == nil { throw ValidationError("--mirror-only needs --mirror") }
     }
     func run() throws {
-        try finish(Tool.download(dataset: dataset, to: to, mirror: mirror, mirrorOnly: mirrorOnly, retries: retries,
-                                 timeout: timeout))
+        do {
+            try downloadDataset(dataset, to: to, mirror: mirror, mirrorOnly: mirrorOnly, retries: retries, timeout: timeout,
+                                warning: { Console.warning($0) }, fileDone: { print($0); fflush(stdout) })
+        } catch {
+            Console.error("\(error)")
+            throw ExitCode.failure
+        }
     }
 }

@@ -1,5 +1,5 @@
-import Engine
 import Foundation
+import Hashing
 import XCTest
 import Data
 

@@ -1,4 +1,5 @@
 import Engine
+import Hashing
 import XCTest
 
 final class NumericsTests: XCTestCase {

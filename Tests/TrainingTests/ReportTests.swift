@@ -48,51 +48,6 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(one.components(separatedBy: "<circle").count - 1, 6, "3 losses + 3 accuracies")
     }
 
-    /// The PNG thumbnails, decoded by Python's zlib (which checks Adler-32) with every chunk
-    /// CRC checked: gray, RGB, and one large enough for two stored blocks.
-    func testPNGDecodesWithZlib() throws {
-        XCTAssertEqual(PNG.adler32(Array("Wikipedia".utf8)), 0x11E6_0398)
-        let images: [(pixels: [UInt8], h: Int, w: Int, c: Int)] = [
-            ((0..<35).map { UInt8($0 * 7) }, 5, 7, 1),
-            ((0..<(3 * 2 * 3)).map { UInt8(255 - $0) }, 3, 2, 3),
-            ((0..<(300 * 300)).map { UInt8(truncatingIfNeeded: $0 &* 31) }, 300, 300, 1),
-        ]
-        let dir = temporaryDirectory(self)
-        for (i, im) in images.enumerated() {
-            let png = PNG.encode(pixels: im.pixels, height: im.h, width: im.w, channels: im.c)
-            try Data(png).write(to: URL(fileURLWithPath: dir + "/\(i).png"))
-            try Data(im.pixels).write(to: URL(fileURLWithPath: dir + "/\(i).raw"))
-        }
-        let script = """
-            import struct, sys, zlib
-            for i in range(int(sys.argv[2])):
-                data = open("%s/%d.png" % (sys.argv[1], i), "rb").read()
-                assert data[:8] == b"\\x89PNG\\r\\n\\x1a\\n", "signature"
-                pos, chunks = 8, {}
-                while pos < len(data):
-                    n, kind = struct.unpack(">I4s", data[pos:pos + 8])
-                    body = data[pos + 8:pos + 8 + n]
-                    crc, = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
-                    assert crc == zlib.crc32(kind + body), "%d: CRC of %s" % (i, kind)
-                    chunks[kind] = chunks.get(kind, b"") + body
-                    pos += 12 + n
-                w, h, depth, color = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-                channels = {0: 1, 2: 3, 4: 2, 6: 4}[color]
-                raw = zlib.decompress(chunks[b"IDAT"])
-                row = w * channels
-                assert len(raw) == h * (row + 1), "%d: %d bytes" % (i, len(raw))
-                pixels = b"".join(raw[r * (row + 1) + 1:(r + 1) * (row + 1)] for r in range(h))
-                assert all(raw[r * (row + 1)] == 0 for r in range(h)), "filter bytes"
-                want = open("%s/%d.raw" % (sys.argv[1], i), "rb").read()
-                assert depth == 8 and pixels == want, "%d: pixels differ" % i
-                assert b"IEND" in chunks
-            print("ok")
-            """
-        let r = try runProcess("/usr/bin/env", ["python3", "-c", script, dir, "\(images.count)"], timeout: 60)
-        XCTAssertEqual(r.status, 0, "python3 decoding the PNGs: \(r.stderr)")
-        XCTAssertEqual(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "ok")
-    }
-
     /// The mistakes of an (untrained) model: each wrong, most confident first, and the same
     /// list whether one rank scores all images or three ranks score a shard each.
     func testMistakesAreTheSameForAnyWorldSize() throws {

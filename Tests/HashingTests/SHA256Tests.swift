@@ -1,4 +1,4 @@
-import Engine
+import Hashing
 import XCTest
 
 /// SHA-256 against the FIPS 180-4 / NIST example vectors and Python's `hashlib`.
@@ -50,19 +50,23 @@ final class SHA256Tests: XCTestCase {
         }
     }
 
-    /// Splitting a message anywhere must not change its digest.
+    /// Splitting a message anywhere must not change its digest: runs of lengths around the
+    /// 64-byte block and the 56-byte padding limit (and empty ones), in every rotation.
     func testIncrementalEqualsOneShot() {
-        var rng = SplitMix64(seed: 42)
-        let message = (0..<5000).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        let message = (0..<5000).map { UInt8(truncatingIfNeeded: ($0 &* 2_654_435_761) >> 11) }
         let whole = SHA256.hash(message)
-        for _ in 0..<200 {
-            var cuts = (0..<Int.random(in: 1...6, using: &rng)).map { _ in Int.random(in: 0...message.count, using: &rng) }
-            cuts = ([0] + cuts + [message.count]).sorted()
+        let runs = [0, 1, 2, 55, 56, 57, 63, 64, 65, 119, 120, 128, 200, 1000]
+        for rotation in runs.indices {
+            let pattern = Array(runs[rotation...] + runs[..<rotation])
             var hasher = SHA256()
-            for (start, end) in zip(cuts, cuts.dropFirst()) {
+            var start = 0, i = 0
+            while start < message.count {
+                let end = min(message.count, start + pattern[i % pattern.count])
                 message[start..<end].withUnsafeBytes { hasher.update($0) }
+                start = end
+                i += 1
             }
-            XCTAssertEqual(hasher.finalize(), whole, "cuts \(cuts)")
+            XCTAssertEqual(hasher.finalize(), whole, "runs \(pattern.prefix(4))…")
         }
     }
 
