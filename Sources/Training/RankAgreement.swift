@@ -50,12 +50,11 @@ extension Trainer {
         }
     }
 
-    /// While rank 0 writes files the others would wait in the next collective with
-    /// `--step-timeout` running; a slow file system must not look like a stalled rank.
+    /// The other ranks wait here while rank 0 writes files, under `--step-timeout` like every
+    /// wait: a rank 0 that stalls mid-write (a hung file system, SIGSTOP) ends the job with
+    /// this phase named, so the timeout must leave room for a checkpoint write.
     func waitForRootFiles() throws {
-        guard comm.size > 1, let limit = comm.timeout else { return }
-        comm.timeout = nil
-        defer { comm.timeout = limit }
+        guard comm.size > 1 else { return }
         comm.phase = "waiting for rank 0's files"
         try comm.barrier()
     }

@@ -1,18 +1,63 @@
+import Collective
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Rank 0's run directory: `summary.json`, `metrics.csv`, `tensorboard/`, `checkpoints/`.
 /// Every file is written atomically, so a run killed at any moment leaves only whole files.
+/// One job at a time holds a run dir (an advisory lock on `RUN_DIR/.lock`, released when the
+/// process ends, however it ends).
 final class RunFiles {
     let directory: String
     var checkpointDirectory: String { directory + "/checkpoints" }
+    var lockPath: String { directory + "/.lock" }
+    private var lock: Int32 = -1
 
     init(directory: String) { self.directory = directory }
 
-    /// Creates the folders and removes temporary files a killed run left behind.
-    func prepare() throws {
+    deinit { if lock >= 0 { close(lock) } }
+
+    /// Takes the run dir for this job: creates the folders, locks the run dir against a second
+    /// job, removes temporary files a killed run left behind, and refuses to start a fresh run
+    /// over the checkpoints of an earlier one (they are not this run's to prune or replace).
+    func prepare(fresh: Bool) throws {
+        guard !directory.isEmpty else {
+            throw RunError.config("--run-dir is empty; name the folder the run writes to")
+        }
         try AtomicFile.makeDirectory(checkpointDirectory)
+        try takeLock()
         AtomicFile.cleanStale(in: checkpointDirectory)
         AtomicFile.cleanStale(in: directory)
+        if fresh {
+            let earlier = checkpointNames()
+            if !earlier.isEmpty {
+                let shown = earlier.prefix(3).joined(separator: ", ") + (earlier.count > 3 ? ", …" : "")
+                throw RunError.config("\(checkpointDirectory) holds the checkpoints of an earlier run (\(shown)); continue that run with --resume, or start this one in a new --run-dir")
+            }
+        }
+    }
+
+    /// Every checkpoint file in the run dir, sorted.
+    func checkpointNames() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: checkpointDirectory)) ?? []
+        return names.filter { $0.hasSuffix(".safetensors") && !$0.hasPrefix(AtomicFile.temporaryPrefix) }.sorted()
+    }
+
+    /// An exclusive `flock` on `RUN_DIR/.lock`, which names its holder (host, pid, start time).
+    private func takeLock() throws {
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw IOFailure(path: lockPath, action: "open the run dir's lock") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let holder = (try? String(contentsOfFile: lockPath, encoding: .utf8))?
+                .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+            close(fd)
+            throw RunError.config("\(directory) is in use by another distcnn job (\(holder.isEmpty ? "holder unknown" : holder)); wait for it to end or choose another --run-dir")
+        }
+        let me = "pid \(getpid()) on \(localHostName()), since \(ISO8601DateFormatter().string(from: Date()))\n"
+        _ = ftruncate(fd, 0)
+        _ = me.withCString { pwrite(fd, $0, strlen($0), 0) }
+        lock = fd
     }
 
     static func stepName(_ step: Int) -> String { String(format: "step-%08d.safetensors", step) }

@@ -16,6 +16,9 @@ public enum Tool {
         do {
             _ = try Trainer(config: config, options: options, comm: comm).run()
             return 0
+        } catch let f as RunFinished {
+            if comm.rank == 0 { print(f.description) }
+            return 0
         } catch let p as Preempted {
             if comm.rank == 0 { Console.warning(p.description) }
             return p.signal == "SIGINT" ? 130 : 143

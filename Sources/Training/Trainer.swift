@@ -73,6 +73,15 @@ public struct RunSummary: Codable, Sendable {
     }
 }
 
+/// A resumed run had nothing left to do: it had finished (all epochs, early stopping or
+/// `--max-steps`). Nothing was written.
+public struct RunFinished: Error, CustomStringConvertible {
+    public var runDirectory: String, reason: String
+    public var description: String {
+        "\(runDirectory): the run has already finished: \(reason); nothing was changed"
+    }
+}
+
 /// A run ended because the job was asked to stop (SIGTERM/SIGINT); a checkpoint was written.
 public struct Preempted: Error, CustomStringConvertible {
     public var signal: String, checkpoint: String?, step: Int
@@ -110,7 +119,12 @@ public final class Trainer {
             recorder.startEpoch()
             let epochWatch = Stopwatch()
             while state.stepInEpoch < run.sampler.stepsPerEpoch {
-                if let maxSteps = config.maxSteps, state.globalStep >= maxSteps { ended = "max-steps"; break training }
+                if let maxSteps = config.maxSteps, state.globalStep >= maxSteps {
+                    // A stopping point, not the run's end: a checkpoint here lets --resume go on.
+                    if run.checkpointStep != state.globalStep { try saveCheckpoint(run, &state) }
+                    ended = "max-steps"
+                    break training
+                }
                 let watch = Stopwatch()
                 let learningRate = run.policy.rate(at: state.globalStep)
                 let totals = try run.step.run(epoch.batch(state.stepInEpoch), dataset: run.train, normalizer: run.normalizer,
@@ -208,6 +222,7 @@ public final class Trainer {
         let path = try recorder.checkpoint({
             Checkpoint(model: run.model, adam: run.adam, state: snapshot, best: run.best, ema: run.ema)
         }, name: RunFiles.stepName(state.globalStep))
+        run.checkpointStep = state.globalStep
         try waitForRootFiles()
         return path
     }

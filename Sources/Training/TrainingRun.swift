@@ -23,6 +23,8 @@ final class TrainingRun {
     let threads: Int
     /// Each rank's host, in rank order.
     let hosts: [String]
+    /// The global step of the newest step checkpoint written by this attempt.
+    var checkpointStep: Int?
     /// The run's training time so far: what earlier attempts recorded, plus this one's.
     private let watch = Stopwatch(), earlierSeconds: Double
     var elapsed: Double { earlierSeconds + watch.seconds }
@@ -78,7 +80,7 @@ extension Trainer {
         var best: WeightsSnapshot?
 
         // Rank 0's weights, fresh or from a checkpoint, reach every rank.
-        try recorder.files?.prepare()
+        try collectively("preparing the run dir") { try recorder.files?.prepare(fresh: options.resume == .none) }
         if let ckpt = try loadCheckpointForResume() {
             if config.keepsBestWeights && ckpt.hasBest { best = WeightsSnapshot(of: model) }
             try collectively("restoring the checkpoint") {
@@ -92,6 +94,7 @@ extension Trainer {
                 recorder.warning("the checkpoint was written with \(saved) threads per rank, this run has \(threads): the run continues, but not bit for bit (use --threads \(saved) for that)")
             }
             state.threads = threads
+            if let done = finishedAlready(state) { throw RunFinished(runDirectory: options.runDirectory, reason: done) }
             recorder.line("resuming at epoch \(state.epoch + 1), step \(state.stepInEpoch) (global step \(state.globalStep))")
         } else {
             model.initialize(seed: config.seed)
@@ -114,6 +117,16 @@ extension Trainer {
         return TrainingRun(train: train, validation: validation, test: test, normalizer: state.normalizer, augmenter: augmenter,
                            model: model, adam: adam, ema: ema, best: best, step: step, sampler: sampler, policy: policy,
                            state: state, threads: threads, hosts: hosts)
+    }
+
+    /// Why a run resumed from `state` has nothing left to do, or nil when it has.
+    func finishedAlready(_ state: TrainingState) -> String? {
+        if state.earlyStopping.stopped { return "it stopped early after epoch \(state.history.count)" }
+        if state.epoch >= config.epochs { return "it trained its \(config.epochs) epoch\(config.epochs == 1 ? "" : "s") (raise --epochs to train on)" }
+        if let maxSteps = config.maxSteps, state.globalStep >= maxSteps {
+            return "it reached --max-steps \(maxSteps) (raise --max-steps to train on)"
+        }
+        return nil
     }
 
     /// Rank 0's weights replace every other rank's, so a difference in initialisation is impossible.

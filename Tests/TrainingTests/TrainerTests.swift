@@ -5,30 +5,38 @@ import Foundation
 import Training
 import XCTest
 
+/// `seed` on 600 training images (6 global batches of 100), 300 validation, 300 test.
+func seedConfig(_ edit: (inout TrainConfig) -> Void = { _ in }) throws -> TrainConfig {
+    var c = TrainConfig(model: try ModelSpec.load("seed"))
+    c.dataDirectory = Repo.mnist
+    c.epochs = 2; c.batchSize = 100; c.trainLimit = 600; c.testLimit = 300; c.validationSplit = 300
+    c.evalBatchSize = 100
+    edit(&c)
+    return c
+}
+
+/// Trains on `ranks` in-process ranks (threads meeting in a `ThreadedCommunicator`); returns
+/// every rank's summary and the run dir (by default a new one, removed after `test`).
+func trainInProcess(_ config: TrainConfig, ranks: Int, test: XCTestCase,
+                    _ edit: (inout RunOptions) -> Void = { _ in }) throws -> ([RunSummary], String) {
+    var o = RunOptions()
+    o.runDirectory = temporaryDirectory(test) + "/run"
+    o.threads = 1; o.level = .quiet; o.progress = .lines; o.stepTimeout = 60
+    edit(&o)
+    let comms = ranks == 1 ? [SingleProcessCommunicator()] : ThreadedCommunicator.makeGroup(size: ranks)
+    let options = o
+    let results = onRanks(comms, limit: 300) { comm in try Trainer(config: config, options: options, comm: comm).run() }
+    return (try results.map { try $0.get() }, o.runDirectory)
+}
+
 /// The training loop, run in this process (as llm.c's test includes its trainer): over one
 /// rank, and over three ranks that are threads meeting in a `ThreadedCommunicator`. Each test
 /// checks what the loop must do with the steps, epochs, best weights, averages and files.
 final class TrainerTests: XCTestCase {
-    /// `seed` on 600 training images (6 global batches of 100), 300 validation, 300 test.
-    func config(_ edit: (inout TrainConfig) -> Void = { _ in }) throws -> TrainConfig {
-        var c = TrainConfig(model: try ModelSpec.load("seed"))
-        c.dataDirectory = Repo.mnist
-        c.epochs = 2; c.batchSize = 100; c.trainLimit = 600; c.testLimit = 300; c.validationSplit = 300
-        c.evalBatchSize = 100
-        edit(&c)
-        return c
-    }
+    func config(_ edit: (inout TrainConfig) -> Void = { _ in }) throws -> TrainConfig { try seedConfig(edit) }
 
-    /// Trains on `ranks` in-process ranks; returns every rank's summary and the run dir.
     func train(_ config: TrainConfig, ranks: Int, _ edit: (inout RunOptions) -> Void = { _ in }) throws -> ([RunSummary], String) {
-        var o = RunOptions()
-        o.runDirectory = temporaryDirectory(self) + "/run"
-        o.threads = 1; o.level = .quiet; o.progress = .lines; o.stepTimeout = 60
-        edit(&o)
-        let comms = ranks == 1 ? [SingleProcessCommunicator()] : ThreadedCommunicator.makeGroup(size: ranks)
-        let options = o
-        let results = onRanks(comms, limit: 300) { comm in try Trainer(config: config, options: options, comm: comm).run() }
-        return (try results.map { try $0.get() }, o.runDirectory)
+        try trainInProcess(config, ranks: ranks, test: self, edit)
     }
 
     func tensors(_ path: String, prefix: String = "layers.") throws -> [String: [Float]] {
@@ -120,6 +128,89 @@ final class TrainerTests: XCTestCase {
         // Parameters from the average, running statistics (not averaged) from the live model.
         XCTAssertEqual(differences(final, live.merging(averaged) { _, average in average }), "")
         XCTAssertNotEqual(differences(averaged, live.filter { averaged[$0.key] != nil }), "", "the average is not the live weights")
+    }
+}
+
+/// What the trainer does with a run dir: one job at a time, no fresh run over another run's
+/// checkpoints, `--max-steps` as a stopping point, a finished run left alone.
+final class RunDirectoryTests: XCTestCase {
+    func config(_ edit: (inout TrainConfig) -> Void = { _ in }) throws -> TrainConfig { try seedConfig(edit) }
+
+    func train(_ config: TrainConfig, ranks: Int, _ edit: (inout RunOptions) -> Void = { _ in }) throws -> ([RunSummary], String) {
+        try trainInProcess(config, ranks: ranks, test: self, edit)
+    }
+
+    func options(_ dir: String, _ resume: ResumeMode = .none) -> (inout RunOptions) -> Void {
+        { $0.runDirectory = dir; $0.resume = resume }
+    }
+
+    func bytes(_ path: String) throws -> Data { try Data(contentsOf: URL(fileURLWithPath: path)) }
+
+    /// 4 steps, then `--resume` to 9 (across the epoch end at 6), ends on the same bits as 9 straight.
+    func testMaxStepsThenResumeEqualsTheRunStraight() throws {
+        let base = temporaryDirectory(self)
+        let (straight, _) = try train(try config { $0.maxSteps = 9 }, ranks: 3, options(base + "/straight"))
+        let (first, _) = try train(try config { $0.maxSteps = 4 }, ranks: 3, options(base + "/parts"))
+        XCTAssertEqual(first[0].globalSteps, 4)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: base + "/parts/checkpoints/step-00000004.safetensors"),
+                      "a checkpoint where --max-steps stopped")
+        let (second, _) = try train(try config { $0.maxSteps = 9 }, ranks: 3, options(base + "/parts", .latest))
+        XCTAssertEqual(second[0].globalSteps, 9)
+        XCTAssertEqual(second[0].weightsSHA256, straight[0].weightsSHA256, "resumed at --max-steps: other weights")
+    }
+
+    /// Resuming a finished run changes nothing; with more epochs it trains on.
+    func testResumingAFinishedRunChangesNothingUnlessThereIsMoreToDo() throws {
+        let dir = temporaryDirectory(self) + "/run"
+        _ = try train(try config { $0.epochs = 1 }, ranks: 1, options(dir))
+        let files = ["summary.json", "metrics.csv", "checkpoints/final.safetensors", "checkpoints/step-00000006.safetensors"]
+        let before = try files.map { try bytes(dir + "/" + $0) }
+        XCTAssertThrowsError(try train(try config { $0.epochs = 1 }, ranks: 1, options(dir, .latest))) {
+            XCTAssertTrue("\($0)".contains("the run has already finished: it trained its 1 epoch"), "\($0)")
+        }
+        XCTAssertEqual(try files.map { try bytes(dir + "/" + $0) }, before, "nothing rewritten")
+        let (more, _) = try train(try config { $0.epochs = 2 }, ranks: 1, options(dir, .latest))
+        XCTAssertEqual(more[0].globalSteps, 12)
+        XCTAssertEqual(more[0].epochsRun, 2)
+    }
+
+    /// A fresh run in a run dir that holds another run's checkpoints is refused and touches
+    /// none of them.
+    func testFreshRunRefusesAnEarlierRunsCheckpoints() throws {
+        let dir = temporaryDirectory(self) + "/run"
+        _ = try train(try config { $0.maxSteps = 2 }, ranks: 1, options(dir))
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints").sorted()
+        let before = try names.map { try bytes(dir + "/checkpoints/" + $0) }
+        XCTAssertThrowsError(try train(try config(), ranks: 3, options(dir))) {
+            XCTAssertTrue("\($0)".contains("holds the checkpoints of an earlier run (final.safetensors, step-00000002.safetensors)"), "\($0)")
+            XCTAssertTrue("\($0)".contains("--resume"), "\($0)")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints").sorted(), names)
+        XCTAssertEqual(try names.map { try bytes(dir + "/checkpoints/" + $0) }, before)
+    }
+
+    /// A second job on a run dir gets one line naming the job that holds it.
+    func testSecondJobOnARunDirIsRefused() throws {
+        let dir = temporaryDirectory(self) + "/run"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let holder = open(dir + "/.lock", O_RDWR | O_CREAT, 0o644)
+        XCTAssertGreaterThanOrEqual(holder, 0)
+        defer { close(holder) }
+        XCTAssertEqual(flock(holder, LOCK_EX | LOCK_NB), 0)
+        _ = "pid 4242 on elsewhere\n".withCString { write(holder, $0, strlen($0)) }
+        XCTAssertThrowsError(try train(try config(), ranks: 2, options(dir))) {
+            XCTAssertTrue("\($0)".contains("is in use by another distcnn job (pid 4242 on elsewhere)"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/metrics.csv"))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints"), [])
+    }
+
+    func testEmptyRunDirIsRefusedBeforeAnythingIsWritten() throws {
+        XCTAssertThrowsError(try train(try config(), ranks: 1, options(""))) {
+            XCTAssertTrue("\($0)".contains("--run-dir is empty"), "\($0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/checkpoints"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/summary.json"))
     }
 }
 
