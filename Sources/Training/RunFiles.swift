@@ -12,6 +12,7 @@ final class RunFiles {
     let directory: String
     var checkpointDirectory: String { directory + "/checkpoints" }
     var lockPath: String { directory + "/.lock" }
+    var preemptedPath: String { directory + "/preempted.json" }
     private var lock: Int32 = -1
 
     init(directory: String) { self.directory = directory }
@@ -29,6 +30,8 @@ final class RunFiles {
         try takeLock()
         AtomicFile.cleanStale(in: checkpointDirectory)
         AtomicFile.cleanStale(in: directory)
+        // This job takes over from the one that was preempted.
+        if unlink(preemptedPath) != 0 && errno != ENOENT { throw IOFailure(path: preemptedPath, action: "remove") }
         if fresh {
             let earlier = checkpointNames()
             if !earlier.isEmpty {
@@ -91,6 +94,14 @@ final class RunFiles {
             csv += "\(h.epoch),\(h.globalStep),\(h.trainLoss),\(h.trainAccuracy),\(v[0]),\(v[1]),\(h.testLoss),\(h.testAccuracy),\(h.learningRate),\(h.seconds)\n"
         }
         try AtomicFile.write(csv, to: directory + "/metrics.csv")
+    }
+
+    /// `preempted.json`: `{"signal": "SIGUSR1", "global_step": 287, "checkpoint": "…"}`.
+    func writePreempted(_ stop: Preempted) throws {
+        let fields: [String: Any] = ["signal": stop.signal == 0 ? "another rank's" : StopSignal.name(stop.signal),
+                                     "global_step": stop.step, "checkpoint": stop.checkpoint ?? NSNull()]
+        let json = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .prettyPrinted])
+        try AtomicFile.write(Array(json) + [0x0A], to: preemptedPath)
     }
 
     func writeSummary(_ s: RunSummary) throws {

@@ -26,6 +26,9 @@ protocol RunRecorder: AnyObject {
                 testSet: Dataset) throws
     /// Pushes buffered TensorBoard events to disk (before a preemption exit).
     func flush()
+    /// The run stopped for a signal with `stop.checkpoint` written: `RUN_DIR/preempted.json`
+    /// tells a batch script to requeue, whatever exit code the launcher makes of it.
+    func preempted(_ stop: Preempted) throws
 }
 
 extension RunRecorder {
@@ -44,6 +47,7 @@ extension RunRecorder {
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
                 testSet: Dataset) throws {}
     func flush() {}
+    func preempted(_ stop: Preempted) throws {}
 }
 
 /// Ranks other than 0.
@@ -161,4 +165,8 @@ final class RankZeroRecorder: RunRecorder {
     }
 
     func flush() { try? tensorBoard?.flush() }
+
+    func preempted(_ stop: Preempted) throws {
+        try files?.writePreempted(stop)
+    }
 }

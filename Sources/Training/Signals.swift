@@ -2,21 +2,42 @@
 import Glibc
 #endif
 
-/// SIGTERM and SIGINT (what Slurm preemption and Ctrl-C send) only raise a flag; the trainer
-/// sends it through the next step's all-reduce so every rank stops at the same step.
+/// SIGTERM, SIGINT and SIGUSR1 mean "checkpoint and stop": Slurm's preemption and time-limit
+/// warnings, a person's Ctrl-C, and the signal Lightning-style Slurm set-ups send before a
+/// requeue (and that `mpirun` forwards to every rank without killing the job, unlike SIGTERM).
+/// The handler only raises a flag (and, on rank 0, says so at once); the trainer sends the flag
+/// through the next step's all-reduce, so every rank stops at the same step.
 enum StopSignal {
     nonisolated(unsafe) static var received: Int32 = 0
+    /// What the handler writes to standard error on rank 0, prepared before any signal arrives
+    /// (a handler may call `write`, not allocate).
+    nonisolated(unsafe) static var notice: [UInt8] = []
 
-    static func install() {
+    static let handled: [Int32] = [SIGTERM, SIGINT, SIGUSR1]
+
+    static func install(announce: Bool) {
+        notice = announce
+            ? Array("warning: stop requested by signal: the run stops with a checkpoint when this step ends\n".utf8) : []
         // The first signal asks for a clean stop; a second one gets the default action.
         let handler: @convention(c) (Int32) -> Void = { sig in
             StopSignal.received = sig
-            signal(SIGTERM, SIG_DFL); signal(SIGINT, SIG_DFL)
+            for s in StopSignal.handled { signal(s, SIG_DFL) }
+            StopSignal.notice.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
         }
-        signal(SIGTERM, handler)
-        signal(SIGINT, handler)
+        for s in handled { signal(s, handler) }
     }
 
     static var requested: Bool { received != 0 }
-    static var name: String { received == SIGINT ? "SIGINT" : "SIGTERM" }
+
+    static func name(_ signal: Int32) -> String {
+        switch signal {
+        case SIGINT: return "SIGINT"
+        case SIGUSR1: return "SIGUSR1"
+        default: return "SIGTERM"
+        }
+    }
+
+    /// The process's exit code after a stop by `signal`: 128 + its number, as a shell reports a
+    /// process killed by it (130 for SIGINT, 143 for SIGTERM, 138 for SIGUSR1).
+    static func exitCode(_ signal: Int32) -> Int32 { 128 + signal }
 }

@@ -21,7 +21,7 @@ public enum Tool {
             return 0
         } catch let p as Preempted {
             if comm.rank == 0 { Console.warning(p.description) }
-            return p.signal == "SIGINT" ? 130 : 143
+            return p.exitCode
         } catch {
             return fail(error, comm: comm)
         }

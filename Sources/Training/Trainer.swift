@@ -82,13 +82,18 @@ public struct RunFinished: Error, CustomStringConvertible {
     }
 }
 
-/// A run ended because the job was asked to stop (SIGTERM/SIGINT); a checkpoint was written.
+/// A run ended because the job was asked to stop (SIGTERM, SIGINT or SIGUSR1 on some rank); a
+/// checkpoint was written, and rank 0 left `RUN_DIR/preempted.json` saying so.
 public struct Preempted: Error, CustomStringConvertible {
-    public var signal: String, checkpoint: String?, step: Int
+    /// The signal this rank received (0: another rank's signal stopped it).
+    public var signal: Int32
+    public var checkpoint: String?, step: Int
     public var description: String {
-        "stopped by \(signal) at global step \(step); " +
+        "stopped by \(signal == 0 ? "a signal to another rank" : StopSignal.name(signal)) at global step \(step); " +
             (checkpoint.map { "checkpoint \($0) written; rerun the same command with --resume to continue" } ?? "no checkpoint written")
     }
+    /// 128 + the signal's number, as if it had ended the process (143 when another rank's signal did).
+    public var exitCode: Int32 { StopSignal.exitCode(signal == 0 ? SIGTERM : signal) }
 }
 
 /// The data-parallel training loop. Every rank runs it; rank 0 alone prints and writes the
@@ -111,7 +116,7 @@ public final class Trainer {
         var state = run.state
         try recorder.start(configuration: configurationRows(run), globalStep: state.globalStep,
                            stepsPerEpoch: run.sampler.stepsPerEpoch)
-        StopSignal.install()
+        StopSignal.install(announce: comm.isRoot)
         var speed = Throughput()
         var ended = "epochs"
         training: while state.epoch < config.epochs && !state.earlyStopping.stopped {
@@ -231,8 +236,9 @@ public final class Trainer {
     func preempted(_ run: TrainingRun, _ state: inout TrainingState) throws -> Preempted {
         recorder.flush()
         let path = try saveCheckpoint(run, &state)
-        return Preempted(signal: StopSignal.requested ? StopSignal.name : "a signal to another rank",
-                         checkpoint: path, step: state.globalStep)
+        let stop = Preempted(signal: StopSignal.received, checkpoint: path, step: state.globalStep)
+        try recorder.preempted(stop)
+        return stop
     }
 }
 
