@@ -74,35 +74,16 @@ public struct BenchOptions: Sendable {
     public var bnSync: TrainConfig.BatchNormSync = .global
     /// As `train --bucket-mib`.
     public var bucketMiB = TrainingStep.defaultBucketMiB
-    public var json = false
     public init() {}
 }
 
 extension Tool {
-    public static func bench(_ options: BenchOptions) -> Int32 {
-        let comm: Communicator
-        do { comm = try makeCommunicator() } catch { Console.error("cannot start MPI: \(error)"); return 1 }
-        defer { comm.finalize() }
-        do {
+    /// `distcnn bench`: every rank measures; rank 0 hands the job's figures to `show`.
+    /// Returns the process exit code.
+    public static func bench(_ options: BenchOptions, show: (BenchResult) throws -> Void) -> Int32 {
+        onEveryRank { comm in
             let r = try runBench(options, comm: comm)
-            guard comm.rank == 0 else { return 0 }
-            if options.json {
-                let enc = JSONEncoder(); enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try enc.encode(r), as: UTF8.self))
-            } else {
-                print(String(format: "%@ %@: %d rank(s) × %d thread(s), batch %d: %.0f images/s, %.1f GFLOP/s (%.0f%% of sgemm peak %.1f), all-reduce %.1f%% of step (%.1f%% on the rank waiting least), peak RSS %.0f MiB",
-                             r.model, r.mode, r.worldSize, r.threadsPerRank, r.batchSize, r.imagesPerSecond, r.gflops,
-                             r.peakShare * 100, r.sgemmPeakGflops, r.allReduceShare * 100, r.allReduceShareLeast * 100,
-                             r.peakRSSMiB))
-                func label(_ name: String) -> String { "  " + name.padding(toLength: 34, withPad: " ", startingAt: 0) }
-                for row in r.profile ?? [] {
-                    print(label(row.name) + String(format: "forward %8.3f ms  backward %8.3f ms", row.forwardMs, row.backwardMs))
-                }
-                for row in r.phases ?? [] { print(label(row.name) + String(format: "%8.3f ms", row.ms)) }
-            }
-            return 0
-        } catch {
-            return fail(error, comm: comm)
+            if comm.rank == 0 { try show(r) }
         }
     }
 

@@ -7,6 +7,12 @@ public struct Prediction: Sendable {
     public var file: String
     /// (classes) softmax of the logits.
     public var probabilities: [Double]
+
+    public init(file: String, probabilities: [Double]) {
+        self.file = file
+        self.probabilities = probabilities
+    }
+
     /// The most probable class.
     public var predicted: Int { probabilities.indices.max { probabilities[$0] < probabilities[$1] } ?? 0 }
 
@@ -17,72 +23,40 @@ public struct Prediction: Sendable {
     }
 }
 
-extension Tool {
-    /// `distcnn predict --checkpoint FILE IMAGE...`: the class probabilities of each image
-    /// (PNG or PGM, prepared as MNIST's digits were). An image that cannot be read gets one
-    /// error line naming it (and, with `json`, an entry with `error`); the others are still
-    /// predicted, and the exit code is 1 if any failed.
-    public static func predict(checkpoint path: String, images: [String], top: Int, json: Bool) -> Int32 {
-        precondition(top >= 1, "top must be at least 1")
-        let model: Model, normalizer: Normalizer
-        do {
-            let ckpt = try Checkpoint.read(path: path)
-            model = try Model(spec: ckpt.spec)
-            try requireClassifier(model)
-            try ckpt.restore(into: model, source: path)
-            normalizer = ckpt.state.normalizer
-            let input = ckpt.spec.input
-            guard input[2] == 1 else {
-                throw CheckpointError.mismatch(path, "model '\(ckpt.spec.name)' takes \(input[2])-channel images; predict reads grayscale digits (one channel)")
-            }
-        } catch {
-            Console.error("\(error)"); return 1
-        }
+/// A checkpoint's model ready to classify digit images (PNG or PGM), prepared as MNIST's
+/// digits were: `distcnn predict`.
+public struct DigitClassifier {
+    let model: Model
+    let normalizer: Normalizer
 
-        // Read and prepare every image first; failures are reported, not fatal to the rest.
+    /// Loads `path`; throws unless its model is a classifier of one-channel images.
+    public init(checkpoint path: String) throws {
+        let ckpt = try Checkpoint.read(path: path)
+        model = try Model(spec: ckpt.spec)
+        try requireClassifier(model)
+        try ckpt.restore(into: model, source: path)
+        normalizer = ckpt.state.normalizer
+        let input = ckpt.spec.input
+        guard input[2] == 1 else {
+            throw CheckpointError.mismatch(path, "model '\(ckpt.spec.name)' takes \(input[2])-channel images; predict reads grayscale digits (one channel)")
+        }
+    }
+
+    /// The image at `file` as the model's input: (height, width) bytes.
+    public func prepare(imageAt file: String) throws -> [UInt8] {
         let (height, width) = (model.spec.input[0], model.spec.input[1])
         let side = min(height, width), box = max(1, (side * 20 + 14) / 28)
-        var prepared: [(file: String, pixels: [UInt8])] = [], failures: [String: String] = [:]
-        for file in images {
-            do {
-                let digit = try ImageFiles.mnistStyle(ImageFiles.read(path: file), source: file, side: side, box: box)
-                prepared.append((file, pad(digit, side: side, height: height, width: width)))
-            } catch {
-                failures[file] = "\(error)"
-                Console.error("\(error)")
-            }
-        }
+        let digit = try ImageFiles.mnistStyle(ImageFiles.read(path: file), source: file, side: side, box: box)
+        return Self.pad(digit, side: side, height: height, width: width)
+    }
 
-        var predictions: [String: Prediction] = [:]
+    /// Each prepared image's class probabilities, in inference mode, 256 images per pass.
+    public func classify(_ images: [[UInt8]]) throws -> [[Double]] {
         let chunk = 256
-        do {
-            for start in stride(from: 0, to: prepared.count, by: chunk) {
-                let batch = Array(prepared[start..<min(start + chunk, prepared.count)])
-                for p in try classify(batch.map(\.pixels), model: model, normalizer: normalizer, height: height, width: width)
-                    .enumerated() {
-                    predictions[batch[p.offset].file] = Prediction(file: batch[p.offset].file, probabilities: p.element)
-                }
-            }
-        } catch {
-            Console.error("\(error)"); return 1
+        return try stride(from: 0, to: images.count, by: chunk).flatMap { start in
+            try Self.classify(Array(images[start..<min(start + chunk, images.count)]), model: model,
+                              normalizer: normalizer, height: model.spec.input[0], width: model.spec.input[1])
         }
-
-        if json {
-            let entries: [[String: Any]] = images.map { file in
-                guard let p = predictions[file] else { return ["file": file, "error": failures[file] ?? "not predicted"] }
-                return ["file": file, "prediction": p.predicted, "probabilities": p.probabilities,
-                        "top": p.top(top).map { ["class": $0.class, "probability": $0.probability] }]
-            }
-            let data = try! JSONSerialization.data(withJSONObject: entries, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            for file in images {
-                guard let p = predictions[file] else { continue }
-                print("\(file): " + p.top(top).map { String(format: "%d (%.1f%%)", $0.class, $0.probability * 100) }
-                    .joined(separator: ", "))
-            }
-        }
-        return failures.isEmpty ? 0 : 1
     }
 
     /// A `side × side` digit centred in a `height × width` input (they differ only for a

@@ -443,15 +443,3 @@ struct Chart {
         return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 5 ? 5 : 10) * magnitude
     }
 }
-
-// MARK: Command
-
-extension Tool {
-    /// `distcnn report RUN_DIR`: rebuilds RUN_DIR/report.html.
-    public static func report(runDirectory: String, data: String?) -> Int32 {
-        single {
-            let path = try RunReport.write(runDirectory: runDirectory, dataDirectory: data)
-            print("wrote \(path)")
-        }
-    }
-}

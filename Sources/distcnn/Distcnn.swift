@@ -40,8 +40,23 @@ func finish(_ code: Int32) throws {
     if code != 0 { throw ExitCode(code) }
 }
 
-/// `seed`, `ref`, or a JSON model file.
-struct ModelOption: ParsableArguments {
-    @Option(name: .long, help: "Model: a preset (seed, ref) or a JSON model file.")
-    var model: String = "ref"
+/// Runs a single-process command's body: an error it throws becomes one line on standard
+/// error and exit code 1.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do { try body() } catch let code as ExitCode { throw code } catch {
+        Console.error("\(error)")
+        throw ExitCode(1)
+    }
+}
+
+/// `object` (dictionaries, arrays, strings, numbers) as JSON on standard output.
+func printJSON(_ object: Any, options: JSONSerialization.WritingOptions) throws {
+    print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: options), as: UTF8.self))
+}
+
+/// `value` as pretty, key-sorted JSON on standard output.
+func printJSON<T: Encodable>(encoding value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }

@@ -14,25 +14,21 @@ struct Download: ParsableCommand {
             Example:
               distcnn download --dataset fashion-mnist --to data/fashion-mnist
             """)
-    @Option(help: "Dataset: mnist or fashion-mnist.") var dataset: String
+    @Option(help: "Dataset to fetch.") var dataset: DownloadableDataset
     @Option(help: "Folder to put the files in (created if missing).") var to: String
     @Option(help: "Base URL serving the .gz files, tried before the public mirrors.") var mirror: String?
     @Flag(help: "Use only --mirror, never the public mirrors.") var mirrorOnly = false
     @Option(help: "Further tries per mirror after a network error (with backoff).") var retries = 3
     @Option(help: "Seconds without progress before a connection is given up.") var timeout = 60.0
     func validate() throws {
-        guard ["mnist", "fashion-mnist"].contains(dataset) else { throw ValidationError("--dataset must be mnist or fashion-mnist") }
         guard retries >= 0 else { throw ValidationError("--retries must be 0 or more") }
         guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
         if mirrorOnly && mirror == nil { throw ValidationError("--mirror-only needs --mirror") }
     }
     func run() throws {
-        do {
-            try downloadDataset(dataset, to: to, mirror: mirror, mirrorOnly: mirrorOnly, retries: retries, timeout: timeout,
+        try reportingErrors {
+            try downloadDataset(dataset.name, to: to, mirror: mirror, mirrorOnly: mirrorOnly, retries: retries, timeout: timeout,
                                 warning: { Console.warning($0) }, fileDone: { print($0); fflush(stdout) })
-        } catch {
-            Console.error("\(error)")
-            throw ExitCode.failure
         }
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Training
 
 struct Predict: ParsableCommand {
@@ -20,5 +21,39 @@ struct Predict: ParsableCommand {
         guard !images.isEmpty else { throw ValidationError("give at least one image file") }
         guard top >= 1 else { throw ValidationError("--top must be at least 1") }
     }
-    func run() throws { try finish(Tool.predict(checkpoint: checkpoint, images: images, top: top, json: json)) }
+
+    /// An image that cannot be read gets one error line naming it (and, with `--json`, an entry
+    /// with `error`); the others are still predicted, and the exit code is 1 if any failed.
+    func run() throws {
+        var prepared: [(file: String, pixels: [UInt8])] = [], failures: [String: String] = [:]
+        var predictions: [String: Prediction] = [:]
+        try reportingErrors {
+            let classifier = try DigitClassifier(checkpoint: checkpoint)
+            for file in images {
+                do { prepared.append((file, try classifier.prepare(imageAt: file))) } catch {
+                    failures[file] = "\(error)"
+                    Console.error("\(error)")
+                }
+            }
+            for (p, probabilities) in zip(prepared, try classifier.classify(prepared.map(\.pixels))) {
+                predictions[p.file] = Prediction(file: p.file, probabilities: probabilities)
+            }
+        }
+
+        if json {
+            let entries: [[String: Any]] = images.map { file in
+                guard let p = predictions[file] else { return ["file": file, "error": failures[file] ?? "not predicted"] }
+                return ["file": file, "prediction": p.predicted, "probabilities": p.probabilities,
+                        "top": p.top(top).map { ["class": $0.class, "probability": $0.probability] }]
+            }
+            try printJSON(entries, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+        } else {
+            for file in images {
+                guard let p = predictions[file] else { continue }
+                print("\(file): " + p.top(top).map { String(format: "%d (%.1f%%)", $0.class, $0.probability * 100) }
+                    .joined(separator: ", "))
+            }
+        }
+        if !failures.isEmpty { throw ExitCode(1) }
+    }
 }

@@ -11,5 +11,10 @@ struct Report: ParsableCommand {
             """)
     @Argument(help: "Run folder written by distcnn train.") var runDir: String
     @Option(help: "Data folder of the misclassified test images (default: the one in report.json).") var data: String?
-    func run() throws { try finish(Tool.report(runDirectory: runDir, data: data)) }
+    func run() throws {
+        try reportingErrors {
+            let path = try RunReport.write(runDirectory: runDir, dataDirectory: data)
+            print("wrote \(path)")
+        }
+    }
 }

@@ -12,10 +12,10 @@ struct Train: ParsableCommand {
             weights up to float summation order.
             """)
 
-    @OptionGroup var modelOption: ModelOption
+    @OptionGroup var step: StepOptions
+    @OptionGroup var augmentation: AugmentationOverrides
     @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
     @Option(help: "Epochs to train.") var epochs = 3
-    @Option(help: "Global batch size, split across ranks (default: the model's).") var batchSize: Int?
     @Option(help: "Adam learning rate (default: the model's).") var lr: Double?
     @Option(help: "Learning-rate schedule: constant, exponential:RATE:STEPS, step:RATE:STEPS, cosine[:MIN_FACTOR], onecycle[:PEAK_FACTOR[:PCT_START[:FINAL_FACTOR]]].")
     var lrSchedule = "constant"
@@ -24,46 +24,34 @@ struct Train: ParsableCommand {
     @Option(help: "Label smoothing of the training loss (evaluation reports plain cross-entropy).") var labelSmoothing = 0.0
     @Option(help: "Evaluate and export an exponential moving average of the weights with this decay (e.g. 0.999); 0 is off.")
     var emaDecay = 0.0
-    @Option(help: "Augmentation: none, seed (the notebook's: rotation ±20°, shear ±3°, featurewise standardisation) or standard (rotation ±10°, shift ±0.1, zoom ±0.1, shear ±5°).")
-    var augment = "none"
-    @Option(help: "Override the augmentation's rotation range, degrees.") var rotation: Double?
-    @Option(help: "Override the augmentation's shift range, fraction of the image size.") var shift: Double?
-    @Option(help: "Override the augmentation's zoom range (scale in 1 ± zoom).") var zoom: Double?
-    @Option(help: "Override the augmentation's shear range, degrees (Keras's meaning).") var shear: Double?
-    @Option(help: "Fill outside the image: nearest, or a pixel value 0...255.") var fill: String?
-    @Option(help: "Elastic distortion ALPHA:SIGMA in pixels (Simard et al.: 34:4).") var elastic: String?
-    @Flag(help: "Standardise inputs with the training split's mean and std (Keras featurewise).") var standardize = false
+    @Flag(help: "Standardise inputs with the training split's mean and std (Keras featurewise); on with --augment seed, as in the notebook.")
+    var standardize = false
     @Option(help: "Training examples held out (from the end) for validation.") var validationSplit = 5000
     @Option(help: "Early stopping: epochs without improvement before stopping; 0 turns it off.") var patience = 0
     @Option(help: "Early stopping: smallest change that counts as an improvement.") var minDelta = 0.0
-    @Option(help: "Metric for early stopping and best.safetensors: val_loss or val_accuracy.") var monitor = "val_loss"
+    @Option(help: "Metric for early stopping and best.safetensors.")
+    var monitor: TrainConfig.Monitor = .valLoss
     @Option(name: .customLong("restore-best-weights"), help: "With early stopping, end with the best epoch's weights (true/false).")
     var restoreBestWeights = true
     @Option(help: "Random seed: initial weights, shuffling, dropout.") var seed: UInt64 = 1
     @Option(help: "Stop after this many global steps (evaluates and writes final files).") var maxSteps: Int?
     @Option(help: "Train on only the first N training examples.") var trainLimit: Int?
     @Option(help: "Evaluate on only the first N test examples.") var testLimit: Int?
-    @Option(help: "Batch norm statistics: global (SyncBatchNorm across ranks) or local (per rank).") var bnSync = "global"
     @Option(help: "Run folder (rank 0 writes it).") var runDir = "runs/latest"
     @Option(help: "Also write a checkpoint every N global steps (one is always written at each epoch end).") var checkpointEvery: Int?
     @Option(help: "Step checkpoints to keep.") var keep = 3
     @Flag(help: "Continue from the newest valid checkpoint in the run dir (starts fresh if there is none).") var resume = false
     @Option(help: "Continue from this checkpoint file.") var resumeFrom: String?
-    @Option(help: "Engine threads per rank (default: cores on the node / ranks on the node, or the cores this rank is bound to).")
-    var threads: Int?
     @Option(help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
-    @Option(help: ArgumentHelp(bucketHelp)) var bucketMib = RunOptions().bucketMiB
     @Option(help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
     @Option(help: "Progress display: auto (a bar on a terminal, lines in logs and under mpirun), bar or lines.")
-    var progress = "auto"
+    var progress: Console.Progress = .auto
     @Flag(help: "Print only errors and the final line.") var quiet = false
     @Flag(help: "Print more.") var verbose = false
 
     func validate() throws {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
-        if let b = batchSize, !(1...65536).contains(b) { throw ValidationError("--batch-size must be in 1...65536") }
         if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number") }
-        _ = try augmentation()
         guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be 0 or more") }
         guard (0..<1).contains(weightDecay) else { throw ValidationError("--weight-decay must be in [0, 1)") }
         guard (0..<1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in [0, 1)") }
@@ -74,28 +62,74 @@ struct Train: ParsableCommand {
         guard validationSplit >= 0 else { throw ValidationError("--validation-split must be 0 or more") }
         guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or more") }
         guard minDelta >= 0 else { throw ValidationError("--min-delta must be 0 or more") }
-        guard TrainConfig.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_loss or val_accuracy") }
-        try validateBucket(bucketMib)
-        try validateBatchNormSync(bnSync)
         if patience > 0 && validationSplit == 0 { throw ValidationError("--patience needs a validation set; set --validation-split above 0") }
         if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be at least 1") }
         if let t = trainLimit, t < 1 { throw ValidationError("--train-limit must be at least 1") }
         if let t = testLimit, t < 1 { throw ValidationError("--test-limit must be at least 1") }
         if let c = checkpointEvery, c < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
         if let t = stepTimeout, !(t > 0 && t <= 1e6) { throw ValidationError("--step-timeout must be in (0, 1000000] seconds") }
         guard keep >= 1 else { throw ValidationError("--keep must be at least 1") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1") }
         if resume && resumeFrom != nil { throw ValidationError("--resume and --resume-from do not go together; pick one") }
-        guard Console.Progress(rawValue: progress) != nil else { throw ValidationError("--progress must be auto, bar or lines") }
         if quiet && verbose { throw ValidationError("--quiet and --verbose do not go together") }
     }
 
-    /// The preset named by --augment with the per-part overrides applied.
-    func augmentation() throws -> AugmentationConfig {
-        guard var a = AugmentationConfig.named(augment) else {
-            throw ValidationError("--augment must be one of \(AugmentationConfig.presetNames.joined(separator: ", "))")
+    func run() throws {
+        let spec: ModelSpec
+        do { spec = try ModelSpec.load(step.model) } catch {
+            Console.error("\(error)"); throw ExitCode(1)
         }
+        try finish(Tool.train(config: try config(model: spec), options: runOptions()))
+    }
+
+    /// What is trained: every flag that reaches `TrainConfig` is read here.
+    func config(model spec: ModelSpec) throws -> TrainConfig {
+        var c = TrainConfig(model: spec)
+        c.dataDirectory = data; c.epochs = epochs
+        c.batchSize = step.batchSize(for: spec)
+        c.learningRate = lr ?? spec.learningRate ?? 1e-3
+        c.adam.learningRate = c.learningRate
+        c.adam.weightDecay = weightDecay
+        c.lrSchedule = lrSchedule; c.warmupSteps = warmupSteps; c.labelSmoothing = labelSmoothing; c.emaDecay = emaDecay
+        c.seed = seed; c.validationSplit = validationSplit
+        c.augment = step.augment.rawValue
+        c.augmentation = try augmentation.applied(to: step.augment.config)
+        // The notebook's ImageDataGenerator standardised featurewise; `--augment seed` does too.
+        c.standardize = standardize || step.augment == .seed
+        c.bnSync = step.bnSync
+        c.patience = patience; c.minDelta = minDelta; c.monitor = monitor
+        c.restoreBestWeights = restoreBestWeights; c.maxSteps = maxSteps; c.trainLimit = trainLimit; c.testLimit = testLimit
+        return c
+    }
+
+    /// How it runs: every flag that reaches `RunOptions` is read here.
+    func runOptions() -> RunOptions {
+        var o = RunOptions()
+        o.runDirectory = runDir
+        o.resume = resumeFrom.map { .file($0) } ?? (resume ? .latest : .none)
+        o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = step.threads; o.stepTimeout = stepTimeout
+        o.bucketMiB = step.bucketMib
+        o.logEvery = logEvery
+        o.level = quiet ? .quiet : verbose ? .verbose : .normal
+        o.progress = progress
+        return o
+    }
+}
+
+/// `train`'s changes to the `--augment` preset.
+struct AugmentationOverrides: ParsableArguments {
+    @Option(help: "Override the augmentation's rotation range, degrees.") var rotation: Double?
+    @Option(help: "Override the augmentation's shift range, fraction of the image size.") var shift: Double?
+    @Option(help: "Override the augmentation's zoom range (scale in 1 ± zoom).") var zoom: Double?
+    @Option(help: "Override the augmentation's shear range, degrees (Keras's meaning).") var shear: Double?
+    @Option(help: "Fill outside the image: nearest, or a pixel value 0...255.") var fill: String?
+    @Option(help: "Elastic distortion ALPHA:SIGMA in pixels (Simard et al.: 34:4).") var elastic: String?
+
+    func validate() throws { _ = try applied(to: .none) }
+
+    /// `preset` with the overrides applied.
+    func applied(to preset: AugmentationConfig) throws -> AugmentationConfig {
+        var a = preset
         for (name, value, limit) in [("rotation", rotation, 180.0), ("shift", shift, 0.9), ("zoom", zoom, 0.9), ("shear", shear, 80.0)] {
             if let value, !(0...limit).contains(value) { throw ValidationError("--\(name) must be in 0...\(limit)") }
         }
@@ -116,34 +150,5 @@ struct Train: ParsableCommand {
             a.elastic = ElasticDistortion(alpha: parts[0], sigma: parts[1])
         }
         return a
-    }
-
-    func run() throws {
-        let spec: ModelSpec
-        do { spec = try ModelSpec.load(modelOption.model) } catch {
-            FileHandle.standardError.write(Data("error: \(error)\n".utf8)); throw ExitCode(1)
-        }
-        var c = TrainConfig(model: spec)
-        c.dataDirectory = data; c.epochs = epochs
-        c.batchSize = batchSize ?? spec.batchSize ?? 128
-        c.learningRate = lr ?? spec.learningRate ?? 1e-3
-        c.adam.learningRate = c.learningRate
-        c.adam.weightDecay = weightDecay
-        c.lrSchedule = lrSchedule; c.warmupSteps = warmupSteps; c.labelSmoothing = labelSmoothing; c.emaDecay = emaDecay
-        c.seed = seed; c.validationSplit = validationSplit; c.augment = augment
-        c.augmentation = try augmentation()
-        // The notebook's ImageDataGenerator standardised featurewise; `--augment seed` does too.
-        c.standardize = standardize || augment == "seed"
-        c.bnSync = TrainConfig.BatchNormSync(rawValue: bnSync)!
-        c.patience = patience; c.minDelta = minDelta; c.monitor = TrainConfig.Monitor(rawValue: monitor)!
-        c.restoreBestWeights = restoreBestWeights; c.maxSteps = maxSteps; c.trainLimit = trainLimit; c.testLimit = testLimit
-        var o = RunOptions()
-        o.runDirectory = runDir
-        o.resume = resumeFrom.map { .file($0) } ?? (resume ? .latest : .none)
-        o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = threads; o.stepTimeout = stepTimeout; o.bucketMiB = bucketMib
-        o.logEvery = logEvery
-        o.level = quiet ? .quiet : verbose ? .verbose : .normal
-        o.progress = Console.Progress(rawValue: progress)!
-        try finish(Tool.train(config: c, options: o))
     }
 }

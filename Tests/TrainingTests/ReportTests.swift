@@ -125,8 +125,10 @@ final class ReportTests: XCTestCase {
         XCTAssertEqual(h[1].globalStep, 860)
         XCTAssertEqual(h[1].seconds, 30.25)
 
-        // The command's entry point.
-        XCTAssertEqual(Tool.report(runDirectory: dir, data: Repo.mnist), 0)
+        // The command.
+        let r = try runProcess(Repo.builtBinary, ["report", dir, "--data", Repo.mnist])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stdout, "wrote \(dir)/report.html\n")
     }
 
     func testSaveWritesReportJSONAndPage() throws {
@@ -187,6 +189,8 @@ final class ReportTests: XCTestCase {
         XCTAssertThrowsError(try RunReport.write(runDirectory: dir)) {
             XCTAssertTrue("\($0)".contains("report.json: not a distcnn report file"), "\($0)")
         }
-        XCTAssertEqual(Tool.report(runDirectory: empty + "/missing", data: nil), 1)
+        let r = try runProcess(Repo.builtBinary, ["report", empty + "/missing"])
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr, "error: \(empty)/missing: no such run folder\n")
     }
 }

@@ -1,0 +1,37 @@
+import ArgumentParser
+import Foundation
+import Training
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Tell what a checkpoint holds and whether it is valid.")
+    @Argument(help: "Checkpoint file.") var file: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let i: CheckpointInspection
+        do { i = try Tool.inspect(path: file) } catch {
+            // The JSON says "not valid" on standard output too, for scripts that read only it.
+            if json { try printJSON(["valid": false, "file": file, "error": "\(error)"], options: [.sortedKeys]) }
+            Console.error("\(error)")
+            throw ExitCode(1)
+        }
+        if json {
+            let out: [String: Any] = [
+                "valid": true, "file": i.file, "model": i.model, "epoch": i.epoch, "step_in_epoch": i.stepInEpoch,
+                "global_step": i.globalStep, "adam_step": i.adamStep,
+                "tensors": i.tensors.map { ["name": $0.name, "shape": $0.shape, "first": $0.first, "mean": $0.mean] },
+                "data_sha256": i.dataSHA256, "seed": i.seed, "history_epochs": i.historyEpochs,
+            ]
+            try printJSON(out, options: [.sortedKeys, .prettyPrinted])
+        } else {
+            print("\(i.file): valid distcnn checkpoint (version \(i.version)), data SHA-256 \(i.dataSHA256)")
+            print("model \(i.model); next: epoch \(i.epoch + 1), step \(i.stepInEpoch); global step \(i.globalStep); Adam step \(i.adamStep)")
+            print("seed \(i.seed), batch \(i.batchSize), \(i.historyEpochs) epochs of history"
+                  + (i.best.map { String(format: ", best %@ %.4f at epoch %d", $0.monitor.rawValue, $0.value, $0.epoch) } ?? ""))
+            for t in i.tensors {
+                let shape = t.shape.map(String.init).joined(separator: "×")
+                print(String(format: "  %-40@ %-18@ mean %+.6f", t.name, shape, t.mean))
+            }
+        }
+    }
+}
