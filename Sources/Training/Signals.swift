@@ -9,20 +9,23 @@ import Glibc
 /// through the next step's all-reduce, so every rank stops at the same step.
 enum StopSignal {
     nonisolated(unsafe) static var received: Int32 = 0
-    /// What the handler writes to standard error on rank 0, prepared before any signal arrives
-    /// (a handler may call `write`, not allocate).
-    nonisolated(unsafe) static var notice: [UInt8] = []
+    /// What the handler writes to standard error on rank 0 for each of `handled`, prepared
+    /// before any signal arrives (a handler may call `write`, not allocate).
+    nonisolated(unsafe) static var notices: [[UInt8]] = []
 
     static let handled: [Int32] = [SIGTERM, SIGINT, SIGUSR1]
 
     static func install(announce: Bool) {
-        notice = announce
-            ? Array("warning: stop requested by signal: the run stops with a checkpoint when this step ends\n".utf8) : []
+        notices = handled.map { sig in
+            announce ? Array("warning: \(name(sig)) received: the run stops with a checkpoint when this step ends\n".utf8) : []
+        }
         // The first signal asks for a clean stop; a second one gets the default action.
         let handler: @convention(c) (Int32) -> Void = { sig in
             StopSignal.received = sig
             for s in StopSignal.handled { signal(s, SIG_DFL) }
-            StopSignal.notice.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+            for (i, s) in StopSignal.handled.enumerated() where s == sig {
+                StopSignal.notices[i].withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+            }
         }
         for s in handled { signal(s, handler) }
     }

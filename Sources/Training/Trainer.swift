@@ -21,6 +21,8 @@ public struct RunOptions: Sendable {
     /// exchange after backward. The same on every rank; the sums do not depend on it.
     public var bucketMiB: Double = TrainingStep.defaultBucketMiB
     public var logEvery: Int = 100
+    /// Times `distcnn launch` relaunched this job after losing a node (recorded in summary.json).
+    public var restarts: Int = 0
     public var level: Console.Level = .normal
     public var progress: Console.Progress = .auto
     public init() {}
@@ -48,6 +50,8 @@ public struct RunSummary: Codable, Sendable {
     public var endedBy: String
     /// Each rank's host, in rank order.
     public var hosts: [String]
+    /// Times `distcnn launch` relaunched the job after a node loss; `world_size` is the last attempt's.
+    public var restarts: Int
 
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", epochsRun = "epochs_run", globalSteps = "global_steps"
@@ -55,7 +59,7 @@ public struct RunSummary: Codable, Sendable {
         case valAccuracy = "val_accuracy", testLoss = "test_loss", testAccuracy = "test_accuracy"
         case trainSeconds = "train_seconds", imagesPerSecond = "images_per_second"
         case allReduceShare = "all_reduce_share", weightsSHA256 = "weights_sha256"
-        case threadsPerRank = "threads_per_rank", endedBy = "ended_by", hosts
+        case threadsPerRank = "threads_per_rank", endedBy = "ended_by", hosts, restarts
     }
 
     /// Every key is written, the optional ones as null, so readers can rely on the contract's keys.
@@ -69,7 +73,7 @@ public struct RunSummary: Codable, Sendable {
         try c.encode(trainSeconds, forKey: .trainSeconds); try c.encode(imagesPerSecond, forKey: .imagesPerSecond)
         try c.encode(allReduceShare, forKey: .allReduceShare); try c.encode(weightsSHA256, forKey: .weightsSHA256)
         try c.encode(threadsPerRank, forKey: .threadsPerRank); try c.encode(endedBy, forKey: .endedBy)
-        try c.encode(hosts, forKey: .hosts)
+        try c.encode(hosts, forKey: .hosts); try c.encode(restarts, forKey: .restarts)
     }
 }
 
@@ -198,7 +202,8 @@ public final class Trainer {
             stoppedEarly: state.earlyStopping.stopped, bestEpoch: config.patience > 0 ? state.earlyStopping.bestEpoch : nil,
             valLoss: val?.loss, valAccuracy: val?.accuracy, testLoss: test.loss, testAccuracy: test.accuracy,
             trainSeconds: state.trainSeconds, imagesPerSecond: speed.imagesPerSecond, allReduceShare: speed.allReduceShare,
-            weightsSHA256: model.weightsSHA256(), threadsPerRank: run.threads, endedBy: endedBy, hosts: run.hosts)
+            weightsSHA256: model.weightsSHA256(), threadsPerRank: run.threads, endedBy: endedBy, hosts: run.hosts,
+            restarts: options.restarts)
         try verifyIdenticalWeights(summary.weightsSHA256)
         let final = state
         try recorder.finish(summary, final: { Checkpoint(model: model, adam: nil, state: final) }, test: test,
