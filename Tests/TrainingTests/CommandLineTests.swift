@@ -78,16 +78,16 @@ final class CommandLineTests: XCTestCase {
         var texts = ["distcnn": top]
         for command in Self.subcommands(inHelp: top) { texts[command] = try help([command]) }
         XCTAssertGreaterThanOrEqual(texts.count, 9, "distcnn --help lists fewer subcommands than expected: \(top)")
+        let files = Set(((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".txt") })
+        let wanted = Set(texts.keys.map { $0 + ".txt" })
         if update {
-            try? FileManager.default.removeItem(atPath: folder)
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            for stale in files.subtracting(wanted) { try FileManager.default.removeItem(atPath: folder + "/" + stale) }
             for (name, text) in texts { try text.write(toFile: folder + "/\(name).txt", atomically: true, encoding: .utf8) }
             return
         }
         let regenerate = "if the change is intended, regenerate with DISTCNN_UPDATE_HELP=1 swift test -c release --skip-build "
             + "--filter CommandLineTests/testHelpIsPinned and review the diff"
-        let files = Set(((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".txt") })
-        let wanted = Set(texts.keys.map { $0 + ".txt" })
         if files != wanted {
             XCTFail("golden help files missing: \(wanted.subtracting(files).sorted()), without a command: "
                     + "\(files.subtracting(wanted).sorted()) (in \(folder)); \(regenerate)")
