@@ -17,7 +17,10 @@ let targetCPU = ["-target-cpu", Context.environment["DISTCNN_TARGET_CPU"] ?? "na
 #else
 let targetCPU: [String] = []
 #endif
-let optimize: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"] + targetCPU, .when(configuration: .release))]
+// DISTCNN_CHECKED=1 builds the engine -O instead, preconditions and bounds checks on: scripts/test
+// runs the engine tests once so (in .build-checked), so a precondition that fires is seen.
+let engineOptimization = Context.environment["DISTCNN_CHECKED"] == "1" ? "-O" : "-Ounchecked"
+let optimize: [SwiftSetting] = [.unsafeFlags([engineOptimization] + targetCPU, .when(configuration: .release))]
 let forThisCPU: [SwiftSetting] = [.unsafeFlags(targetCPU, .when(configuration: .release))]
 
 let package = Package(

@@ -165,13 +165,14 @@ extension Tool {
         let phases = step.phaseTimes.flatMap { t -> [PhaseRow]? in
             guard let p = model.profile, !eval else { return nil }
             let layers = p.forward.reduce(0, +) + p.backward.reduce(0, +)
+            // Not timed itself: what the step's own clock leaves after the timed parts.
             let outside = times.reduce(0, +) - layers - t.input - t.loss - t.gradientAllReduce - t.optimizer
             return [PhaseRow(name: "input (fill + augmentation)", ms: t.input * perStep),
                     PhaseRow(name: "loss (softmax cross-entropy)", ms: t.loss * perStep),
                     PhaseRow(name: "batch-norm sync (in its rows)", ms: max(0, allReduce - t.gradientAllReduce) * perStep),
                     PhaseRow(name: "gradient/weight ring exchange", ms: t.gradientAllReduce * perStep),
                     PhaseRow(name: "optimizer (L2 + Adam, own shard)", ms: t.optimizer * perStep),
-                    PhaseRow(name: "rest (zeroing gradients, timers)", ms: max(0, outside) * perStep)]
+                    PhaseRow(name: "rest (untimed: zeroing gradients, timers)", ms: max(0, outside) * perStep)]
         }
         return BenchResult(model: spec.name, worldSize: comm.size, threadsPerRank: threads, batchSize: batch, steps: steps,
                            seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,

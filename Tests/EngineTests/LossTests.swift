@@ -108,23 +108,32 @@ final class LossTests: XCTestCase {
 // MARK: - Running reference computations in Python (PyTorch)
 
 /// Runs `python3 -c script args…` and returns the numbers it prints (whitespace-separated).
-/// Skips the test when python3 or torch is missing; fails it when the script fails.
+/// Fails the test, with a hint, when python3 or torch is missing or the script fails (and throws
+/// `PythonFailed`, so the caller stops there).
 func python(_ script: String, _ arguments: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws -> [Double] {
+    let hint = "run the tests with scripts/test, which installs python3 with torch in .build/python"
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     p.arguments = ["python3", "-c", script] + arguments
     let out = Pipe(), err = Pipe()
     p.standardOutput = out; p.standardError = err
-    do { try p.run() } catch { throw XCTSkip("cannot run python3: \(error)") }
+    do { try p.run() } catch {
+        XCTFail("cannot run python3 (\(error)); \(hint)", file: file, line: line)
+        throw PythonFailed()
+    }
     let stdout = out.fileHandleForReading.readDataToEndOfFile()
     let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     p.waitUntilExit()
     if p.terminationStatus != 0 {
         if stderr.contains("No module named") || p.terminationStatus == 127 {
-            throw XCTSkip("needs python3 with torch: \(stderr.split(separator: "\n").last ?? "")")
+            XCTFail("needs python3 with torch (\(stderr.split(separator: "\n").last ?? "")); \(hint)", file: file, line: line)
+        } else {
+            XCTFail("python3 failed (\(p.terminationStatus)): \(stderr)", file: file, line: line)
         }
-        XCTFail("python3 failed (\(p.terminationStatus)): \(stderr)", file: file, line: line)
-        return []
+        throw PythonFailed()
     }
     return String(decoding: stdout, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { Double($0) }
 }
+
+/// Thrown after the failure is recorded, so a test stops at a Python reference it could not get.
+struct PythonFailed: Error, CustomStringConvertible { var description: String { "see the failure above" } }

@@ -2,7 +2,7 @@ import Foundation
 import XCTest
 
 /// `distcnn bench --profile --json`: every layer timed, each convolution's data-layout share,
-/// and the step's parts outside the layers, adding up to the measured step.
+/// and the step's parts outside the layers, adding up to the step clocked around them.
 final class BenchTests: XCTestCase {
     func bench(_ args: [String]) throws -> [String: Any] {
         let r = try runProcess(Repo.binary, ["bench", "--steps", "3", "--warmup", "1", "--threads", "1", "--json"] + args)
@@ -10,18 +10,28 @@ final class BenchTests: XCTestCase {
         return try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
     }
 
-    /// The layer rows (without their "of which" rows) and the phases outside the layers (without
-    /// the batch-norm sync, which is inside its layers' rows) add up to the mean step.
+    /// The timed parts of a step add up to the step, clocked separately around all of it
+    /// (`step_milliseconds`): the layer rows (without their "of which" rows) and the timed phases
+    /// outside the layers (without the batch-norm sync, which is inside its layers' rows, and the
+    /// rest, which is the step less the others). They are disjoint intervals inside the step, so
+    /// their sum cannot exceed it (1e-9 of it allowed for rounding: a part counted twice fails).
+    /// What they leave untimed (zeroing the gradients, the timers) was 0.4–1.8% of the step in 14
+    /// runs of these benches; at most 5% is allowed, about three times that, so a stray delay there
+    /// passes and a layer or phase that is no longer timed, or is counted twice, fails.
     func assertPartsAddUp(_ d: [String: Any], file: StaticString = #filePath, line: UInt = #line) throws {
         let rows = try XCTUnwrap(d["profile"] as? [[String: Any]]), phases = try XCTUnwrap(d["phases"] as? [[String: Any]])
         let layerMs = rows.filter { !($0["name"] as! String).hasPrefix(" ") }
             .reduce(0.0) { $0 + ($1["forward_ms"] as! Double) + ($1["backward_ms"] as! Double) }
-        let phaseMs = phases.filter { $0["name"] as! String != "batch-norm sync (in its rows)" }
-            .reduce(0.0) { $0 + ($1["ms"] as! Double) }
+        let timed = phases.filter { !["batch-norm sync (in its rows)", "rest (untimed: zeroing gradients, timers)"].contains($0["name"] as! String) }
+        XCTAssertEqual(timed.count, phases.count - 2, "both untimed rows are named as expected", file: file, line: line)
+        let phaseMs = timed.reduce(0.0) { $0 + ($1["ms"] as! Double) }
         let steps = try XCTUnwrap(d["step_milliseconds"] as? [Double])
         let stepMs = steps.reduce(0, +) / Double(steps.count)
-        XCTAssertEqual(layerMs + phaseMs, stepMs, accuracy: 1e-6 * stepMs + 1e-9, "the parts add up to the step",
-                       file: file, line: line)
+        let untimed = (stepMs - layerMs - phaseMs) / stepMs
+        XCTAssertGreaterThanOrEqual(untimed, -1e-9, "the timed parts (\(layerMs + phaseMs) ms) exceed the step (\(stepMs) ms)",
+                                    file: file, line: line)
+        XCTAssertLessThanOrEqual(untimed, 0.05, "\(untimed * 100)% of the step (\(stepMs) ms) is in no timed part",
+                                 file: file, line: line)
     }
 
     func testProfileCoversLayersLayoutAndPhases() throws {
@@ -40,7 +50,7 @@ final class BenchTests: XCTestCase {
             let phases = try XCTUnwrap(d["phases"] as? [[String: Any]])
             XCTAssertEqual(phases.compactMap { $0["name"] as? String },
                            ["input (fill + augmentation)", "loss (softmax cross-entropy)", "batch-norm sync (in its rows)",
-                            "gradient/weight ring exchange", "optimizer (L2 + Adam, own shard)", "rest (zeroing gradients, timers)"])
+                            "gradient/weight ring exchange", "optimizer (L2 + Adam, own shard)", "rest (untimed: zeroing gradients, timers)"])
             try assertPartsAddUp(d)
             for p in phases { XCTAssertGreaterThanOrEqual(p["ms"] as! Double, 0, "\(p)") }
             XCTAssertGreaterThan(phases[0]["ms"] as! Double, 0, "augmentation takes time")

@@ -147,6 +147,9 @@ final class DownloadTests: XCTestCase {
 /// Python's HTTP server on 127.0.0.1 and a free port, serving `directory`; with `ranges`, a
 /// small subclass that answers `Range: bytes=N-` with 206. Stopped when the test ends.
 final class HTTPServer {
+    /// Fails the test that needed the server (python3 ships http.server, so this is a real fault).
+    struct ServerDidNotStart: Error, CustomStringConvertible { var description: String }
+
     let process = Process()
     let port: Int
     let log: String
@@ -200,7 +203,7 @@ final class HTTPServer {
         }
         guard let found else {
             if process.isRunning { process.terminate() }
-            throw XCTSkip("python3 HTTP server did not start: \(text) \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+            throw ServerDidNotStart(description: "python3 HTTP server did not start: \(text) \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         }
         port = found
         test.addTeardownBlock { [self] in stop() }

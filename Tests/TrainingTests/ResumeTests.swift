@@ -211,7 +211,9 @@ final class ResumeTests: XCTestCase {
                               "format": meta["format"]}))
             """
         let py = try runProcess("/usr/bin/env", ["python3", "-c", script, file])
-        XCTAssertEqual(py.status, 0, "python3 with safetensors and numpy is needed (pip install safetensors numpy): \(py.stderr)")
+        guard py.status == 0 else {
+            return XCTFail("python3 with safetensors and numpy is needed (scripts/test installs them in .build/python): \(py.stderr)")
+        }
         let out = try JSONSerialization.jsonObject(with: Data(py.stdout.utf8)) as! [String: Any]
         XCTAssertEqual(out["shape"] as? [Int], [10, 5, 3, 3])
         XCTAssertEqual(out["format"] as? String, "distcnn-checkpoint")

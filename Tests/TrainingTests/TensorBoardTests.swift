@@ -143,7 +143,7 @@ final class TensorBoardTests: XCTestCase {
         let r = try runProcess("/usr/bin/env", ["python3", "-c", script] + dirs, timeout: 120)
         if r.status != 0 {
             let hint = r.stderr.contains("MISSING-TENSORBOARD") || r.stderr.contains("No such file")
-                ? " — these tests need python3 with the tensorboard package: `python3 -m pip install tensorboard` (CI's .ci/run installs it)"
+                ? " — these tests need python3 with the tensorboard package: run them with scripts/test, which installs it in .build/python"
                 : ""
             XCTFail("reading the event files with tensorboard failed (exit \(r.status))\(hint): \(r.stderr.suffix(2000))")
             throw PythonFailed()
