@@ -100,7 +100,7 @@ final class RunFiles {
     func writePreempted(_ stop: Preempted) throws {
         let fields: [String: Any] = ["signal": stop.signal == 0 ? "another rank's" : StopSignal.name(stop.signal),
                                      "global_step": stop.step, "checkpoint": stop.checkpoint ?? NSNull()]
-        let json = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .prettyPrinted])
+        let json = try JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
         try AtomicFile.write(Array(json) + [0x0A], to: preemptedPath)
     }
 

@@ -1,3 +1,4 @@
+import Collective
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,8 +17,17 @@ enum StopSignal {
     static let handled: [Int32] = [SIGTERM, SIGINT, SIGUSR1]
 
     static func install(announce: Bool) {
+        // mpirun ends its ranks about a second after it gets SIGTERM or SIGINT itself (Open MPI's
+        // behaviour, which no setting here changes), so a long step may not reach its checkpoint;
+        // SIGUSR1 to mpirun is forwarded to the ranks and nothing else.
+        let underMPIRun = MPICommunicator.isLaunchedByMPIRun()
         notices = handled.map { sig in
-            announce ? Array("warning: \(name(sig)) received: the run stops with a checkpoint when this step ends\n".utf8) : []
+            guard announce else { return [] }
+            var text = "warning: \(name(sig)) received: the run stops with a checkpoint when this step ends"
+            if underMPIRun && sig != SIGUSR1 {
+                text += " (if this signal went to mpirun, it kills the ranks about 1 s from now and the step's checkpoint is lost: --resume then continues from the newest one written; send mpirun SIGUSR1 to stop with a checkpoint)"
+            }
+            return Array((text + "\n").utf8)
         }
         // The first signal asks for a clean stop; a second one gets the default action.
         let handler: @convention(c) (Int32) -> Void = { sig in
