@@ -11,7 +11,7 @@ public final class BatchNorm: Layer {
     public let inputShape: Shape
     public var outputShape: Shape { inputShape }
     public let momentum: Float, epsilon: Float
-    public var kind: String { "batchnorm" }
+    public var kind: LayerSpec.Kind { .batchnorm }
     var channels: Int { inputShape.c }
     /// An activation layer that follows this one, applied here in the same pass over memory
     /// (the model then skips that layer and shares its output buffer).

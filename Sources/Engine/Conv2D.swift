@@ -27,7 +27,7 @@ public final class Conv2D: Layer {
     public let activation: Activation
     public let useBias: Bool
     public let l2: Float
-    public var kind: String { "conv2d" }
+    public var kind: LayerSpec.Kind { .conv2d }
 
     /// K = in·kh·kw, the inner dimension of the GEMM; P = oh·ow output pixels per image.
     var patch: Int { inputShape.c * kernel * kernel }

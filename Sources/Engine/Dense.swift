@@ -4,7 +4,7 @@ public final class Dense: Layer {
     public let activation: Activation
     public let useBias: Bool
     public let l2: Float
-    public var kind: String { "dense" }
+    public var kind: LayerSpec.Kind { .dense }
     var inputs: Int { inputShape.count }
     var units: Int { outputShape.c }
 

@@ -44,7 +44,7 @@ public struct TensorSlot: Equatable, Sendable {
 /// touches no gradients but its own slice, and is done with them when it returns: the layers
 /// above may already be exchanging theirs (`Model.backward`'s `gradientsDone`).
 public protocol Layer: AnyObject {
-    var kind: String { get }
+    var kind: LayerSpec.Kind { get }
     var inputShape: Shape { get }
     var outputShape: Shape { get }
     var slots: [TensorSlot] { get }

@@ -148,43 +148,41 @@ public final class Model {
             return v
         }
         switch s.type {
-        case "conv2d":
+        case .conv2d:
             let filters = try need(s.filters, "filters", 1...65536)
             let k = try need(s.kernel, "kernel", 1...64)
             let stride = try need(s.stride ?? 1, "stride", 1...64)
             return try Conv2D(input: input, filters: filters, kernel: k, stride: stride, padding: s.padding ?? .valid,
                               activation: s.activation ?? .linear, useBias: s.useBias ?? true,
                               l2: Float(try unit(s.l2, "l2", default: 0, 0...1e3)))
-        case "dense":
+        case .dense:
             guard input.isFlat else {
                 throw ModelError.field(layer: i, type: s.type, message: "input \(input) is not flat; add a flatten layer before it")
             }
             let units = try need(s.units, "units", 1...1 << 20)
             return Dense(input: input, units: units, activation: s.activation ?? .linear, useBias: s.useBias ?? true,
                          l2: Float(try unit(s.l2, "l2", default: 0, 0...1e3)))
-        case "batchnorm":
+        case .batchnorm:
             return BatchNorm(input: input, momentum: Float(try unit(s.momentum, "momentum", default: 0.99, 0...1)),
                              epsilon: Float(try unit(s.epsilon, "epsilon", default: 1e-3, 1e-12...1)))
-        case "maxpool2d":
+        case .maxpool2d:
             let size = try need(s.size, "size", 1...64)
             return try MaxPool2D(input: input, size: size, stride: try need(s.stride ?? size, "stride", 1...64),
                                  padding: s.padding ?? .valid)
-        case "lrn":
+        case .lrn:
             // PyTorch nn.LocalResponseNorm defaults except size, which it also requires.
             return LocalResponseNorm(input: input, size: try need(s.size, "size", 1...4096),
                                      alpha: Float(try unit(s.alpha, "alpha", default: 1e-4, 0...1e6)),
                                      beta: Float(try unit(s.beta, "beta", default: 0.75, 0...16)),
                                      k: Float(try unit(s.k, "k", default: 1, 1e-9...1e6)))
-        case "flatten":
+        case .flatten:
             return FlattenLayer(input: input)
-        case "dropout":
+        case .dropout:
             return Dropout(input: input, rate: Float(try unit(s.rate, "rate", default: 0.5, 0...0.99)), layerIndex: i)
-        case "relu":
+        case .relu:
             return ActivationLayer(.relu, input: input)
-        case "elu":
+        case .elu:
             return ActivationLayer(.elu, alpha: Float(try unit(s.alpha, "alpha", default: 1, 0...100)), input: input)
-        default:
-            throw ModelError.unknownLayer(layer: i, type: s.type)
         }
     }
 
@@ -384,6 +382,9 @@ extension ModelSpec {
     public static func decode(_ data: Data, source: String) throws -> ModelSpec {
         do {
             return try JSONDecoder().decode(ModelSpec.self, from: data)
+        } catch let DecodingError.dataCorrupted(ctx) where !ctx.codingPath.isEmpty {
+            // Well-formed JSON with a value out of its set (an unknown layer type, padding, activation).
+            throw ModelError.spec("\(source): \(ctx.debugDescription) at \(path(ctx.codingPath))")
         } catch let DecodingError.dataCorrupted(ctx) {
             throw ModelError.spec("\(source): not valid JSON (\(ctx.debugDescription)) at \(path(ctx.codingPath))")
         } catch let DecodingError.keyNotFound(key, ctx) {
