@@ -57,6 +57,8 @@ public final class ActivationLayer: Layer {
         self.function = function; self.alpha = alpha; self.inputShape = input
     }
 
+    public var fusibleActivation: (function: Activation, alpha: Float)? { (function, alpha) }
+
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
         let per = inputShape.count

@@ -53,7 +53,7 @@ public final class Conv2D: Layer {
     public static let keptColumnsBudget = 1 << 22
 
     /// Floats of one batch's column matrices on this layer's path (0 where none are built).
-    func columnFloats(batch: Int) -> Int {
+    public func keptFloats(batch: Int) -> Int {
         usesWinograd || usesShifted || isPointwise ? 0 : batch * patch * pixels
     }
     /// (K·P) for each column-matrix entry the input offset it copies, −1 for padding; empty
@@ -126,6 +126,7 @@ public final class Conv2D: Layer {
     }
 
     public var forwardFlops: Int { filters * patch * pixels }
+    public func trainingFlops(inputGradient: Bool) -> Int { 2 * forwardFlops * (inputGradient ? 3 : 2) }
 
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                      state: UnsafeMutablePointer<Float>) {
@@ -165,6 +166,11 @@ public final class Conv2D: Layer {
         }
     }
 
+    public func reserve(batch: Int, keeping allowance: Int) {
+        keptColumnsAllowance = allowance
+        reserve(batch: batch)
+    }
+
     public func reserve(batch: Int) {
         let workers = Parallel.workers
         if partials.count != max(0, workers - 1) {
@@ -178,7 +184,7 @@ public final class Conv2D: Layer {
         case .im2col, .auto:
             if usesTable && gatherTable.isEmpty { gatherTable = makeGatherTable() }
             if columns.count != workers { columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) } }
-            let kept = columnFloats(batch: batch)
+            let kept = keptFloats(batch: batch)
             if kept == 0 || kept > keptColumnsAllowance {
                 keptColumns = FloatBuffer(count: 0)
                 keptBatch = 0
@@ -205,17 +211,24 @@ public final class Conv2D: Layer {
                 keepsColumns: context.training)
     }
 
+    /// A linear convolution folds the batch norm of its channels that follows it.
+    public func folding(_ next: Layer) -> FoldsIntoConvolution? {
+        guard activation == .linear, let bn = next as? FoldsIntoConvolution, bn.channels == filters else { return nil }
+        return bn
+    }
+
     /// The inference forward of this layer followed by `bn` (in inference mode) and the activation
     /// fused into `bn`, in one pass: with `bn`'s inference y = x·s + t per output channel, the
     /// weights become w·s and the bias b·s + t, so the batch norm's own pass over the output
     /// disappears. The same function up to rounding (tests hold it to the two passes).
-    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, folding bn: BatchNorm) {
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                        folding bn: FoldsIntoConvolution) {
         precondition(activation == .linear && bn.channels == filters,
                      "Conv2D: only a linear convolution folds the batch norm of its \(filters) channels")
         if foldedOperands.count != filters * patch + filters { foldedOperands = FloatBuffer(count: filters * patch + filters) }
         let w = foldedOperands.pointer, b = w + filters * patch
         for o in 0..<filters {
-            let (scale, shift) = bn.affine(o, mean: bn.runningMean[o], invStd: bn.runningInvStd(o))
+            let (scale, shift) = bn.inferenceAffine(o)
             for i in 0..<patch { w[o * patch + i] = weight[o * patch + i] * scale }
             b[o] = (bias?[o] ?? 0) * scale + shift
         }
@@ -240,7 +253,7 @@ public final class Conv2D: Layer {
             return
         }
         precondition(columns.count == Parallel.workers, "Conv2D: reserve(batch:) first")
-        let need = columnFloats(batch: batch)
+        let need = keptFloats(batch: batch)
         let keeps = keepsColumns && need > 0 && keptColumns.count >= need
         keptBatch = 0
         Parallel.chunks(batch, cost: forwardFlops) { t, images in

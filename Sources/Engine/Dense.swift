@@ -26,6 +26,7 @@ public final class Dense: Layer {
     }
 
     public var forwardFlops: Int { units * inputs }
+    public func trainingFlops(inputGradient: Bool) -> Int { 2 * forwardFlops * (inputGradient ? 3 : 2) }
 
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                      state: UnsafeMutablePointer<Float>) {

@@ -46,10 +46,12 @@ public final class Model {
     /// Layers whose work is done by the layer before them (an activation fused into a batch
     /// norm): skipped, their output buffer is the previous layer's.
     let fused: [Bool]
-    /// Batch norms right after a linear convolution: in inference the convolution applies them
-    /// (weights and bias scaled, `Conv2D.forward(…folding:)`) and they are skipped. Only the
-    /// inference path of `reserveInference` folds; a larger batch runs on the training buffers,
-    /// unfolded, which rounds differently.
+    /// For each layer, the next one when its inference forward applies it too (a batch norm
+    /// right after a linear convolution: weights and bias scaled, `Conv2D.forward(…folding:)`);
+    /// the next one is then skipped. Only the inference path of `reserveInference` folds; a
+    /// larger batch runs on the training buffers, unfolded, which rounds differently.
+    let foldsNext: [FoldsIntoConvolution?]
+    /// Layers applied by the layer before them in inference (`foldsNext`).
     let foldedIntoConvolution: [Bool]
     /// Whether inference folds those batch norms (on by default; tests compare with the two passes).
     public var foldsBatchNormInInference = true
@@ -88,16 +90,14 @@ public final class Model {
         widest = max(inputShape.count, built.map { $0.outputShape.count }.max() ?? 0)
         var fused = [Bool](repeating: false, count: built.count)
         for i in built.indices.dropFirst() {
-            if let bn = built[i - 1] as? BatchNorm, let act = built[i] as? ActivationLayer {
-                bn.fusedActivation = act.function; bn.fusedAlpha = act.alpha
+            if let (function, alpha) = built[i].fusibleActivation, built[i - 1].fuse(function, alpha: alpha) {
                 fused[i] = true
             }
         }
         self.fused = fused
-        foldedIntoConvolution = built.indices.map { i in
-            guard i > 0, built[i] is BatchNorm, let conv = built[i - 1] as? Conv2D else { return false }
-            return conv.activation == .linear
-        }
+        let foldsNext = built.indices.map { i in i + 1 < built.count ? built[i].folding(built[i + 1]) : nil }
+        self.foldsNext = foldsNext
+        foldedIntoConvolution = built.indices.map { i in i > 0 && foldsNext[i - 1] != nil }
 
         var named: [NamedTensor] = []
         var pOffset = 0, sOffset = 0
@@ -202,18 +202,18 @@ public final class Model {
             activations.append(fused[i] ? activations[i - 1] : FloatBuffer(count: batch * layer.outputShape.count))
         }
         gradA = FloatBuffer(count: batch * widest); gradB = FloatBuffer(count: batch * widest)
-        for (layer, allowance) in zip(layers, columnAllowances(batch: batch)) {
-            (layer as? Conv2D)?.keptColumnsAllowance = allowance
-            layer.reserve(batch: batch)
+        for (layer, allowance) in zip(layers, keptAllowances(batch: batch)) {
+            layer.reserve(batch: batch, keeping: allowance)
         }
     }
 
-    /// Floats of column matrices each layer keeps from a training forward of `batch` (im2col
-    /// convolutions, in layer order, while they fit in `Conv2D.keptColumnsBudget` together).
-    func columnAllowances(batch: Int) -> [Int] {
+    /// Floats each layer keeps from a training forward of `batch` for backward (the column
+    /// matrices of im2col convolutions), in layer order while they fit in
+    /// `Conv2D.keptColumnsBudget` together.
+    func keptAllowances(batch: Int) -> [Int] {
         var left = Conv2D.keptColumnsBudget
         return layers.map { layer in
-            let want = (layer as? Conv2D)?.columnFloats(batch: batch) ?? 0
+            let want = layer.keptFloats(batch: batch)
             guard want <= left else { return 0 }
             left -= want
             return want
@@ -221,7 +221,7 @@ public final class Model {
     }
 
     /// Floats of column matrices kept for backward when training with `batch` (`ModelSummary`).
-    public func keptColumnFloats(batch: Int) -> Int { columnAllowances(batch: batch).reduce(0, +) }
+    public func keptColumnFloats(batch: Int) -> Int { keptAllowances(batch: batch).reduce(0, +) }
 
     /// Sizes the inference path (evaluation, prediction) for batches of up to `batch`: input and
     /// two ping-pong buffers, no per-layer activations, no backward caches.
@@ -231,10 +231,7 @@ public final class Model {
         if batch > capacity { input = FloatBuffer(count: batch * inputShape.count) }
         inferA = FloatBuffer(count: batch * widest); inferB = FloatBuffer(count: batch * widest)
         if capacity == 0 {  // per-worker workspaces only: no training, so no kept column matrices
-            for layer in layers {
-                (layer as? Conv2D)?.keptColumnsAllowance = 0
-                layer.reserve(batch: 1)
-            }
+            for layer in layers { layer.reserve(batch: 1, keeping: 0) }
         }
         for layer in layers { layer.reserveInference(batch: batch) }
     }
@@ -249,9 +246,8 @@ public final class Model {
             let folds = foldsBatchNormInInference
             for (i, layer) in layers.enumerated() where !fused[i] && !(folds && foldedIntoConvolution[i]) {
                 try timed(i, \.forward) {
-                    if folds, i + 1 < layers.count, foldedIntoConvolution[i + 1],
-                       let conv = layer as? Conv2D, let bn = layers[i + 1] as? BatchNorm {
-                        conv.forward(x, out, batch: batch, folding: bn)
+                    if folds, let next = foldsNext[i] {
+                        layer.forward(x, out, batch: batch, folding: next)
                     } else {
                         try layer.forward(x, out, batch: batch, context: context)
                     }
@@ -336,11 +332,7 @@ public final class Model {
     /// FLOPs (2 per multiply–add) of one example's training step in the GEMM layers: forward,
     /// weight gradient, and input gradient except for the first layer, which needs none.
     public var trainingFlopsPerExample: Int {
-        layers.enumerated().reduce(0) { total, item in
-            let (i, layer) = item
-            guard layer is Conv2D || layer is Dense else { return total }
-            return total + 2 * layer.forwardFlops * (i == 0 ? 2 : 3)
-        }
+        layers.indices.reduce(0) { $0 + layers[$1].trainingFlops(inputGradient: $1 > 0) }
     }
 
     /// The layers of one kind, with their index in the spec.

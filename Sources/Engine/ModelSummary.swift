@@ -47,8 +47,7 @@ public struct ModelSummary: Codable, Sendable {
         var peak = 0
         var previous = model.inputShape.count
         for layer in model.layers {
-            let workspace = (layer as? Conv2D)?.inferenceWorkspace ?? 0
-            peak = max(peak, previous + layer.outputShape.count + workspace)
+            peak = max(peak, previous + layer.outputShape.count + layer.inferenceWorkspace)
             previous = layer.outputShape.count
         }
         predictionActivationBytes = 4 * peak
