@@ -33,6 +33,18 @@ final class ModelTests: XCTestCase {
         }
     }
 
+    /// The GEMM layers count in the training FLOPs (no input gradient for the first), and only
+    /// batch norms after a linear convolution fold into it.
+    func testTrainingFlopsAndFoldedBatchNorms() throws {
+        let seed = try Model(spec: .seed), ref = try Model(spec: .ref)
+        // conv 5×9×196 (first: no dx), conv 10×45×16, dense 160→50, dense 50→10.
+        XCTAssertEqual(seed.trainingFlopsPerExample, 2 * (5 * 9 * 196 * 2 + 10 * 45 * 16 * 3 + 160 * 50 * 3 + 50 * 10 * 3))
+        XCTAssertEqual(seed.batchNormsFoldedInInference, [])    // its convolutions end in ELU
+        XCTAssertEqual(ref.batchNormsFoldedInInference, [1, 4, 8, 11])   // not 16, after a dense layer
+        ref.foldsBatchNormInInference = false
+        XCTAssertEqual(ref.batchNormsFoldedInInference, [])
+    }
+
     /// Every kind a model file may name builds a layer that reports that kind.
     func testEveryKindBuildsItsLayer() throws {
         for kind in LayerSpec.Kind.allCases {
