@@ -44,12 +44,20 @@ public final class ActivationLayer: Layer {
     public let alpha: Float
     public let inputShape: Shape
     public var outputShape: Shape { inputShape }
-    public var kind: String { function.rawValue }
+    public let kind: LayerSpec.Kind
     public var slots: [TensorSlot] { [] }
 
+    /// `function` is ReLU or ELU (a linear activation is no layer).
     public init(_ function: Activation, alpha: Float = 1, input: Shape) {
+        switch function {
+        case .relu: kind = .relu
+        case .elu: kind = .elu
+        case .linear: preconditionFailure("ActivationLayer: a linear activation is no layer")
+        }
         self.function = function; self.alpha = alpha; self.inputShape = input
     }
+
+    public var fusibleActivation: (function: Activation, alpha: Float)? { (function, alpha) }
 
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
@@ -75,7 +83,7 @@ public final class ActivationLayer: Layer {
 public final class FlattenLayer: Layer {
     public let inputShape: Shape
     public var outputShape: Shape { Shape(features: inputShape.count) }
-    public var kind: String { "flatten" }
+    public var kind: LayerSpec.Kind { .flatten }
     public var slots: [TensorSlot] { [] }
     public init(input: Shape) { inputShape = input }
 

@@ -7,16 +7,22 @@ import Foundation
 /// channel in Double in one call, backward sums `[Σdy | Σdy·x̂]` in one call. γ and β
 /// gradients stay local; the trainer's gradient exchange sums them.
 /// Running statistics follow Keras: r = m·r + (1−m)·batch, with the unbiased variance.
-public final class BatchNorm: Layer {
+public final class BatchNorm: FoldsIntoConvolution {
     public let inputShape: Shape
     public var outputShape: Shape { inputShape }
     public let momentum: Float, epsilon: Float
-    public var kind: String { "batchnorm" }
-    var channels: Int { inputShape.c }
+    public var kind: LayerSpec.Kind { .batchnorm }
+    public var channels: Int { inputShape.c }
     /// An activation layer that follows this one, applied here in the same pass over memory
     /// (the model then skips that layer and shares its output buffer).
     public var fusedActivation: Activation = .linear
     public var fusedAlpha: Float = 1
+
+    public func fuse(_ activation: Activation, alpha: Float) -> Bool {
+        guard fusedActivation == .linear else { return false }
+        fusedActivation = activation; fusedAlpha = alpha
+        return true
+    }
 
     var gamma: UnsafeMutablePointer<Float>!, beta: UnsafeMutablePointer<Float>!
     var dGamma: UnsafeMutablePointer<Float>!, dBeta: UnsafeMutablePointer<Float>!
@@ -125,6 +131,10 @@ public final class BatchNorm: Layer {
 
     /// Inference's 1/√(running variance + ε) of channel `c`.
     func runningInvStd(_ c: Int) -> Float { 1 / (runningVar[c] + epsilon).squareRoot() }
+
+    public func inferenceAffine(_ c: Int) -> (scale: Float, shift: Float) {
+        affine(c, mean: runningMean[c], invStd: runningInvStd(c))
+    }
 
     /// Channel `c`'s normalisation as y = x·scale + shift (before the fused activation):
     /// scale = γ·invStd, shift = β − mean·scale.

@@ -27,25 +27,27 @@ public final class Conv2D: Layer {
     public let activation: Activation
     public let useBias: Bool
     public let l2: Float
-    public var kind: String { "conv2d" }
+    public var kind: LayerSpec.Kind { .conv2d }
 
     /// K = in·kh·kw, the inner dimension of the GEMM; P = oh·ow output pixels per image.
     var patch: Int { inputShape.c * kernel * kernel }
     var pixels: Int { outputShape.spatial }
 
+    // Parameters and their gradients: views into the model's flat buffers.
     var weight: UnsafeMutablePointer<Float>!       // (out, in, kh, kw) = (out, K)
     var bias: UnsafeMutablePointer<Float>?         // (out)
-    /// Weights (out, K) and bias (out) with a following batch norm folded in (inference only).
-    var foldedOperands = FloatBuffer(count: 0)
     var dWeight: UnsafeMutablePointer<Float>!
     var dBias: UnsafeMutablePointer<Float>?
-    var columns: [FloatBuffer] = []                // per worker: (K, P) for one image
-    /// The im2col path's column matrices of a whole training batch, (N, K, P), kept from forward
-    /// for the weight gradient when they fit in `keptColumnsAllowance` floats (else backward
-    /// rebuilds them per image), and the batch and input of the training forward that filled them.
-    var keptColumns = FloatBuffer(count: 0)
-    var keptBatch = 0
-    var keptInput: UnsafePointer<Float>?
+
+    // Workspaces, sized by `reserve`: one per algorithm (only the running path's is built),
+    // and what every path shares.
+    var im2colSpace: Im2colWorkspace?
+    var shiftedSpace: ShiftedWorkspace?
+    var winogradSpace: WinogradWorkspace?
+    var partials: [FloatBuffer] = []               // workers 1…: (out·K + out) partial dW, db
+    /// Weights (out, K) and bias (out) with a following batch norm folded in (inference only).
+    var foldedOperands = FloatBuffer(count: 0)
+
     /// Floats of column matrices this layer may keep; a model shares `keptColumnsBudget` among
     /// its convolutions in layer order (`Model.reserve`).
     var keptColumnsAllowance = Conv2D.keptColumnsBudget
@@ -53,15 +55,9 @@ public final class Conv2D: Layer {
     public static let keptColumnsBudget = 1 << 22
 
     /// Floats of one batch's column matrices on this layer's path (0 where none are built).
-    func columnFloats(batch: Int) -> Int {
+    public func keptFloats(batch: Int) -> Int {
         usesWinograd || usesShifted || isPointwise ? 0 : batch * patch * pixels
     }
-    /// (K·P) for each column-matrix entry the input offset it copies, −1 for padding; empty
-    /// when im2col/col2im run as row loops (see `gathersByTable`).
-    var gatherTable: [Int32] = []
-    var partials: [FloatBuffer] = []               // workers 1…: (out·K + out) partial dW, db
-    var shiftedSpace: ShiftedWorkspace?
-    var winogradSpace: WinogradWorkspace?
 
     /// While set, worker 0 adds the seconds it spends rearranging data (im2col, col2im, the
     /// padded-plane copies) to `layoutSeconds`; the workers run equal chunks in parallel, so
@@ -82,7 +78,7 @@ public final class Conv2D: Layer {
     /// The algorithm asked for; `path` is the one that runs. Tests force each one to hold
     /// them equal to the naive convolution.
     public var algorithm: ConvolutionAlgorithm = .auto {
-        didSet { columns = []; keptColumns = FloatBuffer(count: 0); keptBatch = 0; shiftedSpace = nil; winogradSpace = nil }
+        didSet { im2colSpace = nil; shiftedSpace = nil; winogradSpace = nil }
     }
 
     /// The algorithm that runs: the forced one where the layer fits it, else im2col; `auto`
@@ -126,6 +122,7 @@ public final class Conv2D: Layer {
     }
 
     public var forwardFlops: Int { filters * patch * pixels }
+    public func trainingFlops(inputGradient: Bool) -> Int { 2 * forwardFlops * (inputGradient ? 3 : 2) }
 
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                      state: UnsafeMutablePointer<Float>) {
@@ -147,7 +144,7 @@ public final class Conv2D: Layer {
     /// loops spend their time on loop and bounds overhead (`seed`'s 4×4 layer: most of its
     /// time); wide rows copy faster as rows. Both give the same bits; tests force each.
     public var gathersByTable: Bool? = nil {
-        didSet { gatherTable = [] }
+        didSet { im2colSpace?.gatherTable = [] }
     }
     var usesTable: Bool { !isPointwise && (gathersByTable ?? (cols.output < 16)) }
 
@@ -165,6 +162,11 @@ public final class Conv2D: Layer {
         }
     }
 
+    public func reserve(batch: Int, keeping allowance: Int) {
+        keptColumnsAllowance = allowance
+        reserve(batch: batch)
+    }
+
     public func reserve(batch: Int) {
         let workers = Parallel.workers
         if partials.count != max(0, workers - 1) {
@@ -176,16 +178,10 @@ public final class Conv2D: Layer {
         case .shifted:
             if shiftedSpace?.workers != workers { shiftedSpace = ShiftedWorkspace(self, workers: workers) }
         case .im2col, .auto:
-            if usesTable && gatherTable.isEmpty { gatherTable = makeGatherTable() }
-            if columns.count != workers { columns = (0..<workers).map { _ in FloatBuffer(count: patch * pixels) } }
-            let kept = columnFloats(batch: batch)
-            if kept == 0 || kept > keptColumnsAllowance {
-                keptColumns = FloatBuffer(count: 0)
-                keptBatch = 0
-            } else if keptColumns.count < kept {
-                keptColumns = FloatBuffer(count: kept)
-                keptBatch = 0
-            }
+            if im2colSpace?.workers != workers { im2colSpace = Im2colWorkspace(workers: workers, columnFloats: patch * pixels) }
+            let space = im2colSpace!
+            if usesTable && space.gatherTable.isEmpty { space.gatherTable = makeGatherTable() }
+            space.reserveKept(keptFloats(batch: batch), allowance: keptColumnsAllowance)
         }
     }
 
@@ -205,17 +201,24 @@ public final class Conv2D: Layer {
                 keepsColumns: context.training)
     }
 
+    /// A linear convolution folds the batch norm of its channels that follows it.
+    public func folding(_ next: Layer) -> FoldsIntoConvolution? {
+        guard activation == .linear, let bn = next as? FoldsIntoConvolution, bn.channels == filters else { return nil }
+        return bn
+    }
+
     /// The inference forward of this layer followed by `bn` (in inference mode) and the activation
     /// fused into `bn`, in one pass: with `bn`'s inference y = x·s + t per output channel, the
     /// weights become w·s and the bias b·s + t, so the batch norm's own pass over the output
     /// disappears. The same function up to rounding (tests hold it to the two passes).
-    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, folding bn: BatchNorm) {
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                        folding bn: FoldsIntoConvolution) {
         precondition(activation == .linear && bn.channels == filters,
                      "Conv2D: only a linear convolution folds the batch norm of its \(filters) channels")
         if foldedOperands.count != filters * patch + filters { foldedOperands = FloatBuffer(count: filters * patch + filters) }
         let w = foldedOperands.pointer, b = w + filters * patch
         for o in 0..<filters {
-            let (scale, shift) = bn.affine(o, mean: bn.runningMean[o], invStd: bn.runningInvStd(o))
+            let (scale, shift) = bn.inferenceAffine(o)
             for i in 0..<patch { w[o * patch + i] = weight[o * patch + i] * scale }
             b[o] = (bias?[o] ?? 0) * scale + shift
         }
@@ -239,42 +242,16 @@ public final class Conv2D: Layer {
             }
             return
         }
-        precondition(columns.count == Parallel.workers, "Conv2D: reserve(batch:) first")
-        let need = columnFloats(batch: batch)
-        let keeps = keepsColumns && need > 0 && keptColumns.count >= need
-        keptBatch = 0
-        Parallel.chunks(batch, cost: forwardFlops) { t, images in
-            forward(x, y, images: images, worker: t, operands: operands, keep: keeps)
-        }
-        if keeps { keptBatch = batch; keptInput = x }
-    }
-
-    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, images: Range<Int>, worker: Int,
-                 operands: ForwardOperands, keep: Bool) {
-        let inCount = inputShape.count, outCount = outputShape.count
-        for n in images {
-            let xn = x + n * inCount, yn = y + n * outCount
-            let col = keep ? columns(for: xn, into: keptColumns.pointer + n * patch * pixels, worker: worker)
-                           : columns(for: xn, worker: worker)
-            // y_n (out, P) = W (out, K) · col (K, P)
-            BLAS.gemm(m: filters, n: pixels, k: patch, operands.weight, lda: patch, col, ldb: pixels,
-                      beta: 0, yn, ldc: pixels)
-            if let bias = operands.bias {
-                for o in 0..<filters {
-                    let b = bias[o], row = yn + o * pixels
-                    for p in 0..<pixels { row[p] += b }
-                }
-            }
-            ActivationFunction.apply(operands.activation, alpha: operands.alpha, yn, count: outCount)
-        }
+        im2colForward(x, y, batch: batch, space: preparedIm2colSpace(), operands: operands, keepsColumns: keepsColumns)
     }
 
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         layoutPhase = 1
-        let space = preparedShiftedSpace(weight: weight), winograd = preparedWinogradSpace(forwardWeight: nil, flipped: dx != nil)
+        let shifted = preparedShiftedSpace(weight: weight), winograd = preparedWinogradSpace(forwardWeight: nil, flipped: dx != nil)
+        let im2col = shifted == nil && winograd == nil ? preparedIm2colSpace() : nil
         // The last forward on the im2col path was a training forward of these `batch` images.
-        let kept = batch > 0 && keptBatch == batch && keptInput == x
+        let kept = im2col?.holds(batch: batch, input: x) ?? false
         let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
             // Worker 0 accumulates straight into the gradient buffer, the others into partials
             // that are added afterwards in worker order.
@@ -283,10 +260,10 @@ public final class Conv2D: Layer {
             if t > 0 { partials[t - 1].zero() }
             if let winograd {
                 winogradBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: winograd)
-            } else if let space {
-                shiftedBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: space)
-            } else {
-                backward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, keptColumns: kept)
+            } else if let shifted {
+                shiftedBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: shifted)
+            } else if let im2col {
+                im2colBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: im2col, kept: kept)
             }
         }
         // Only the workers that ran this call hold fresh partials.
@@ -294,32 +271,6 @@ public final class Conv2D: Layer {
             let p = partials[t - 1].pointer
             for i in 0..<(filters * patch) { dWeight[i] += p[i] }
             if let dBias { for o in 0..<filters { dBias[o] += p[filters * patch + o] } }
-        }
-    }
-
-    func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
-                  _ dx: UnsafeMutablePointer<Float>?, images: Range<Int>, worker: Int,
-                  dW dWeight: UnsafeMutablePointer<Float>, dB dBias: UnsafeMutablePointer<Float>?, keptColumns kept: Bool) {
-        let inCount = inputShape.count, outCount = outputShape.count
-        for n in images {
-            let xn = x + n * inCount, dz = dy + n * outCount   // dz: (out, P)
-            preactivationGradient(y: y + n * outCount, dz, dBias: dBias)
-            // dW (out, K) += dz (out, P) · colᵀ (P, K), with the column matrix forward kept, or rebuilt.
-            let col = kept ? UnsafePointer(keptColumns.pointer + n * patch * pixels) : columns(for: xn, worker: worker)
-            BLAS.gemm(transB: true, m: filters, n: patch, k: pixels, dz, lda: pixels, col, ldb: pixels,
-                      beta: 1, dWeight, ldc: patch)
-            guard let dx else { continue }
-            let dxn = dx + n * inCount
-            if isPointwise {
-                BLAS.gemm(transA: true, m: patch, n: pixels, k: filters, weight, lda: patch, dz, ldb: pixels,
-                          beta: 0, dxn, ldc: pixels)
-            } else {
-                // dcol (K, P) = Wᵀ (K, out) · dz (out, P), then scattered back to the image.
-                let column = columns[worker].pointer
-                BLAS.gemm(transA: true, m: patch, n: pixels, k: filters, weight, lda: patch, dz, ldb: pixels,
-                          beta: 0, column, ldc: pixels)
-                layoutTimed(worker) { col2im(column, dxn) }
-            }
         }
     }
 
@@ -331,120 +282,6 @@ public final class Conv2D: Layer {
         ActivationFunction.backward(activation, alpha: 1, y: y, dz, count: outputShape.count)
         guard let dBias else { return }
         for o in 0..<filters { dBias[o] += Reduce.sum(dz + o * pixels, count: pixels) }
-    }
-
-    @inline(__always)
-    func columns(for xn: UnsafePointer<Float>, worker: Int) -> UnsafePointer<Float> {
-        columns(for: xn, into: columns[worker].pointer, worker: worker)
-    }
-
-    /// The column matrix of image `xn`, built in `room` (the image itself for a 1×1 layer).
-    func columns(for xn: UnsafePointer<Float>, into room: UnsafeMutablePointer<Float>, worker: Int) -> UnsafePointer<Float> {
-        if isPointwise { return xn }
-        layoutTimed(worker) { im2col(xn, room) }
-        return UnsafePointer(room)
-    }
-
-    /// col[(ci·kh + ky)·kw + kx][oy·ow + ox] = x[ci][oy·s − padTop + ky][ox·s − padLeft + kx], 0 outside.
-    /// Rows are short (an image row), so plain loops beat memcpy/memset calls here.
-    func im2col(_ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
-        if !gatherTable.isEmpty {
-            gatherTable.withUnsafeBufferPointer { table in
-                for j in table.indices { let s = Int(table[j]); col[j] = s >= 0 ? x[s] : 0 }
-            }
-            return
-        }
-        let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
-        let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
-        var row = col
-        for ci in 0..<inputShape.c {
-            let plane = x + ci * H * W
-            for ky in 0..<kernel {
-                let oyRange = rows.validOutputs(offset: ky)
-                for kx in 0..<kernel {
-                    let oxRange = cols.validOutputs(offset: kx)
-                    let lo = oxRange.lowerBound, hi = oxRange.upperBound, shift = kx - pl
-                    for oy in 0..<OH {
-                        let out = row + oy * OW
-                        if oy < oyRange.lowerBound || oy >= oyRange.upperBound || lo >= hi {
-                            for ox in 0..<OW { out[ox] = 0 }
-                            continue
-                        }
-                        let src = plane + (oy * sy - pt + ky) * W
-                        for ox in 0..<lo { out[ox] = 0 }
-                        if sx == 1 {
-                            let s = src + shift
-                            for ox in lo..<hi { out[ox] = s[ox] }
-                        } else {
-                            for ox in lo..<hi { out[ox] = src[ox * sx + shift] }
-                        }
-                        for ox in hi..<OW { out[ox] = 0 }
-                    }
-                    row += OH * OW
-                }
-            }
-        }
-    }
-
-    /// The adjoint of im2col: dx[ci][iy][ix] = Σ of the column entries that read it.
-    func col2im(_ col: UnsafePointer<Float>, _ dx: UnsafeMutablePointer<Float>) {
-        dx.update(repeating: 0, count: inputShape.count)
-        if !gatherTable.isEmpty {
-            // The same additions in the same order as the loops below.
-            gatherTable.withUnsafeBufferPointer { table in
-                for j in table.indices { let s = Int(table[j]); if s >= 0 { dx[s] += col[j] } }
-            }
-            return
-        }
-        let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
-        let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
-        var row = col
-        for ci in 0..<inputShape.c {
-            let plane = dx + ci * H * W
-            for ky in 0..<kernel {
-                let oyRange = rows.validOutputs(offset: ky)
-                for kx in 0..<kernel {
-                    let oxRange = cols.validOutputs(offset: kx)
-                    for oy in oyRange {
-                        let src = row + oy * OW
-                        let dst = plane + (oy * sy - pt + ky) * W
-                        if sx == 1 {
-                            let off = -pl + kx
-                            for ox in oxRange { dst[ox + off] += src[ox] }
-                        } else {
-                            for ox in oxRange { dst[ox * sx - pl + kx] += src[ox] }
-                        }
-                    }
-                    row += OH * OW
-                }
-            }
-        }
-    }
-}
-
-extension Conv2D {
-    /// The offsets im2col reads, in the order it writes the column matrix (row k = (ci, ky, kx),
-    /// then oy, ox), −1 where it writes padding.
-    func makeGatherTable() -> [Int32] {
-        let H = inputShape.h, W = inputShape.w, OH = rows.output, OW = cols.output
-        let sy = rows.stride, sx = cols.stride, pt = rows.padBefore, pl = cols.padBefore
-        var table = [Int32](repeating: -1, count: patch * pixels)
-        var j = 0
-        for ci in 0..<inputShape.c {
-            for ky in 0..<kernel {
-                for kx in 0..<kernel {
-                    for oy in 0..<OH {
-                        let iy = oy * sy - pt + ky
-                        for ox in 0..<OW {
-                            let ix = ox * sx - pl + kx
-                            if iy >= 0 && iy < H && ix >= 0 && ix < W { table[j] = Int32((ci * H + iy) * W + ix) }
-                            j += 1
-                        }
-                    }
-                }
-            }
-        }
-        return table
     }
 }
 

@@ -4,7 +4,7 @@ public final class Dense: Layer {
     public let activation: Activation
     public let useBias: Bool
     public let l2: Float
-    public var kind: String { "dense" }
+    public var kind: LayerSpec.Kind { .dense }
     var inputs: Int { inputShape.count }
     var units: Int { outputShape.c }
 
@@ -26,6 +26,7 @@ public final class Dense: Layer {
     }
 
     public var forwardFlops: Int { units * inputs }
+    public func trainingFlops(inputGradient: Bool) -> Int { 2 * forwardFlops * (inputGradient ? 3 : 2) }
 
     public func bind(parameters: UnsafeMutablePointer<Float>, gradients: UnsafeMutablePointer<Float>,
                      state: UnsafeMutablePointer<Float>) {

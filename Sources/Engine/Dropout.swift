@@ -6,7 +6,7 @@ public final class Dropout: Layer {
     public var outputShape: Shape { inputShape }
     public let rate: Float
     public let layerIndex: Int
-    public var kind: String { "dropout" }
+    public var kind: LayerSpec.Kind { .dropout }
     public var slots: [TensorSlot] { [] }
     /// (N, features) scale factors, 0 or 1/(1−rate), drawn by the last training forward.
     var mask: [Float] = []

@@ -44,7 +44,7 @@ public struct TensorSlot: Equatable, Sendable {
 /// touches no gradients but its own slice, and is done with them when it returns: the layers
 /// above may already be exchanging theirs (`Model.backward`'s `gradientsDone`).
 public protocol Layer: AnyObject {
-    var kind: String { get }
+    var kind: LayerSpec.Kind { get }
     var inputShape: Shape { get }
     var outputShape: Shape { get }
     var slots: [TensorSlot] { get }
@@ -70,6 +70,44 @@ public protocol Layer: AnyObject {
                   _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws
     /// Multiply–adds of one example's forward pass (for GFLOP/s figures).
     var forwardFlops: Int { get }
+
+    // What the model asks of every layer; the defaults below answer "none" / "cannot".
+
+    /// FLOPs (2 per multiply–add) of one example's training step in this layer's GEMMs: forward,
+    /// weight gradient and, with `inputGradient`, the input gradient (0: the layer has no GEMMs).
+    func trainingFlops(inputGradient: Bool) -> Int
+    /// Floats of scratch an inference forward on one worker needs beside its input and output.
+    var inferenceWorkspace: Int { get }
+    /// Floats a training forward of `batch` would keep for backward besides the layer's output
+    /// (an im2col convolution's column matrices); what the model's budget is shared out by.
+    func keptFloats(batch: Int) -> Int
+    /// `reserve(batch:)`, keeping at most `allowance` floats from a training forward for backward
+    /// (this layer's share of the model's budget).
+    func reserve(batch: Int, keeping allowance: Int)
+    /// The activation this layer is, when it is only that (an activation layer): the layer before
+    /// it may apply it in its own pass (`fuse`).
+    var fusibleActivation: (function: Activation, alpha: Float)? { get }
+    /// Applies `activation` to its own output in the same pass over memory (then the model skips
+    /// the activation layer); false when the layer cannot.
+    func fuse(_ activation: Activation, alpha: Float) -> Bool
+    /// `next` as what this layer's inference forward can apply itself (a linear convolution
+    /// followed by a batch norm), or nil.
+    func folding(_ next: Layer) -> FoldsIntoConvolution?
+    /// The inference forward of this layer followed by `next`, in one pass; `next` is what
+    /// `folding(_:)` returned.
+    func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                 folding next: FoldsIntoConvolution)
+}
+
+/// A layer whose inference is, per channel, y = activation(x·scale + shift) (a batch norm with
+/// its running statistics, and the activation fused into it): a linear convolution before it
+/// can scale its weights and bias instead, and the model skips it.
+public protocol FoldsIntoConvolution: Layer {
+    var channels: Int { get }
+    /// Channel `c`'s inference normalisation as y = x·scale + shift (before `fusedActivation`).
+    func inferenceAffine(_ c: Int) -> (scale: Float, shift: Float)
+    var fusedActivation: Activation { get }
+    var fusedAlpha: Float { get }
 }
 
 extension Layer {
@@ -82,6 +120,17 @@ extension Layer {
     public func initialize(rng: CounterRNG, layerIndex: Int) {}
     public func reserve(batch: Int) {}
     public func reserveInference(batch: Int) {}
+    public func trainingFlops(inputGradient: Bool) -> Int { 0 }
+    public var inferenceWorkspace: Int { 0 }
+    public func keptFloats(batch: Int) -> Int { 0 }
+    public func reserve(batch: Int, keeping allowance: Int) { reserve(batch: batch) }
+    public var fusibleActivation: (function: Activation, alpha: Float)? { nil }
+    public func fuse(_ activation: Activation, alpha: Float) -> Bool { false }
+    public func folding(_ next: Layer) -> FoldsIntoConvolution? { nil }
+    public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
+                        folding next: FoldsIntoConvolution) {
+        preconditionFailure("\(kind) folds no layer after it")
+    }
 }
 
 /// Glorot (Xavier) uniform, Keras's default kernel initializer.

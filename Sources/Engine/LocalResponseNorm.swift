@@ -22,7 +22,7 @@ public final class LocalResponseNorm: Layer {
     public var outputShape: Shape { inputShape }
     public let size: Int
     public let alpha: Float, beta: Float, k: Float
-    public var kind: String { "lrn" }
+    public var kind: LayerSpec.Kind { .lrn }
     public var slots: [TensorSlot] { [] }
     public var forwardFlops: Int { inputShape.count * (size + 3) }
 

@@ -4,7 +4,7 @@ public final class MaxPool2D: Layer {
     public let inputShape: Shape, outputShape: Shape
     public let size: Int
     let rows: AxisGeometry, cols: AxisGeometry
-    public var kind: String { "maxpool2d" }
+    public var kind: LayerSpec.Kind { .maxpool2d }
     public var slots: [TensorSlot] { [] }
     /// (N, C, OH, OW) argmax positions within each input plane; -1 for an all-padding window.
     var argmax: [Int32] = []

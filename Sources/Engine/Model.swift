@@ -47,10 +47,12 @@ public final class Model {
     /// Layers whose work is done by the layer before them (an activation fused into a batch
     /// norm): skipped, their output buffer is the previous layer's.
     let fused: [Bool]
-    /// Batch norms right after a linear convolution: in inference the convolution applies them
-    /// (weights and bias scaled, `Conv2D.forward(…folding:)`) and they are skipped. Only the
-    /// inference path of `reserveInference` folds; a larger batch runs on the training buffers,
-    /// unfolded, which rounds differently.
+    /// For each layer, the next one when its inference forward applies it too (a batch norm
+    /// right after a linear convolution: weights and bias scaled, `Conv2D.forward(…folding:)`);
+    /// the next one is then skipped. Only the inference path of `reserveInference` folds; a
+    /// larger batch runs on the training buffers, unfolded, which rounds differently.
+    let foldsNext: [FoldsIntoConvolution?]
+    /// Layers applied by the layer before them in inference (`foldsNext`).
     let foldedIntoConvolution: [Bool]
     /// Whether inference folds those batch norms (on by default; tests compare with the two passes).
     public var foldsBatchNormInInference = true
@@ -89,16 +91,14 @@ public final class Model {
         widest = max(inputShape.count, built.map { $0.outputShape.count }.max() ?? 0)
         var fused = [Bool](repeating: false, count: built.count)
         for i in built.indices.dropFirst() {
-            if let bn = built[i - 1] as? BatchNorm, let act = built[i] as? ActivationLayer {
-                bn.fusedActivation = act.function; bn.fusedAlpha = act.alpha
+            if let (function, alpha) = built[i].fusibleActivation, built[i - 1].fuse(function, alpha: alpha) {
                 fused[i] = true
             }
         }
         self.fused = fused
-        foldedIntoConvolution = built.indices.map { i in
-            guard i > 0, built[i] is BatchNorm, let conv = built[i - 1] as? Conv2D else { return false }
-            return conv.activation == .linear
-        }
+        let foldsNext = built.indices.map { i in i + 1 < built.count ? built[i].folding(built[i + 1]) : nil }
+        self.foldsNext = foldsNext
+        foldedIntoConvolution = built.indices.map { i in i > 0 && foldsNext[i - 1] != nil }
 
         var named: [NamedTensor] = []
         var pOffset = 0, sOffset = 0
@@ -149,43 +149,41 @@ public final class Model {
             return v
         }
         switch s.type {
-        case "conv2d":
+        case .conv2d:
             let filters = try need(s.filters, "filters", 1...65536)
             let k = try need(s.kernel, "kernel", 1...64)
             let stride = try need(s.stride ?? 1, "stride", 1...64)
             return try Conv2D(input: input, filters: filters, kernel: k, stride: stride, padding: s.padding ?? .valid,
                               activation: s.activation ?? .linear, useBias: s.useBias ?? true,
                               l2: Float(try unit(s.l2, "l2", default: 0, 0...1e3)))
-        case "dense":
+        case .dense:
             guard input.isFlat else {
                 throw ModelError.field(layer: i, type: s.type, message: "input \(input) is not flat; add a flatten layer before it")
             }
             let units = try need(s.units, "units", 1...1 << 20)
             return Dense(input: input, units: units, activation: s.activation ?? .linear, useBias: s.useBias ?? true,
                          l2: Float(try unit(s.l2, "l2", default: 0, 0...1e3)))
-        case "batchnorm":
+        case .batchnorm:
             return BatchNorm(input: input, momentum: Float(try unit(s.momentum, "momentum", default: 0.99, 0...1)),
                              epsilon: Float(try unit(s.epsilon, "epsilon", default: 1e-3, 1e-12...1)))
-        case "maxpool2d":
+        case .maxpool2d:
             let size = try need(s.size, "size", 1...64)
             return try MaxPool2D(input: input, size: size, stride: try need(s.stride ?? size, "stride", 1...64),
                                  padding: s.padding ?? .valid)
-        case "lrn":
+        case .lrn:
             // PyTorch nn.LocalResponseNorm defaults except size, which it also requires.
             return LocalResponseNorm(input: input, size: try need(s.size, "size", 1...4096),
                                      alpha: Float(try unit(s.alpha, "alpha", default: 1e-4, 0...1e6)),
                                      beta: Float(try unit(s.beta, "beta", default: 0.75, 0...16)),
                                      k: Float(try unit(s.k, "k", default: 1, 1e-9...1e6)))
-        case "flatten":
+        case .flatten:
             return FlattenLayer(input: input)
-        case "dropout":
+        case .dropout:
             return Dropout(input: input, rate: Float(try unit(s.rate, "rate", default: 0.5, 0...0.99)), layerIndex: i)
-        case "relu":
+        case .relu:
             return ActivationLayer(.relu, input: input)
-        case "elu":
+        case .elu:
             return ActivationLayer(.elu, alpha: Float(try unit(s.alpha, "alpha", default: 1, 0...100)), input: input)
-        default:
-            throw ModelError.unknownLayer(layer: i, type: s.type)
         }
     }
 
@@ -205,18 +203,18 @@ public final class Model {
             activations.append(fused[i] ? activations[i - 1] : FloatBuffer(count: batch * layer.outputShape.count))
         }
         gradA = FloatBuffer(count: batch * widest); gradB = FloatBuffer(count: batch * widest)
-        for (layer, allowance) in zip(layers, columnAllowances(batch: batch)) {
-            (layer as? Conv2D)?.keptColumnsAllowance = allowance
-            layer.reserve(batch: batch)
+        for (layer, allowance) in zip(layers, keptAllowances(batch: batch)) {
+            layer.reserve(batch: batch, keeping: allowance)
         }
     }
 
-    /// Floats of column matrices each layer keeps from a training forward of `batch` (im2col
-    /// convolutions, in layer order, while they fit in `Conv2D.keptColumnsBudget` together).
-    func columnAllowances(batch: Int) -> [Int] {
+    /// Floats each layer keeps from a training forward of `batch` for backward (the column
+    /// matrices of im2col convolutions), in layer order while they fit in
+    /// `Conv2D.keptColumnsBudget` together.
+    func keptAllowances(batch: Int) -> [Int] {
         var left = Conv2D.keptColumnsBudget
         return layers.map { layer in
-            let want = (layer as? Conv2D)?.columnFloats(batch: batch) ?? 0
+            let want = layer.keptFloats(batch: batch)
             guard want <= left else { return 0 }
             left -= want
             return want
@@ -224,7 +222,7 @@ public final class Model {
     }
 
     /// Floats of column matrices kept for backward when training with `batch` (`ModelSummary`).
-    public func keptColumnFloats(batch: Int) -> Int { columnAllowances(batch: batch).reduce(0, +) }
+    public func keptColumnFloats(batch: Int) -> Int { keptAllowances(batch: batch).reduce(0, +) }
 
     /// Sizes the inference path (evaluation, prediction) for batches of up to `batch`: input and
     /// two ping-pong buffers, no per-layer activations, no backward caches.
@@ -234,10 +232,7 @@ public final class Model {
         if batch > capacity { input = FloatBuffer(count: batch * inputShape.count) }
         inferA = FloatBuffer(count: batch * widest); inferB = FloatBuffer(count: batch * widest)
         if capacity == 0 {  // per-worker workspaces only: no training, so no kept column matrices
-            for layer in layers {
-                (layer as? Conv2D)?.keptColumnsAllowance = 0
-                layer.reserve(batch: 1)
-            }
+            for layer in layers { layer.reserve(batch: 1, keeping: 0) }
         }
         for layer in layers { layer.reserveInference(batch: batch) }
     }
@@ -252,9 +247,8 @@ public final class Model {
             let folds = foldsBatchNormInInference
             for (i, layer) in layers.enumerated() where !fused[i] && !(folds && foldedIntoConvolution[i]) {
                 try timed(i, \.forward) {
-                    if folds, i + 1 < layers.count, foldedIntoConvolution[i + 1],
-                       let conv = layer as? Conv2D, let bn = layers[i + 1] as? BatchNorm {
-                        conv.forward(x, out, batch: batch, folding: bn)
+                    if folds, let next = foldsNext[i] {
+                        layer.forward(x, out, batch: batch, folding: next)
                     } else {
                         try layer.forward(x, out, batch: batch, context: context)
                     }
@@ -339,11 +333,7 @@ public final class Model {
     /// FLOPs (2 per multiply–add) of one example's training step in the GEMM layers: forward,
     /// weight gradient, and input gradient except for the first layer, which needs none.
     public var trainingFlopsPerExample: Int {
-        layers.enumerated().reduce(0) { total, item in
-            let (i, layer) = item
-            guard layer is Conv2D || layer is Dense else { return total }
-            return total + 2 * layer.forwardFlops * (i == 0 ? 2 : 3)
-        }
+        layers.indices.reduce(0) { $0 + layers[$1].trainingFlops(inputGradient: $1 > 0) }
     }
 
     /// The layers of one kind, with their index in the spec.
@@ -385,6 +375,9 @@ extension ModelSpec {
     public static func decode(_ data: Data, source: String) throws -> ModelSpec {
         do {
             return try JSONDecoder().decode(ModelSpec.self, from: data)
+        } catch let DecodingError.dataCorrupted(ctx) where !ctx.codingPath.isEmpty {
+            // Well-formed JSON with a value out of its set (an unknown layer type, padding, activation).
+            throw ModelError.spec("\(source): \(ctx.debugDescription) at \(path(ctx.codingPath))")
         } catch let DecodingError.dataCorrupted(ctx) {
             throw ModelError.spec("\(source): not valid JSON (\(ctx.debugDescription)) at \(path(ctx.codingPath))")
         } catch let DecodingError.keyNotFound(key, ctx) {

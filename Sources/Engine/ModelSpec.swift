@@ -35,7 +35,28 @@ public enum Padding: String, Codable, Sendable {
 
 /// One layer. `type` selects the kind; the other fields apply to the kinds named beside them.
 public struct LayerSpec: Codable, Equatable, Sendable {
-    public var type: String              // conv2d | dense | batchnorm | maxpool2d | flatten | dropout | relu | elu | lrn
+    /// The kinds of layer, spelled as a model file's `type` names them (the one list of them).
+    public enum Kind: String, Codable, CaseIterable, Sendable, CustomStringConvertible {
+        case conv2d, dense, batchnorm, maxpool2d, flatten, dropout, relu, elu, lrn
+
+        public var description: String { rawValue }
+
+        /// An unknown name fails with the known ones listed.
+        public init(from decoder: Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            let name = try container.decode(String.self)
+            guard let kind = Kind(rawValue: name) else {
+                throw DecodingError.dataCorruptedError(
+                    in: container, debugDescription: "unknown type '\(name)' (known: \(Kind.known))")
+            }
+            self = kind
+        }
+
+        /// "conv2d, dense, …", for messages.
+        public static var known: String { allCases.map(\.rawValue).joined(separator: ", ") }
+    }
+
+    public var type: Kind
     public var filters: Int?             // conv2d
     public var units: Int?               // dense
     public var kernel: Int?              // conv2d (square)
@@ -52,7 +73,7 @@ public struct LayerSpec: Codable, Equatable, Sendable {
     public var beta: Double?             // lrn
     public var k: Double?                // lrn
 
-    public init(type: String) { self.type = type }
+    public init(type: Kind) { self.type = type }
 
     enum CodingKeys: String, CodingKey {
         case type, filters, units, kernel, size, stride, padding, activation
@@ -62,31 +83,31 @@ public struct LayerSpec: Codable, Equatable, Sendable {
 
     public static func conv(_ filters: Int, kernel: Int, stride: Int = 1, padding: Padding = .same,
                             activation: Activation = .linear, l2: Double? = nil) -> LayerSpec {
-        var s = LayerSpec(type: "conv2d")
+        var s = LayerSpec(type: .conv2d)
         s.filters = filters; s.kernel = kernel; s.stride = stride; s.padding = padding
         s.activation = activation; s.l2 = l2
         return s
     }
     public static func dense(_ units: Int, activation: Activation = .linear, l2: Double? = nil) -> LayerSpec {
-        var s = LayerSpec(type: "dense"); s.units = units; s.activation = activation; s.l2 = l2
+        var s = LayerSpec(type: .dense); s.units = units; s.activation = activation; s.l2 = l2
         return s
     }
     public static func batchNorm(momentum: Double = 0.99, epsilon: Double = 1e-3) -> LayerSpec {
-        var s = LayerSpec(type: "batchnorm"); s.momentum = momentum; s.epsilon = epsilon
+        var s = LayerSpec(type: .batchnorm); s.momentum = momentum; s.epsilon = epsilon
         return s
     }
     public static func maxPool(_ size: Int, stride: Int? = nil, padding: Padding = .valid) -> LayerSpec {
-        var s = LayerSpec(type: "maxpool2d"); s.size = size; s.stride = stride ?? size; s.padding = padding
+        var s = LayerSpec(type: .maxpool2d); s.size = size; s.stride = stride ?? size; s.padding = padding
         return s
     }
     public static func dropout(_ rate: Double) -> LayerSpec {
-        var s = LayerSpec(type: "dropout"); s.rate = rate
+        var s = LayerSpec(type: .dropout); s.rate = rate
         return s
     }
-    public static let flatten = LayerSpec(type: "flatten")
-    public static let relu = LayerSpec(type: "relu")
+    public static let flatten = LayerSpec(type: .flatten)
+    public static let relu = LayerSpec(type: .relu)
     public static func elu(alpha: Double = 1) -> LayerSpec {
-        var s = LayerSpec(type: "elu"); s.alpha = alpha
+        var s = LayerSpec(type: .elu); s.alpha = alpha
         return s
     }
 }

@@ -31,12 +31,12 @@ public struct ModelSummary: Codable, Sendable {
     public init(model: Model, batchSize: Int) {
         let spec = model.spec
         var rows: [Row] = []
-        var counters: [String: Int] = [:]
+        var counters: [LayerSpec.Kind: Int] = [:]
         for (i, layer) in model.layers.enumerated() {
             let n = counters[layer.kind, default: 0]
             counters[layer.kind] = n + 1
-            let s = layer.outputShape
-            rows.append(Row(index: i, name: n == 0 ? layer.kind : "\(layer.kind)_\(n)", type: layer.kind,
+            let s = layer.outputShape, kind = layer.kind.rawValue
+            rows.append(Row(index: i, name: n == 0 ? kind : "\(kind)_\(n)", type: kind,
                             outputShape: s.isFlat ? [s.c] : [s.h, s.w, s.c],
                             parameters: layer.parameterCount + layer.stateCount, trainable: layer.parameterCount))
         }
@@ -47,8 +47,7 @@ public struct ModelSummary: Codable, Sendable {
         var peak = 0
         var previous = model.inputShape.count
         for layer in model.layers {
-            let workspace = (layer as? Conv2D)?.inferenceWorkspace ?? 0
-            peak = max(peak, previous + layer.outputShape.count + workspace)
+            peak = max(peak, previous + layer.outputShape.count + layer.inferenceWorkspace)
             previous = layer.outputShape.count
         }
         predictionActivationBytes = 4 * peak

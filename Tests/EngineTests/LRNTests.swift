@@ -101,7 +101,7 @@ final class LRNTests: XCTestCase {
         """
         let model = try Model(spec: ModelSpec.decode(Data(json.utf8), source: "alex.json"))
         let lrn = try XCTUnwrap(model.layers[1] as? LocalResponseNorm)
-        XCTAssertEqual(lrn.kind, "lrn")
+        XCTAssertEqual(lrn.kind, .lrn)
         XCTAssertEqual(lrn.outputShape, Shape(c: 6, h: 8, w: 8))
         XCTAssertEqual(lrn.size, 5)
         XCTAssertEqual(lrn.alpha, 1e-4); XCTAssertEqual(lrn.beta, 0.75); XCTAssertEqual(lrn.k, 2)
@@ -116,7 +116,7 @@ final class LRNTests: XCTestCase {
         XCTAssertTrue(UnsafeBufferPointer(start: model.gradients, count: model.parameterCount).contains { $0 != 0 })
 
         // PyTorch's defaults for what is left out; a missing size and bad values are one-line errors.
-        var spec = ModelSpec(name: "m", input: [4, 4, 3], layers: [LayerSpec(type: "lrn"), .flatten, .dense(2)])
+        var spec = ModelSpec(name: "m", input: [4, 4, 3], layers: [LayerSpec(type: .lrn), .flatten, .dense(2)])
         XCTAssertThrowsError(try Model(spec: spec)) { XCTAssertEqual("\($0)", "layer 0 (lrn): missing 'size'") }
         spec.layers[0].size = 3
         let defaults = try XCTUnwrap(try Model(spec: spec).layers[0] as? LocalResponseNorm)
@@ -125,7 +125,9 @@ final class LRNTests: XCTestCase {
         XCTAssertThrowsError(try Model(spec: spec)) { XCTAssertTrue("\($0)".hasPrefix("layer 0 (lrn): 'k' = 0.0 is outside"), "\($0)") }
         spec.layers[0].k = 2; spec.layers[0].size = 0
         XCTAssertThrowsError(try Model(spec: spec)) { XCTAssertTrue("\($0)".hasPrefix("layer 0 (lrn): 'size' = 0 is outside"), "\($0)") }
-        spec.layers[0] = LayerSpec(type: "localnorm")
-        XCTAssertThrowsError(try Model(spec: spec)) { XCTAssertTrue("\($0)".contains("elu, lrn)"), "\($0)") }
+        let misspelt = spec.canonicalJSON().replacingOccurrences(of: "\"lrn\"", with: "\"localnorm\"")
+        XCTAssertThrowsError(try ModelSpec.decode(Data(misspelt.utf8), source: "m.json")) {
+            XCTAssertTrue("\($0)".contains("unknown type 'localnorm' (known: conv2d, dense, batchnorm, maxpool2d, flatten, dropout, relu, elu, lrn)"), "\($0)")
+        }
     }
 }

@@ -14,9 +14,11 @@ final class ModelTests: XCTestCase {
     }
 
     func testBadSpecsGiveOneLineErrors() throws {
-        var s = ModelSpec.seed
-        s.layers[2] = LayerSpec(type: "maxpool3d")
-        XCTAssertThrowsError(try Model(spec: s)) { XCTAssertTrue("\($0)".contains("layer 2: unknown type 'maxpool3d'"), "\($0)") }
+        // An unknown layer type fails where the file is read, in one line naming the place and the known kinds.
+        let unknown = ModelSpec.seed.canonicalJSON().replacingOccurrences(of: "maxpool2d", with: "maxpool3d")
+        XCTAssertThrowsError(try ModelSpec.decode(Data(unknown.utf8), source: "m.json")) {
+            XCTAssertEqual("\($0)", "m.json: unknown type 'maxpool3d' (known: conv2d, dense, batchnorm, maxpool2d, flatten, dropout, relu, elu, lrn) at .layers[2].type")
+        }
         var v = ModelSpec.seed
         v.layers[0] = .conv(4, kernel: 40, padding: .valid)
         XCTAssertThrowsError(try Model(spec: v)) { XCTAssertTrue("\($0)".contains("does not fit input"), "\($0)") }
@@ -28,6 +30,30 @@ final class ModelTests: XCTestCase {
         }
         XCTAssertThrowsError(try ModelSpec.decode(Data("{".utf8), source: "m.json")) {
             XCTAssertTrue("\($0)".hasPrefix("m.json: not valid JSON"), "\($0)")
+        }
+    }
+
+    /// The GEMM layers count in the training FLOPs (no input gradient for the first), and only
+    /// batch norms after a linear convolution fold into it.
+    func testTrainingFlopsAndFoldedBatchNorms() throws {
+        let seed = try Model(spec: .seed), ref = try Model(spec: .ref)
+        // conv 5×9×196 (first: no dx), conv 10×45×16, dense 160→50, dense 50→10.
+        XCTAssertEqual(seed.trainingFlopsPerExample, 2 * (5 * 9 * 196 * 2 + 10 * 45 * 16 * 3 + 160 * 50 * 3 + 50 * 10 * 3))
+        XCTAssertEqual(seed.batchNormsFoldedInInference, [])    // its convolutions end in ELU
+        XCTAssertEqual(ref.batchNormsFoldedInInference, [1, 4, 8, 11])   // not 16, after a dense layer
+        ref.foldsBatchNormInInference = false
+        XCTAssertEqual(ref.batchNormsFoldedInInference, [])
+    }
+
+    /// Every kind a model file may name builds a layer that reports that kind.
+    func testEveryKindBuildsItsLayer() throws {
+        for kind in LayerSpec.Kind.allCases {
+            var layer = LayerSpec(type: kind)
+            layer.filters = 2; layer.units = 2; layer.kernel = 3; layer.size = 2
+            let flat = kind == .dense
+            let spec = ModelSpec(name: "one", input: flat ? [1, 1, 4] : [6, 6, 3], layers: flat ? [.flatten, layer] : [layer])
+            XCTAssertEqual(try Model(spec: spec).layers.last?.kind, kind)
+            XCTAssertEqual(try ModelSpec.decode(Data(spec.canonicalJSON().utf8), source: "x"), spec)
         }
     }
 

@@ -47,7 +47,7 @@ final class WorldSizeTests: XCTestCase {
     /// Biases whose layer feeds a batch norm.
     static let preBatchNormBiases: Set<String> = {
         let layers = ModelSpec.ref.layers
-        return Set(layers.indices.dropLast().filter { layers[$0 + 1].type == "batchnorm" }.map { "layers.\($0).bias" })
+        return Set(layers.indices.dropLast().filter { layers[$0 + 1].type == .batchnorm }.map { "layers.\($0).bias" })
     }()
 
     struct Difference { var worst: Float; var share: Double; var at: String }
