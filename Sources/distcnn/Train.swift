@@ -6,10 +6,13 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model; data-parallel across the ranks when started by mpirun.",
         discussion: """
-            Every rank runs the same command. Rank 0 prints and writes RUN_DIR: summary.json,
-            metrics.csv and checkpoints/ (step-*.safetensors, best.safetensors, final.safetensors).
-            The number of ranks does not change what is trained: -np 1, 2 or 3 give the same
+            Every rank runs the same command. Rank 0 prints and writes RUN_DIR: summary.json, \
+            metrics.csv and checkpoints/ (step-*.safetensors, best.safetensors, final.safetensors). \
+            The number of ranks does not change what is trained: -np 1, 2 or 3 give the same \
             weights up to float summation order.
+
+            SIGTERM, SIGINT or SIGUSR1 stop the run with a checkpoint at a step boundary (under \
+            mpirun, send mpirun SIGUSR1: it kills its ranks soon after a SIGTERM or SIGINT of its own).
             """)
 
     @OptionGroup var step: StepOptions
