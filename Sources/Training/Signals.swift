@@ -17,6 +17,7 @@ enum StopSignal {
     static let handled: [Int32] = [SIGTERM, SIGINT, SIGUSR1]
 
     static func install(announce: Bool) {
+        received = 0
         // mpirun ends its ranks about a second after it gets SIGTERM or SIGINT itself (Open MPI's
         // behaviour, which no setting here changes), so a long step may not reach its checkpoint;
         // SIGUSR1 to mpirun is forwarded to the ranks and nothing else.

@@ -9,7 +9,12 @@ import Foundation
 public enum Tool {
     /// `distcnn train`: returns the process exit code.
     public static func train(config: TrainConfig, options: RunOptions) -> Int32 {
-        onEveryRank { comm in _ = try Trainer(config: config, options: options, comm: comm).run() }
+        onEveryRank { comm in
+            // The process's signal handlers belong to the program, not to the library's loop,
+            // which only reads the flag they raise.
+            StopSignal.install(announce: comm.isRoot)
+            _ = try Trainer(config: config, options: options, comm: comm).run()
+        }
     }
 
     /// Runs `body` on every rank of the job (one process without mpirun) and returns the exit

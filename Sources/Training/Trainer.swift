@@ -77,6 +77,11 @@ public struct RunSummary: Codable, Sendable {
     }
 }
 
+/// What ended a run (`ended_by` in summary.json).
+enum RunEnd: String {
+    case epochs, maxSteps = "max-steps", earlyStopping = "early-stopping"
+}
+
 /// A resumed run had nothing left to do: it had finished (all epochs, early stopping or
 /// `--max-steps`). Nothing was written.
 public struct RunFinished: Error, CustomStringConvertible {
@@ -120,9 +125,8 @@ public final class Trainer {
         var state = run.state
         try recorder.start(configuration: configurationRows(run), globalStep: state.globalStep,
                            stepsPerEpoch: run.sampler.stepsPerEpoch)
-        StopSignal.install(announce: comm.isRoot)
         var speed = Throughput()
-        var ended = "epochs"
+        var ended = RunEnd.epochs
         training: while state.epoch < config.epochs && !state.earlyStopping.stopped {
             let epoch = run.sampler.epoch(state.epoch)
             recorder.startEpoch()
@@ -131,7 +135,7 @@ public final class Trainer {
                 if let maxSteps = config.maxSteps, state.globalStep >= maxSteps {
                     // A stopping point, not the run's end: a checkpoint here lets --resume go on.
                     if run.checkpointStep != state.globalStep { try saveCheckpoint(run, &state) }
-                    ended = "max-steps"
+                    ended = .maxSteps
                     break training
                 }
                 let watch = Stopwatch()
@@ -150,7 +154,7 @@ public final class Trainer {
                 }
             }
             try endEpoch(run, &state, watch: epochWatch, speed: speed)
-            if state.earlyStopping.stopped { ended = "early-stopping" }
+            if state.earlyStopping.stopped { ended = .earlyStopping }
         }
         return try finish(run, &state, endedBy: ended, speed: speed)
     }
@@ -187,7 +191,7 @@ public final class Trainer {
 
     /// Ends the run however it ended: the result's weights (the best epoch's, the average, or the
     /// last), evaluated; final.safetensors, summary.json and the report.
-    func finish(_ run: TrainingRun, _ state: inout TrainingState, endedBy: String, speed: Throughput) throws -> RunSummary {
+    func finish(_ run: TrainingRun, _ state: inout TrainingState, endedBy: RunEnd, speed: Throughput) throws -> RunSummary {
         let model = run.model
         if let best = run.best, config.keepsBestWeights {
             best.restore(into: model)
@@ -202,7 +206,7 @@ public final class Trainer {
             stoppedEarly: state.earlyStopping.stopped, bestEpoch: config.patience > 0 ? state.earlyStopping.bestEpoch : nil,
             valLoss: val?.loss, valAccuracy: val?.accuracy, testLoss: test.loss, testAccuracy: test.accuracy,
             trainSeconds: state.trainSeconds, imagesPerSecond: speed.imagesPerSecond, allReduceShare: speed.allReduceShare,
-            weightsSHA256: model.weightsSHA256(), threadsPerRank: run.threads, endedBy: endedBy, hosts: run.hosts,
+            weightsSHA256: model.weightsSHA256(), threadsPerRank: run.threads, endedBy: endedBy.rawValue, hosts: run.hosts,
             restarts: options.restarts)
         try verifyIdenticalWeights(summary.weightsSHA256)
         let final = state
