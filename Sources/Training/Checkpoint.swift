@@ -92,7 +92,7 @@ public struct Checkpoint {
         let spec: ModelSpec, state: TrainingState
         do {
             spec = try ModelSpec.decode(Data((f.metadata["model"] ?? "").utf8), source: "\(source) model")
-            state = try JSONDecoder().decode(TrainingState.self, from: Data((f.metadata["state"] ?? "").utf8))
+            state = try JSONDecoder.distcnn.decode(TrainingState.self, from: Data((f.metadata["state"] ?? "").utf8))
         } catch {
             throw CheckpointError.notCheckpoint(source, "metadata does not decode: \(error)")
         }

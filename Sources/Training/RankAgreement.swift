@@ -33,21 +33,52 @@ extension Trainer {
         return try result.get()
     }
 
-    /// Compares the configuration of every rank with rank 0's; all stop on a mismatch.
+    /// Compares the configuration of every rank with rank 0's, every option that changes what
+    /// is trained or the sequence of collectives (everything but --threads, which may differ
+    /// between nodes, and the output level); all ranks stop on a mismatch, naming the options.
     func agreeOnConfiguration() throws {
         guard comm.size > 1 else { return }
-        comm.phase = "configuration check"
-        let mine = config.scheduleFields.merging(["epochs": "\(config.epochs)", "patience": "\(config.patience)",
-                                                  "data": config.dataDirectory, "bucket-mib": "\(options.bucketMiB)"]) { a, _ in a }
-        let all = try comm.allGather(Array(try JSONEncoder().encode(mine)))
-        for (r, bytes) in all.enumerated() {
-            let other = (try? JSONDecoder().decode([String: String].self, from: Data(bytes))) ?? [:]
-            let reference = (try? JSONDecoder().decode([String: String].self, from: Data(all[0]))) ?? [:]
-            let differing = reference.keys.sorted().filter { reference[$0] != other[$0] }
-            if let key = differing.first {
-                throw RunError.config("rank \(r) was started with different settings than rank 0: \(differing.joined(separator: ", ")) (e.g. \(key): '\(other[key]?.prefix(60) ?? "")' vs '\(reference[key]?.prefix(60) ?? "")'); start every rank with the same command line")
+        let mine = configurationFields()
+        guard let d = try comm.firstRankDiffering(from: Array(try JSONEncoder.sorted.encode(mine)), phase: "configuration check") else { return }
+        let decode = { (text: String) in (try? JSONDecoder.distcnn.decode([String: String].self, from: Data(text.utf8))) ?? [:] }
+        let reference = decode(d.all[0]), other = decode(d.all[d.rank])
+        let differing = Set(reference.keys).union(other.keys).sorted().filter { reference[$0] != other[$0] }
+        let key = differing.first ?? "?"
+        throw RunError.config("rank \(d.rank) was started with different settings than rank 0: \(differing.joined(separator: ", ")) (e.g. \(key): '\(other[key]?.prefix(60) ?? "")' vs '\(reference[key]?.prefix(60) ?? "")'); start every rank with the same command line")
+    }
+
+    /// Every setting ranks must share, as name → value: the training configuration's fields
+    /// and the run options that shape the collectives.
+    func configurationFields() -> [String: String] {
+        var fields: [String: String] = [:]
+        if let object = try? JSONSerialization.jsonObject(with: Data(config.canonicalJSON().utf8)) as? [String: Any] {
+            for (key, value) in object {
+                let data = (try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed])) ?? Data()
+                fields[Self.flagName(key)] = String(decoding: data, as: UTF8.self)
             }
         }
+        let resume: String
+        switch options.resume {
+        case .none: resume = "none"
+        case .latest: resume = "latest"
+        case .file(let path): resume = "file " + path
+        }
+        fields["checkpoint-every"] = options.checkpointEvery.map(String.init) ?? "off"
+        fields["bucket-mib"] = "\(options.bucketMiB)"
+        fields["step-timeout"] = options.stepTimeout.map { "\($0)" } ?? "off"
+        fields["resume"] = resume
+        fields["keep"] = "\(options.keep)"
+        fields["run-dir"] = options.runDirectory
+        return fields
+    }
+
+    /// The command-line name of a `TrainConfig` field: `maxSteps` → `max-steps`, `learningRate` → `lr`.
+    static func flagName(_ field: String) -> String {
+        let named = ["dataDirectory": "data", "learningRate": "lr", "adam": "weight-decay/adam",
+                     "augmentation": "augmentation (--rotation, --shift, --zoom, --shear, --fill, --elastic)",
+                     "restoreBestWeights": "restore-best-weights"]
+        if let name = named[field] { return name }
+        return field.reduce(into: "") { out, c in out += c.isUppercase ? "-" + c.lowercased() : String(c) }
     }
 
     /// The other ranks wait here while rank 0 writes files, under `--step-timeout` like every
@@ -82,10 +113,10 @@ extension Trainer {
             if improved { es.best = current; es.bestEpoch = metrics.epoch; es.wait = 0 }
             if config.patience > 0 && es.wait >= config.patience && metrics.epoch > 1 { es.stopped = true }
         }
-        var bytes = [UInt8](try JSONEncoder().encode(EarlyStoppingDecision(state: es, improved: improved)))
+        var bytes = [UInt8](try JSONEncoder.distcnn.encode(EarlyStoppingDecision(state: es, improved: improved)))
         comm.phase = "early-stopping decision"
         try comm.broadcast(&bytes, root: 0)
-        let decision = try JSONDecoder().decode(EarlyStoppingDecision.self, from: Data(bytes))
+        let decision = try JSONDecoder.distcnn.decode(EarlyStoppingDecision.self, from: Data(bytes))
         state.earlyStopping = decision.state
         return decision.improved
     }

@@ -105,7 +105,7 @@ final class RunFiles {
     }
 
     func writeSummary(_ s: RunSummary) throws {
-        let enc = JSONEncoder()
+        let enc = JSONEncoder.distcnn
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(Array(try enc.encode(s)) + [0x0A], to: directory + "/summary.json")
     }

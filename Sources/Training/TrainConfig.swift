@@ -143,11 +143,37 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public init(config: TrainConfig) { self.config = config }
 }
 
+/// Non-finite numbers have one encoding in every JSON file and message distcnn writes
+/// (summary.json, checkpoints' state, what ranks send each other): the strings "NaN",
+/// "Infinity" and "-Infinity". JSON has no such numbers; Python's `json` module writes them as
+/// bare words, which other readers reject.
+enum NonFinite {
+    static let nan = "NaN", infinity = "Infinity", negativeInfinity = "-Infinity"
+}
+
 extension JSONEncoder {
     /// Sorted keys: the same value always encodes to the same bytes (hashes, comparisons).
     static var sorted: JSONEncoder {
-        let enc = JSONEncoder()
+        let enc = JSONEncoder.distcnn
         enc.outputFormatting = [.sortedKeys]
         return enc
+    }
+
+    /// An encoder with distcnn's encoding of non-finite numbers.
+    static var distcnn: JSONEncoder {
+        let enc = JSONEncoder()
+        enc.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: NonFinite.infinity, negativeInfinity: NonFinite.negativeInfinity, nan: NonFinite.nan)
+        return enc
+    }
+}
+
+extension JSONDecoder {
+    /// A decoder that reads what `JSONEncoder.distcnn` writes.
+    static var distcnn: JSONDecoder {
+        let dec = JSONDecoder()
+        dec.nonConformingFloatDecodingStrategy = .convertFromString(
+            positiveInfinity: NonFinite.infinity, negativeInfinity: NonFinite.negativeInfinity, nan: NonFinite.nan)
+        return dec
     }
 }

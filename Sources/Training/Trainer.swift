@@ -230,6 +230,11 @@ public final class Trainer {
     /// no step deadline (a slow file system is not a stalled rank).
     @discardableResult
     func saveCheckpoint(_ run: TrainingRun, _ state: inout TrainingState) throws -> String? {
+        // The same weights on every rank, so every rank decides alike: a checkpoint is a point
+        // to resume from, and weights that overflowed are none.
+        guard allFinite(run.model.parameters.pointer, count: run.model.parameterCount) else {
+            throw RunError.nonFinite("the weights became non-finite by global step \(state.globalStep) (epoch \(state.epoch + 1)); no checkpoint is written with them, the last good one is kept; try a lower --lr")
+        }
         state.trainSeconds = run.elapsed
         try run.step.gatherOptimizerState()
         let snapshot = state
@@ -272,6 +277,14 @@ extension TrainingState {
 extension TrainConfig {
     /// Whether the run keeps the best epoch's weights to end with them.
     var keepsBestWeights: Bool { patience > 0 && restoreBestWeights }
+}
+
+/// Whether `count` floats at `p` are all finite: x·0 is 0 for finite x and NaN for ±inf and NaN,
+/// so the sum is 0 exactly when all are (one pass the compiler vectorises).
+func allFinite(_ p: UnsafePointer<Float>, count: Int) -> Bool {
+    var sum: Float = 0
+    for i in 0..<count { sum += p[i] * 0 }
+    return sum == 0
 }
 
 /// The loss as Keras reports it: the mean cross-entropy plus the L2 penalty of the weights now.

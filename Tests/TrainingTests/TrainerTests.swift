@@ -117,6 +117,19 @@ final class TrainerTests: XCTestCase {
                        "the step checkpoint carries the best weights for a resume")
     }
 
+    /// A learning rate that overflows the weights stops the run with one line, and no checkpoint
+    /// holding non-finite weights is left as a point to resume from.
+    func testNonFiniteWeightsAreNeverCheckpointed() throws {
+        let dir = temporaryDirectory(self) + "/run"
+        XCTAssertThrowsError(try train(try config { $0.learningRate = 1e300 }, ranks: 2) { $0.runDirectory = dir; $0.checkpointEvery = 1 }) {
+            XCTAssertTrue("\($0)".contains("non-finite") || "\($0)".contains("the training loss became"), "\($0)")
+        }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints")) ?? [] where name.hasPrefix("step-") {
+            let values = try tensors(dir + "/checkpoints/" + name).values.flatMap { $0 }
+            XCTAssertTrue(values.allSatisfy(\.isFinite), "\(name) holds non-finite weights")
+        }
+    }
+
     /// With a weight average the result is the average of the parameters (and the live
     /// batch-norm statistics), and training itself went on with the live weights.
     func testWeightAverageIsTheResult() throws {

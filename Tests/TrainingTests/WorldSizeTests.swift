@@ -140,6 +140,13 @@ final class WorldSizeTests: XCTestCase {
         }
         try WorldSizeTests.assertRanksRefused(rank("1"), rank("2"), saying: "rank 1 was started with different settings than rank 0: seed")
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/summary.json"))
+        // Options that change the sequence of collectives or what is evaluated: a different
+        // --checkpoint-every deadlocked, --max-steps gave raw MPI errors, --test-limit an
+        // accuracy over an inconsistent test set.
+        for (flag, a, b) in [("checkpoint-every", "2", "3"), ("max-steps", "5", "4"), ("test-limit", "100", "200")] {
+            try WorldSizeTests.assertRanksRefused(rank("1") + ["--\(flag)", a], rank("1") + ["--\(flag)", b],
+                                                  saying: "rank 1 was started with different settings than rank 0: \(flag)")
+        }
     }
 
     /// How backward's gradients are cut into reduce-scatter buckets changes no bit: 3 ranks with
