@@ -45,11 +45,11 @@ public final class MPICommunicator: Communicator {
     }
     private let state = Locked(State())
 
-    /// True when this process was started by `mpirun`/`mpiexec` (or a PMIx launcher such as `srun --mpi=pmix`).
+    /// True when this process was started by `mpirun`/`mpiexec` (`launchedByMPIRun`).
     public static func isLaunchedByMPIRun(
         environment: [String: String] = ProcessInfo.processInfo.environment
     ) -> Bool {
-        environment["OMPI_COMM_WORLD_SIZE"] != nil || environment["PMIX_RANK"] != nil
+        launchedByMPIRun(environment: environment)
     }
 
     /// Initialises MPI if needed and returns a communicator over all ranks of the job.

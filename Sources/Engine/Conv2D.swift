@@ -70,9 +70,7 @@ public final class Conv2D: Layer {
     @inline(__always)
     func layoutTimed<T>(_ worker: Int, _ body: () -> T) -> T {
         guard timesLayout && worker == 0 else { return body() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        defer { layoutSeconds[layoutPhase] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
-        return body()
+        return Stopwatch.add(to: &layoutSeconds[layoutPhase], body)
     }
 
     /// The algorithm asked for; `path` is the one that runs. Tests force each one to hold

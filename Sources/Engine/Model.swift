@@ -273,9 +273,9 @@ public final class Model {
     private func timed(_ i: Int, _ pass: ReferenceWritableKeyPath<LayerProfile, [Double]>,
                        _ body: () throws -> Void) rethrows {
         guard let profile else { return try body() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let watch = Stopwatch()
         try body()
-        profile[keyPath: pass][i] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        profile[keyPath: pass][i] += watch.seconds
     }
 
     public var logits: UnsafeMutablePointer<Float> { activations.last!.pointer }

@@ -27,7 +27,7 @@ public final class Console {
         case .bar: isTerminal = true
         case .lines: isTerminal = false
         case .auto:
-            isTerminal = isatty(STDOUT_FILENO) == 1 && !MPICommunicator.isLaunchedByMPIRun()
+            isTerminal = isatty(STDOUT_FILENO) == 1 && !launchedByMPIRun()
         }
     }
 

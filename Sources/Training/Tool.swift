@@ -9,10 +9,11 @@ import Foundation
 public enum Tool {
     /// `distcnn train`: returns the process exit code.
     public static func train(config: TrainConfig, options: RunOptions) -> Int32 {
-        onEveryRank { comm in
-            // The process's signal handlers belong to the program, not to the library's loop,
-            // which only reads the flag they raise.
-            StopSignal.install(announce: comm.isRoot)
+        // The process's signal handlers belong to the program, not to the library's loop, which
+        // only reads the flag they raise; they are in place before MPI starts.
+        StopSignal.install()
+        return onEveryRank { comm in
+            if comm.isRoot { StopSignal.announce() }
             _ = try Trainer(config: config, options: options, comm: comm).run()
         }
     }
