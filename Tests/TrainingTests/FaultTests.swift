@@ -2,7 +2,8 @@ import Foundation
 import Training
 import XCTest
 
-/// Faults: a stalled rank, a NaN loss, resuming with another number of ranks.
+/// Faults: a stalled rank (also rank 0 in a checkpoint write), signals to mpirun, a NaN loss,
+/// resuming with another number of ranks.
 final class FaultTests: XCTestCase {
     static let rootEnvironment = ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"]
 
@@ -59,6 +60,131 @@ final class FaultTests: XCTestCase {
                                      environment: FaultTests.rootEnvironment)
         XCTAssertEqual(resumed.status, 0, resumed.stderr)
         XCTAssertEqual(try summary(dir)["global_steps"] as? Int, 60)
+    }
+
+    /// The pid of rank `rank` among `mpirun`'s children (from OMPI_COMM_WORLD_RANK in its environment).
+    func rankProcess(_ rank: Int, of mpirun: Process) throws -> Int32? {
+        let children = try runProcess("/usr/bin/pgrep", ["-P", "\(mpirun.processIdentifier)"]).stdout
+            .split(separator: "\n").compactMap { Int32($0) }
+        return children.first { pid in
+            guard let env = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return env.split(separator: 0).contains { String(decoding: $0, as: UTF8.self) == "OMPI_COMM_WORLD_RANK=\(rank)" }
+        }
+    }
+
+    /// SIGSTOP of rank 0 while it writes a checkpoint (its `.tmp-step-…` file is open): rank 1
+    /// waits for rank 0's files under --step-timeout and ends the job, naming that phase.
+    func testRankZeroStoppedWhileWritingACheckpointEndsTheJob() throws {
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
+        let dir = temporaryDirectory(self) + "/stall0"
+        let err = Pipe(), errText = LockedData()
+        err.fileHandleForReading.readabilityHandler = { errText.append($0.availableData) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpirun)
+        p.arguments = ["--oversubscribe", "--bind-to", "none", "-np", "2"]
+            + trainArgs(dir, epochs: 5, ["--checkpoint-every", "1", "--step-timeout", "5"])
+        p.environment = ProcessInfo.processInfo.environment.merging(FaultTests.rootEnvironment) { _, b in b }
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        // Stop rank 0 when a temporary checkpoint file is there, and keep it stopped only if the
+        // file is still there afterwards (the write had not finished); else let it go and retry.
+        let checkpoints = dir + "/checkpoints"
+        var stopped: Int32?
+        let deadline = Date().addingTimeInterval(120)
+        func writing() -> Bool {
+            ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).contains { $0.hasPrefix(".tmp-step-") }
+        }
+        while stopped == nil && p.isRunning && Date() < deadline {
+            guard writing(), let rank0 = try rankProcess(0, of: p) else { usleep(200); continue }
+            kill(rank0, SIGSTOP)
+            if writing() { stopped = rank0 } else { kill(rank0, SIGCONT) }
+        }
+        let rank0 = try XCTUnwrap(stopped, "never caught rank 0 writing a checkpoint")
+        let t0 = Date()
+        while p.isRunning && Date().timeIntervalSince(t0) < 60 { usleep(50_000) }
+        let elapsed = Date().timeIntervalSince(t0)
+        kill(rank0, SIGCONT); kill(rank0, SIGKILL)
+        p.waitUntilExit()
+        err.fileHandleForReading.readabilityHandler = nil
+        errText.append(err.fileHandleForReading.readDataToEndOfFile())
+        XCTAssertLessThan(elapsed, 5 + 20, "the job took \(elapsed) s to end after rank 0 stalled in a checkpoint write")
+        XCTAssertNotEqual(p.terminationStatus, 0)
+        XCTAssertTrue(errText.string.contains("collective timed out during waiting for rank 0's files"), errText.string)
+    }
+
+    /// A step of a few seconds: 2 ranks × 1024 images of the ref model.
+    func longStepArgs(_ dir: String, _ extra: [String] = []) -> [String] {
+        [Repo.binary, "train", "--model", "ref", "--data", Repo.mnist, "--epochs", "2", "--batch-size", "2048",
+         "--train-limit", "8192", "--validation-split", "500", "--test-limit", "500", "--threads", "1",
+         "--checkpoint-every", "100", "--run-dir", dir] + extra
+    }
+
+    /// Starts mpirun on `args`, waits until rank 0 has printed its run header (its signal
+    /// handler is in place) and `delay` more seconds, sends mpirun `signal`, and returns its exit
+    /// status and standard error.
+    func signalMPIRunMidStep(_ mpirun: String, _ args: [String], signal: Int32, delay: Double) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: mpirun)
+        p.arguments = ["--oversubscribe", "--bind-to", "none", "-np", "2"] + args
+        p.environment = ProcessInfo.processInfo.environment.merging(FaultTests.rootEnvironment) { _, b in b }
+        let out = Pipe(), err = Pipe(), outText = LockedData(), errText = LockedData()
+        out.fileHandleForReading.readabilityHandler = { outText.append($0.availableData) }
+        err.fileHandleForReading.readabilityHandler = { errText.append($0.availableData) }
+        p.standardOutput = out; p.standardError = err
+        try p.run()
+        defer { if p.isRunning { p.terminate() } }
+        let deadline = Date().addingTimeInterval(120)
+        while !outText.string.contains("run dir") && p.isRunning && Date() < deadline { usleep(20_000) }
+        usleep(UInt32(delay * 1e6))
+        XCTAssertTrue(p.isRunning, "the run ended before the signal: \(errText.string)")
+        kill(p.processIdentifier, signal)
+        let end = Date().addingTimeInterval(120)
+        while p.isRunning && Date() < end { usleep(50_000) }
+        p.waitUntilExit()
+        out.fileHandleForReading.readabilityHandler = nil; err.fileHandleForReading.readabilityHandler = nil
+        errText.append(err.fileHandleForReading.readDataToEndOfFile())
+        return (p.terminationStatus, errText.string)
+    }
+
+    /// SIGUSR1 to mpirun during a step of a few seconds: mpirun forwards it, every rank stops at
+    /// the step's end, rank 0 writes that step's checkpoint and preempted.json naming it, the job
+    /// exits 138, and --resume ends with the weights of the uninterrupted run.
+    func testSIGUSR1ToMPIRunDuringALongStepCheckpointsAndResumes() throws {
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
+        let base = temporaryDirectory(self), dir = base + "/usr1"
+        let (status, stderr) = try signalMPIRunMidStep(mpirun, longStepArgs(dir), signal: SIGUSR1, delay: 1.5)
+        XCTAssertEqual(status, 138, stderr)
+        let json = try XCTUnwrap(try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: dir + "/preempted.json"))) as? [String: Any], stderr)
+        let step = try XCTUnwrap(json["global_step"] as? Int)
+        XCTAssertEqual(json["signal"] as? String, "SIGUSR1")
+        XCTAssertGreaterThan(step, 0)
+        XCTAssertLessThan(step, 8, "the run went on after the signal")
+        XCTAssertEqual(json["checkpoint"] as? String, dir + "/checkpoints/" + String(format: "step-%08d.safetensors", step))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints").sorted(),
+                       [String(format: "step-%08d.safetensors", step)], "only the stop's checkpoint")
+
+        let resumed = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none", "-np", "2"] + longStepArgs(dir, ["--resume"]),
+                                     environment: FaultTests.rootEnvironment)
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertTrue(resumed.stdout.contains("resuming from " + dir + "/checkpoints/" + String(format: "step-%08d.safetensors", step)), resumed.stdout)
+        let whole = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none", "-np", "2"] + longStepArgs(base + "/whole"),
+                                   environment: FaultTests.rootEnvironment)
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        XCTAssertEqual(try summary(dir)["weights_sha256"] as? String, try summary(base + "/whole")["weights_sha256"] as? String)
+    }
+
+    /// SIGTERM to mpirun itself: mpirun ends the ranks about a second later, so rank 0 says at
+    /// once that the step's checkpoint may be lost and that SIGUSR1 is the signal to send.
+    func testSIGTERMToMPIRunWarnsThatTheCheckpointMayBeLost() throws {
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun)
+        let dir = temporaryDirectory(self) + "/term"
+        let (status, stderr) = try signalMPIRunMidStep(mpirun, longStepArgs(dir), signal: SIGTERM, delay: 1.5)
+        XCTAssertNotEqual(status, 0)
+        XCTAssertTrue(stderr.contains("warning: SIGTERM received: the run stops with a checkpoint when this step ends (if this signal went to mpirun, it kills the ranks about 1 s from now"), stderr)
+        XCTAssertTrue(stderr.contains("send mpirun SIGUSR1 to stop with a checkpoint"), stderr)
     }
 
     /// Each rank keeps only its shard of Adam's moments current (the sharded optimizer step), so a
