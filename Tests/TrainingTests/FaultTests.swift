@@ -183,8 +183,8 @@ final class FaultTests: XCTestCase {
         let dir = temporaryDirectory(self) + "/term"
         let (status, stderr) = try signalMPIRunMidStep(mpirun, longStepArgs(dir), signal: SIGTERM, delay: 1.5)
         XCTAssertNotEqual(status, 0)
-        XCTAssertTrue(stderr.contains("warning: SIGTERM received: the run stops with a checkpoint when this step ends (if this signal went to mpirun, it kills the ranks about 1 s from now"), stderr)
-        XCTAssertTrue(stderr.contains("send mpirun SIGUSR1 to stop with a checkpoint"), stderr)
+        XCTAssertTrue(stderr.contains("warning: SIGTERM received: the run stops with a checkpoint when this step ends (if this signal went to mpirun or srun, it kills the ranks soon and the step's checkpoint is lost"), stderr)
+        XCTAssertTrue(stderr.contains("send the launcher SIGUSR1 to stop with a checkpoint"), stderr)
     }
 
     /// Each rank keeps only its shard of Adam's moments current (the sharded optimizer step), so a
