@@ -12,9 +12,10 @@ struct Distcnn: ParsableCommand {
               distcnn train --model ref --data data/mnist --epochs 3 --run-dir runs/ref
               mpirun -np 2 distcnn train --model ref --data data/mnist --run-dir runs/ref2
               distcnn evaluate --checkpoint runs/ref/checkpoints/final.safetensors
+              distcnn launch --hostfile hosts --min-nodes 2 -- train --run-dir runs/ref3
             """,
         subcommands: [Train.self, Evaluate.self, Summary.self, Bench.self, Inspect.self, Predict.self, Report.self,
-                      Download.self])
+                      Download.self, Launch.self])
 }
 
 extension Distcnn {

@@ -49,6 +49,7 @@ struct Train: ParsableCommand {
     @Option(help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
     @Option(help: "Progress display: auto (a bar on a terminal, lines in logs and under mpirun), bar or lines.")
     var progress: Console.Progress = .auto
+    @Option(help: .hidden) var restarts = 0   // set by distcnn launch on each relaunch
     @Flag(help: "Print only errors and the final line.") var quiet = false
     @Flag(help: "Print more.") var verbose = false
 
@@ -72,6 +73,7 @@ struct Train: ParsableCommand {
         if let c = checkpointEvery, c < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if let t = stepTimeout, !(t > 0 && t <= 1e6) { throw ValidationError("--step-timeout must be in (0, 1000000] seconds") }
         guard keep >= 1 else { throw ValidationError("--keep must be at least 1") }
+        guard restarts >= 0 else { throw ValidationError("--restarts must be 0 or more") }
         guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1") }
         if resume && resumeFrom != nil { throw ValidationError("--resume and --resume-from do not go together; pick one") }
         if quiet && verbose { throw ValidationError("--quiet and --verbose do not go together") }
@@ -113,6 +115,7 @@ struct Train: ParsableCommand {
         o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = step.threads; o.stepTimeout = stepTimeout
         o.bucketMiB = step.bucketMib
         o.logEvery = logEvery
+        o.restarts = restarts
         o.level = quiet ? .quiet : verbose ? .verbose : .normal
         o.progress = progress
         return o
