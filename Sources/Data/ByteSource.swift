@@ -35,14 +35,16 @@ extension ByteSource {
 public final class FileReader: ByteSource {
     let path: String
     /// The file's size when it was opened.
-    let size: Int
+    public let size: Int
     private let descriptor: Int32
     private var offset = 0
 
-    /// Opens `path`, refusing missing files, folders and anything unreadable.
+    /// Opens `path`, refusing missing files, folders and anything that is not a regular file.
+    /// The open does not block (a FIFO with no writer would wait forever), and the type is
+    /// checked with `fstat` on what was opened, before anything is read.
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else {
             let code = errno
             if code == ENOENT { throw DataError.notFound(path: path) }
@@ -59,8 +61,37 @@ public final class FileReader: ByteSource {
             let reason = (info.st_mode & S_IFMT) == S_IFDIR ? "it is a folder, not a file" : "not a regular file"
             throw DataError.unreadable(path: path, reason: reason)
         }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         descriptor = fd
         size = Int(info.st_size)
+    }
+
+    /// Opens `path` and checks that its size (from `fstat`) is at most `limit` bytes; `what`
+    /// names the file in the message ("checkpoint", "metrics").
+    public convenience init(path: String, limit: Int, what: String) throws {
+        try self.init(path: path)
+        guard size <= limit else {
+            throw DataError.unreadable(path: path, reason: "the \(what) is \(size) bytes, more than the \(limit) accepted")
+        }
+    }
+
+    /// Reads the next `count` bytes (fewer only where the file ends).
+    public func read(count: Int) throws -> [UInt8] {
+        try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            initialized = 0
+            initialized = try read(into: UnsafeMutableRawBufferPointer(buffer))
+        }
+    }
+
+    /// The whole of a regular file of at most `limit` bytes: the size `fstat` gave, no more
+    /// (a file that grows meanwhile is read to that size; one that shrinks is refused).
+    public static func contents(of path: String, limit: Int, what: String) throws -> [UInt8] {
+        let file = try FileReader(path: path, limit: limit, what: what)
+        let bytes = try file.read(count: file.size)
+        guard bytes.count == file.size else {
+            throw DataError.unreadable(path: path, reason: "the \(what) shrank from \(file.size) to \(bytes.count) bytes while it was read")
+        }
+        return bytes
     }
 
     deinit { close(descriptor) }
@@ -71,6 +102,16 @@ public final class FileReader: ByteSource {
         let n = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, count, 0) }
         guard n >= 0 else { throw DataError.unreadable(path: path, reason: String(cString: strerror(errno))) }
         return Array(bytes[0..<n])
+    }
+
+    /// The last 4 bytes as a little-endian number: a gzip file's ISIZE, its (last member's)
+    /// decompressed size mod 2^32. Nil for a file shorter than that.
+    func trailerSize() throws -> UInt32? {
+        guard size >= 4 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 4)
+        let n = bytes.withUnsafeMutableBytes { pread(descriptor, $0.baseAddress, 4, off_t(size - 4)) }
+        guard n == 4 else { return nil }
+        return bytes.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * UInt32($1.offset)) }
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {

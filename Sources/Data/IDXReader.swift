@@ -42,17 +42,23 @@ public enum IDXReader {
                          channels: dimensions.count == 4 ? dimensions[3] : 1, pixels: pixels)
     }
 
-    enum Kind {
+    public enum Kind: Sendable {
         case labels, images
-        var magic: UInt32 { self == .labels ? IDXReader.labelMagic : IDXReader.imageMagic }
+        public var magic: UInt32 { self == .labels ? IDXReader.labelMagic : IDXReader.imageMagic }
     }
 
-    /// Reads and validates one IDX file of `kind`; returns its dimensions and data section.
-    static func read(path: String, kind: Kind) throws -> (dimensions: [Int], payload: [UInt8]) {
+    /// The dimensions one IDX file of `kind` declares, validated, reading only its header
+    /// (through gzip when compressed): what a pair of files is checked with before either's
+    /// data is allocated.
+    public static func dimensions(path: String, kind: Kind) throws -> [Int] {
         let file = try FileReader(path: path)
         let isGzip = try file.peek(2) == GzipReader.magic
         let source: ByteSource = isGzip ? try GzipReader(file: file) : file
+        return try readDimensions(source, path: path, kind: kind, isGzip: isGzip)
+    }
 
+    /// Reads the magic number and dimensions, refusing anything but `kind` within the limits.
+    private static func readDimensions(_ source: ByteSource, path: String, kind: Kind, isGzip: Bool) throws -> [Int] {
         let magic = try readHeader(source, count: 4, path: path, isGzip: isGzip, readSoFar: 0)
         let magicWord = magic.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
         guard magic[0] == 0 && magic[1] == 0 else {
@@ -76,10 +82,20 @@ public enum IDXReader {
             sizes[4 * d ..< 4 * d + 4].reduce(0) { $0 << 8 | Int($1) }
         }
         try validate(dimensions, kind: kind, path: path)
+        return dimensions
+    }
+
+    /// Reads and validates one IDX file of `kind`; returns its dimensions and data section.
+    static func read(path: String, kind: Kind) throws -> (dimensions: [Int], payload: [UInt8]) {
+        let file = try FileReader(path: path)
+        let isGzip = try file.peek(2) == GzipReader.magic
+        let source: ByteSource = isGzip ? try GzipReader(file: file) : file
+        let dimensions = try readDimensions(source, path: path, kind: kind, isGzip: isGzip)
         let payloadSize = dimensions.reduce(1, *)
         let what = kind == .labels ? "labels" : "pixels"
 
         // Refuse data that cannot be there before allocating room for it.
+        var allocateUpFront = true
         if let remaining = source.remainingIfKnown {
             if remaining < payloadSize {
                 throw DataError.truncated(path: path, what: what, expected: payloadSize, found: remaining, decompressed: false)
@@ -87,14 +103,38 @@ public enum IDXReader {
             if remaining > payloadSize {
                 throw DataError.trailingBytes(path: path, expected: payloadSize, extra: remaining - payloadSize, decompressed: false)
             }
-        } else if let gzip = source as? GzipReader, payloadSize / GzipReader.maxExpansion > gzip.compressedSize {
-            let found = try source.countRemaining()
-            throw DataError.truncated(path: path, what: what, expected: payloadSize, found: found, decompressed: true)
+        } else if let gzip = source as? GzipReader {
+            if payloadSize / GzipReader.maxExpansion > gzip.compressedSize {
+                let found = try source.countRemaining()
+                throw DataError.truncated(path: path, what: what, expected: payloadSize, found: found, decompressed: true)
+            }
+            // gzip's trailer states the (last member's) decompressed size mod 2^32. When it is
+            // not what the header needs, the header may lie: grow the buffer with the data
+            // actually there instead of trusting it. (A file of several members lands here too,
+            // and still reads.)
+            let whole = UInt64(4 + 4 * dimensions.count + payloadSize) & 0xFFFF_FFFF
+            allocateUpFront = try file.trailerSize() == UInt32(whole)
         }
 
-        let payload = try [UInt8](unsafeUninitializedCapacity: payloadSize) { buffer, initialized in
-            initialized = 0
-            initialized = try source.read(into: UnsafeMutableRawBufferPointer(buffer))
+        let payload: [UInt8]
+        if allocateUpFront {
+            payload = try [UInt8](unsafeUninitializedCapacity: payloadSize) { buffer, initialized in
+                initialized = 0
+                initialized = try source.read(into: UnsafeMutableRawBufferPointer(buffer))
+            }
+        } else {
+            var grown = [UInt8]()
+            let chunk = 1 << 22
+            while grown.count < payloadSize {
+                let want = min(chunk, payloadSize - grown.count)
+                let part = try [UInt8](unsafeUninitializedCapacity: want) { buffer, initialized in
+                    initialized = 0
+                    initialized = try source.read(into: UnsafeMutableRawBufferPointer(buffer))
+                }
+                grown += part
+                if part.count < want { break }
+            }
+            payload = grown
         }
         if payload.count < payloadSize {
             throw DataError.truncated(path: path, what: what, expected: payloadSize, found: payload.count, decompressed: isGzip)

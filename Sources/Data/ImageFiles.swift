@@ -48,7 +48,7 @@ public enum ImageError: Error, CustomStringConvertible, Equatable, Sendable {
         case let .corrupt(path, format, problem):
             return "\(path): corrupt \(format) image: \(problem)"
         case let .tooLarge(path, width, height):
-            return "\(path): image is \(width)×\(height), larger than the \(ImageFiles.maxSide)×\(ImageFiles.maxSide) accepted (scale it down first)"
+            return "\(path): image is \(width)×\(height), larger than the \(ImageFiles.maxSide) pixels a side and \(ImageFiles.maxPixels) pixels in all accepted (scale it down first)"
         case let .blank(path):
             return "\(path): the image is blank (one uniform tone, no digit to read)"
         }
@@ -64,6 +64,9 @@ public enum ImageFiles {
     static let boxThreshold: Float = 0.3
     /// Largest width or height accepted.
     public static let maxSide = 16384
+    /// Largest pixel count accepted (a 48-megapixel photo; 8192×8192), checked from the
+    /// header before anything is decoded: decoding takes a few bytes per pixel.
+    public static let maxPixels = 1 << 26
 
     static let pngSignature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
 
@@ -106,7 +109,7 @@ public enum ImageFiles {
         cpng_image_init(&image)
         guard png_image_begin_read_from_file(&image, path) != 0 else { throw pngProblem(path, image) }
         let width = Int(image.width), height = Int(image.height)
-        guard width <= maxSide, height <= maxSide else {
+        guard width <= maxSide, height <= maxSide, width * height <= maxPixels else {
             png_image_free(&image)
             throw ImageError.tooLarge(path: path, width: width, height: height)
         }
@@ -171,7 +174,9 @@ public enum ImageFiles {
         }
         let width = try field("width"), height = try field("height"), maxValue = try field("maximum value")
         guard width > 0, height > 0 else { throw corrupt("the header declares a \(width)×\(height) image") }
-        guard width <= maxSide, height <= maxSide else { throw ImageError.tooLarge(path: path, width: width, height: height) }
+        guard width <= maxSide, height <= maxSide, width * height <= maxPixels else {
+            throw ImageError.tooLarge(path: path, width: width, height: height)
+        }
         guard (1...65535).contains(maxValue) else { throw corrupt("maximum value \(maxValue) is outside 1...65535") }
         guard at < head.count, isSpace(head[at]) else { throw corrupt("no whitespace after the header's maximum value") }
         at += 1   // exactly one whitespace byte before a P5 raster

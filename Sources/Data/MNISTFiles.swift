@@ -27,6 +27,16 @@ public enum MNISTFiles {
         guard missing.isEmpty else { throw DataError.missingFiles(directory: directory, missing: missing) }
         let paths = found.map { $0! }
 
+        // The four headers agree before any data is allocated: counts within each pair,
+        // image shapes across the two.
+        let kinds: [IDXReader.Kind] = [.images, .labels, .images, .labels]
+        let dims = try zip(paths, kinds).map { try IDXReader.dimensions(path: $0, kind: $1) }
+        try checkCounts(dims[0], paths[0], dims[1], paths[1])
+        guard shape(dims[2]) == shape(dims[0]) else {
+            throw DataError.shapeMismatch(path: paths[2], shape: shape(dims[2]), expected: shape(dims[0]))
+        }
+        try checkCounts(dims[2], paths[2], dims[3], paths[3])
+
         let train = try loadPair(images: paths[0], labels: paths[1], classes: classes)
         let testImages = try IDXReader.readImages(path: paths[2])
         let trainShape = [train.height, train.width, train.channels]
@@ -41,9 +51,21 @@ public enum MNISTFiles {
     /// Loads one image file and its label file as a dataset (classes as in `load`).
     public static func loadPair(images imagesPath: String, labels labelsPath: String,
                                 classes: Int? = nil) throws -> Dataset {
-        try pair(IDXReader.readImages(path: imagesPath), imagesPath: imagesPath,
+        try checkCounts(try IDXReader.dimensions(path: imagesPath, kind: .images), imagesPath,
+                        try IDXReader.dimensions(path: labelsPath, kind: .labels), labelsPath)
+        return try pair(IDXReader.readImages(path: imagesPath), imagesPath: imagesPath,
                  labelsPath: labelsPath, classes: classes)
     }
+
+    /// Refuses an image file and a label file whose headers declare different counts.
+    private static func checkCounts(_ images: [Int], _ imagesPath: String, _ labels: [Int], _ labelsPath: String) throws {
+        guard images[0] == labels[0] else {
+            throw DataError.countMismatch(images: imagesPath, imageCount: images[0], labels: labelsPath, labelCount: labels[0])
+        }
+    }
+
+    /// (height, width, channels) of an image file's dimensions.
+    private static func shape(_ d: [Int]) -> [Int] { [d[1], d[2], d.count == 4 ? d[3] : 1] }
 
     /// Reads the labels for `images` and checks that the two agree.
     private static func pair(_ images: IDXImages, imagesPath: String, labelsPath: String,

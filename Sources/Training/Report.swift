@@ -119,10 +119,7 @@ public enum RunReport {
         let reportPath = dir + "/report.json"
         var data: RunReportData?
         if FileManager.default.fileExists(atPath: reportPath) {
-            let bytes = try readFile(reportPath, limit: 64 << 20, what: "report")
-            do { data = try JSONDecoder().decode(RunReportData.self, from: Data(bytes)) } catch {
-                throw ReportError(path: reportPath, reason: "not a distcnn report file (\(jsonReason(error)))")
-            }
+            data = try decodeReport(try readRunFile(reportPath, what: "report"), path: reportPath)
         }
         var mistakes: [Mistake] = []
         if let data, !data.mistakes.isEmpty {
@@ -141,8 +138,10 @@ public enum RunReport {
             }
         }
         let title = data?.title ?? URL(fileURLWithPath: dir).standardized.lastPathComponent
+        let summaryPath = dir + "/summary.json"
+        let summary = FileManager.default.fileExists(atPath: summaryPath) ? try readRunFile(summaryPath, what: "summary") : nil
         let page = html(history: history, confusion: data?.confusion ?? [], mistakes: mistakes, title: title,
-                        summary: summaryRows(runDirectory: dir, history: history))
+                        summary: try summaryRows(summary: summary, path: summaryPath, history: history))
         let path = dir + "/report.html"
         try AtomicFile.write(page, to: path)
         return path
@@ -160,12 +159,66 @@ public enum RunReport {
         }
     }
 
+    /// The largest run file (`metrics.csv`, `report.json`, `summary.json`) read.
+    static let maxRunFileSize = 64 << 20
+
+    /// A run file's bytes: a regular file within `maxRunFileSize`, else one line.
+    static func readRunFile(_ path: String, what: String) throws -> [UInt8] {
+        do { return try FileReader.contents(of: path, limit: maxRunFileSize, what: what) } catch let e as DataError {
+            throw ReportError(path: path, reason: ioProblem(e, what: what))
+        }
+    }
+
+    /// Epochs, global steps and confusion counts have these ranges wherever they are read.
+    static let epochRange = 0...Int(Int32.max), stepRange = 0...(1 << 48), countRange = 0...(1 << 40)
+
+    /// A number read from a run file that must be a whole number within `range`.
+    static func wholeNumber(_ v: Double, _ range: ClosedRange<Int>, _ what: String, path: String) throws -> Int {
+        guard v.isFinite, v == v.rounded(), v >= Double(range.lowerBound), v <= Double(range.upperBound) else {
+            throw ReportError(path: path, reason: "\(what) is \(v), not a whole number in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return Int(v)
+    }
+
+    /// Checks `report.json`'s bytes: a RunReportData whose confusion matrix has at most 256
+    /// classes of counts within `countRange`, and mistakes within it.
+    public static func decodeReport(_ bytes: [UInt8], path: String) throws -> RunReportData {
+        let data: RunReportData
+        do { data = try JSONDecoder().decode(RunReportData.self, from: Data(bytes)) } catch {
+            throw ReportError(path: path, reason: "not a distcnn report file (\(jsonReason(error)))")
+        }
+        let m = data.confusion
+        guard m.count <= 256, m.allSatisfy({ $0.count <= 256 }) else {
+            throw ReportError(path: path, reason: "the confusion matrix is \(m.count)×\(m.map(\.count).max() ?? 0), more than the 256×256 classes accepted")
+        }
+        for (t, row) in m.enumerated() {
+            if let p = row.firstIndex(where: { !countRange.contains($0) }) {
+                throw ReportError(path: path, reason: "confusion[\(t)][\(p)] is \(row[p]), outside \(countRange.lowerBound)...\(countRange.upperBound)")
+            }
+        }
+        guard data.mistakes.count <= 100_000 else {
+            throw ReportError(path: path, reason: "\(data.mistakes.count) mistakes listed, more than the 100000 accepted")
+        }
+        for (i, x) in data.mistakes.enumerated() {
+            guard (0...255).contains(x.label), (0...255).contains(x.predicted), x.confidence.isFinite, (0...1).contains(x.confidence) else {
+                throw ReportError(path: path, reason: "mistake \(i) has label \(x.label), predicted \(x.predicted), confidence \(x.confidence): labels must be in 0...255 and the confidence in 0...1")
+            }
+        }
+        return data
+    }
+
     /// The epochs of `metrics.csv` (as `RunFiles.writeMetrics` writes it; columns found by name).
     public static func readMetrics(path: String) throws -> [EpochMetrics] {
         guard FileManager.default.fileExists(atPath: path) else {
             throw ReportError(path: path, reason: "not found: not a run folder, or no epoch has finished")
         }
-        let text = String(decoding: try readFile(path, limit: 64 << 20, what: "metrics"), as: UTF8.self)
+        return try parseMetrics(try readRunFile(path, what: "metrics"), path: path)
+    }
+
+    /// Parses `metrics.csv`'s bytes: epochs are whole numbers in `epochRange`, global steps in
+    /// `stepRange`; metrics may be any number (nan and inf included: the charts leave them out).
+    public static func parseMetrics(_ bytes: [UInt8], path: String) throws -> [EpochMetrics] {
+        let text = String(decoding: bytes, as: UTF8.self)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
         guard let header = lines.first, !header.isEmpty else { throw ReportError(path: path, reason: "empty file, no header line") }
         let columns = header.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
@@ -192,7 +245,8 @@ public enum RunReport {
                 return v
             }
             history.append(EpochMetrics(
-                epoch: Int(try need("epoch")), globalStep: Int(try value("global_step") ?? 0),
+                epoch: try wholeNumber(try need("epoch"), epochRange, "line \(n + 1): epoch", path: path),
+                globalStep: try wholeNumber(try value("global_step") ?? 0, stepRange, "line \(n + 1): global_step", path: path),
                 trainLoss: try need("train_loss"), trainAccuracy: try need("train_accuracy"),
                 valLoss: try value("val_loss"), valAccuracy: try value("val_accuracy"),
                 testLoss: try need("test_loss"), testAccuracy: try need("test_accuracy"),
@@ -201,29 +255,48 @@ public enum RunReport {
         return history
     }
 
-    /// Key facts for the page's header, from `summary.json` when the run has ended, else from
-    /// the history.
-    static func summaryRows(runDirectory dir: String, history: [EpochMetrics]) -> [(String, String)] {
+    /// Key facts for the page's header, from `summary.json` when the run has ended (its bytes,
+    /// nil when there is none), else from the history. A summary that is not a JSON object, or
+    /// a number in it outside its range, is refused with one line.
+    public static func summaryRows(summary bytes: [UInt8]?, path: String, history: [EpochMetrics]) throws -> [(String, String)] {
         var rows: [(String, String)] = []
-        let json = (try? Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
-            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
-        func number(_ key: String) -> Double? { (json?[key] as? NSNumber)?.doubleValue }
+        var json: [String: Any]?
+        if let bytes {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] else {
+                throw ReportError(path: path, reason: "not a JSON object (not a distcnn summary file)")
+            }
+            json = object
+        }
+        func number(_ key: String) -> Double? {
+            (json?[key] as? NSNumber)?.doubleValue
+        }
+        func whole(_ key: String, _ range: ClosedRange<Int>) throws -> String? {
+            try number(key).map { String(try wholeNumber($0, range, key, path: path)) }
+        }
+        func real(_ key: String, _ range: ClosedRange<Double>) throws -> Double? {
+            guard let v = number(key) else { return nil }
+            guard v.isFinite, range.contains(v) else {
+                throw ReportError(path: path, reason: "\(key) is \(v), outside \(range.lowerBound)...\(range.upperBound)")
+            }
+            return v
+        }
         func percent(_ v: Double?) -> String? { v.map { String(format: "%.2f%%", $0 * 100) } }
         func fixed(_ v: Double?) -> String? { v.map { String(format: "%.4f", $0) } }
         func add(_ key: String, _ value: String?) { if let value { rows.append((key, value)) } }
+        let loss = -1e12...1e12
         if let json {
             add("model", json["model"] as? String)
-            add("ranks", number("world_size").map { String(Int($0)) })
-            add("epochs", number("epochs_run").map { String(Int($0)) })
-            add("global steps", number("global_steps").map { String(Int($0)) })
+            add("ranks", try whole("world_size", 1...(1 << 20)))
+            add("epochs", try whole("epochs_run", epochRange))
+            add("global steps", try whole("global_steps", stepRange))
             add("ended by", json["ended_by"] as? String)
-            add("best epoch", number("best_epoch").map { String(Int($0)) })
-            add("test accuracy", percent(number("test_accuracy")))
-            add("test loss", fixed(number("test_loss")))
-            add("validation accuracy", percent(number("val_accuracy")))
-            add("validation loss", fixed(number("val_loss")))
-            add("training time", number("train_seconds").map(formatDuration))
-            add("throughput", number("images_per_second").map { String(format: "%.0f images/s", $0) })
+            add("best epoch", try whole("best_epoch", epochRange))
+            add("test accuracy", percent(try real("test_accuracy", 0...1)))
+            add("test loss", fixed(try real("test_loss", loss)))
+            add("validation accuracy", percent(try real("val_accuracy", 0...1)))
+            add("validation loss", fixed(try real("val_loss", loss)))
+            add("training time", try real("train_seconds", 0...1e9).map(formatDuration))
+            add("throughput", try real("images_per_second", 0...1e12).map { String(format: "%.0f images/s", $0) })
             add("weights SHA-256", (json["weights_sha256"] as? String).map { String($0.prefix(16)) + "…" })
         } else if let last = history.last {
             add("status", "in progress or interrupted (no summary.json)")
@@ -362,10 +435,16 @@ struct Chart {
     var width = 540.0, height = 320.0
     let left = 62.0, right = 18.0, top = 40.0, bottom = 46.0
 
+    /// Values beyond this magnitude are left out like nan and inf: no loss or accuracy is that
+    /// large, and axes spanning ±1e308 have no ticks a reader could use.
+    static let plottable = 1e12
+
+    static func drawn(_ v: Double?) -> Double? { v.flatMap { $0.isFinite && abs($0) <= plottable ? $0 : nil } }
+
     func svg() -> String {
-        let shown = series.filter { $0.points.contains { $0.y.map(\.isFinite) ?? false } }
-        let ys = shown.flatMap { $0.points.compactMap(\.y) }.filter(\.isFinite)
-        let xs = series.flatMap { $0.points.map(\.x) }
+        let shown = series.filter { $0.points.contains { Chart.drawn($0.y) != nil } }
+        let ys = shown.flatMap { $0.points.compactMap { Chart.drawn($0.y) } }
+        let xs = series.flatMap { $0.points.map(\.x) }.filter { $0.isFinite && abs($0) <= Chart.plottable }
         let plotW = width - left - right, plotH = height - top - bottom
         var out = String(format: "<svg viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" role=\"img\" aria-label=\"%@\" font-family=\"system-ui, sans-serif\" font-size=\"12\">\n",
                          width, height, width, height, RunReport.escape(title + " by epoch"))
@@ -389,18 +468,21 @@ struct Chart {
         func f(_ v: Double) -> String { String(format: "%.1f", v) }
 
         let decimals = max(0, Int((-log10(yStep * (percent ? 100 : 1))).rounded(.up)))
-        var y = y0
-        while y <= y1 + yStep * 1e-6 {
+        // Ticks by index, so that no rounding can keep the loop from ending.
+        let yTicks = min(50, Int(((y1 - y0) / yStep).rounded()))
+        for i in 0...max(0, yTicks) {
+            let y = y0 + Double(i) * yStep
             out += "<line x1=\"\(f(left))\" x2=\"\(f(left + plotW))\" y1=\"\(f(py(y)))\" y2=\"\(f(py(y)))\" stroke=\"#e8e8e8\"/>\n"
             let label = percent ? String(format: "%.\(decimals)f%%", y * 100) : String(format: "%.\(decimals)f", y)
             out += "<text x=\"\(f(left - 6))\" y=\"\(f(py(y) + 4))\" text-anchor=\"end\" fill=\"#555\">\(label)</text>\n"
-            y += yStep
         }
-        var x = (x0 / xStep).rounded(.up) * xStep
-        while x <= x1 + 1e-9 {
+        let xFirst = (x0 / xStep).rounded(.up) * xStep
+        let xTicks = min(50, Int(((x1 - xFirst) / xStep).rounded(.down) + 1e-9))
+        for i in 0...max(0, xTicks) {
+            let x = xFirst + Double(i) * xStep
+            guard x <= x1 + 1e-9 else { break }
             out += "<line x1=\"\(f(px(x)))\" x2=\"\(f(px(x)))\" y1=\"\(f(top + plotH))\" y2=\"\(f(top + plotH + 4))\" stroke=\"#888\"/>\n"
             out += "<text x=\"\(f(px(x)))\" y=\"\(f(top + plotH + 17))\" text-anchor=\"middle\" fill=\"#555\">\(Int(x))</text>\n"
-            x += xStep
         }
         out += "<polyline points=\"\(f(left)),\(f(top)) \(f(left)),\(f(top + plotH)) \(f(left + plotW)),\(f(top + plotH))\" fill=\"none\" stroke=\"#888\"/>\n"
         out += "<text x=\"\(f(left + plotW / 2))\" y=\"\(f(height - 8))\" text-anchor=\"middle\" fill=\"#444\">epoch</text>\n"
@@ -409,7 +491,7 @@ struct Chart {
         for s in shown {
             var runs: [[(Double, Double)]] = [[]]
             for p in s.points {
-                if let v = p.y, v.isFinite { runs[runs.count - 1].append((p.x, v)) } else if !runs.last!.isEmpty { runs.append([]) }
+                if let v = Chart.drawn(p.y), Chart.drawn(p.x) != nil { runs[runs.count - 1].append((p.x, v)) } else if !runs.last!.isEmpty { runs.append([]) }
             }
             for run in runs where run.count > 1 {
                 let pts = run.map { "\(f(px($0.0))),\(f(py($0.1)))" }.joined(separator: " ")

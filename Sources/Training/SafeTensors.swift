@@ -56,18 +56,26 @@ public struct SafeTensorsFile {
         return out
     }
 
-    /// Parses a whole file, checking every size and offset against the bytes before using it.
-    /// Throws `SafeTensorsError` naming what is wrong.
-    public static func parse(_ bytes: [UInt8]) throws -> SafeTensorsFile {
-        guard bytes.count >= 8 else { throw SafeTensorsError.truncated("file has \(bytes.count) bytes, less than the 8-byte header length") }
-        let headerLength = bytes[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+    /// The header length a file's first 8 bytes state, checked as plausible and within a file
+    /// of `fileSize` bytes, before the header is read.
+    public static func headerLength(_ first8: [UInt8], fileSize: Int) throws -> Int {
+        guard first8.count >= 8 else { throw SafeTensorsError.truncated("file has \(first8.count) bytes, less than the 8-byte header length") }
+        let headerLength = first8[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         guard headerLength >= 2, headerLength <= 100 << 20 else {
             throw SafeTensorsError.notSafeTensors("header length \(headerLength) is not plausible")
         }
-        guard 8 + Int(headerLength) <= bytes.count else {
-            throw SafeTensorsError.truncated("header promises \(headerLength) bytes, file has \(bytes.count - 8) after the length")
+        guard 8 + Int(headerLength) <= fileSize else {
+            throw SafeTensorsError.truncated("header promises \(headerLength) bytes, file has \(fileSize - 8) after the length")
         }
-        let headerBytes = Data(bytes[8..<(8 + Int(headerLength))])
+        return Int(headerLength)
+    }
+
+    /// Parses the length and header (`prefix`, at least 8 + header length bytes), checking
+    /// every tensor's size and offsets against a data section of `dataCount` bytes, which the
+    /// tensors must cover exactly. The result has no data.
+    public static func parseHeader(_ prefix: [UInt8], dataCount: Int) throws -> SafeTensorsFile {
+        let headerLength = try Self.headerLength(prefix, fileSize: prefix.count)
+        let headerBytes = Data(prefix[8..<(8 + headerLength)])
         guard let object = try? JSONSerialization.jsonObject(with: headerBytes),
               let header = object as? [String: Any] else {
             throw SafeTensorsError.notSafeTensors("the header is not a JSON object")
@@ -79,7 +87,6 @@ public struct SafeTensorsFile {
             }
             file.metadata = m
         }
-        let dataCount = bytes.count - 8 - Int(headerLength)
         for (name, value) in header where name != "__metadata__" {
             guard let t = value as? [String: Any], let dtype = t["dtype"] as? String,
                   let shape = t["shape"] as? [Int], let offsets = t["data_offsets"] as? [Int], offsets.count == 2 else {
@@ -110,7 +117,15 @@ public struct SafeTensorsFile {
         guard end == dataCount else {
             throw SafeTensorsError.notSafeTensors("data section has \(dataCount) bytes but the tensors cover \(end)")
         }
-        file.data = Array(bytes[(8 + Int(headerLength))...])
+        return file
+    }
+
+    /// Parses a whole file, checking every size and offset against the bytes before using it.
+    /// Throws `SafeTensorsError` naming what is wrong.
+    public static func parse(_ bytes: [UInt8]) throws -> SafeTensorsFile {
+        let headerLength = try Self.headerLength(bytes, fileSize: bytes.count)
+        var file = try parseHeader(bytes, dataCount: bytes.count - 8 - headerLength)
+        file.data = Array(bytes[(8 + headerLength)...])
         return file
     }
 }

@@ -89,8 +89,21 @@ public enum Tool {
             let mean = v.isEmpty ? 0 : v.reduce(0.0) { $0 + Double($1) } / Double(v.count)
             return .init(name: e.name, shape: e.shape, first: v.first.map { Double($0) } ?? 0, mean: mean)
         }
+        let meta = ckpt.file.metadata
+        var hashes: [CheckpointInspection.Hash] = [
+            .init(name: "data_sha256", value: meta["data_sha256"] ?? "", covers: "the data section (every tensor's values)"),
+            .init(name: "metadata_sha256", value: meta["metadata_sha256"] ?? "", covers: "every metadata entry but itself"),
+        ]
+        if let header = meta["header_sha256"] {
+            hashes.insert(.init(name: "header_sha256", value: header,
+                                covers: "the tensor table (names, shapes, offsets) and the metadata, data_sha256 included: the whole file"), at: 0)
+        } else {
+            hashes.insert(.init(name: "header_sha256", value: "",
+                                covers: "absent (written before it existed): the tensor table (names, shapes, offsets) is not covered by any hash"), at: 0)
+        }
         return CheckpointInspection(
-            file: path, version: Checkpoint.version, model: ckpt.spec.name, dataSHA256: ckpt.file.metadata["data_sha256"] ?? "",
+            file: path, version: ckpt.file.metadata["version"] ?? Checkpoint.version, model: ckpt.spec.name,
+            dataSHA256: meta["data_sha256"] ?? "", hashes: hashes,
             epoch: st.epoch, stepInEpoch: st.stepInEpoch, globalStep: st.globalStep, adamStep: st.adamStep,
             seed: st.config.seed, batchSize: st.config.batchSize, historyEpochs: st.history.count,
             best: st.earlyStopping.best.map { .init(monitor: st.config.monitor, value: $0, epoch: st.earlyStopping.bestEpoch) },
@@ -140,6 +153,8 @@ public struct CheckpointInspection: Sendable {
     public var version: String
     public var model: String
     public var dataSHA256: String
+    /// Each SHA-256 the file states (all were checked) and what it covers.
+    public var hashes: [Hash]
     /// Where training continues: 0-based epoch and the step within it.
     public var epoch: Int, stepInEpoch: Int
     public var globalStep: Int, adamStep: Int
@@ -152,6 +167,11 @@ public struct CheckpointInspection: Sendable {
 
     public struct Best: Sendable {
         public var monitor: TrainConfig.Monitor, value: Double, epoch: Int
+    }
+
+    public struct Hash: Sendable {
+        /// The metadata key; `value` is empty when the file has none.
+        public var name: String, value: String, covers: String
     }
 
     public struct Tensor: Sendable {

@@ -20,11 +20,15 @@ struct Inspect: ParsableCommand {
                 "valid": true, "file": i.file, "model": i.model, "epoch": i.epoch, "step_in_epoch": i.stepInEpoch,
                 "global_step": i.globalStep, "adam_step": i.adamStep,
                 "tensors": i.tensors.map { ["name": $0.name, "shape": $0.shape, "first": $0.first, "mean": $0.mean] },
-                "data_sha256": i.dataSHA256, "seed": i.seed, "history_epochs": i.historyEpochs,
+                "data_sha256": i.dataSHA256, "seed": i.seed, "history_epochs": i.historyEpochs, "version": i.version,
+                "hashes": i.hashes.map { ["name": $0.name, "sha256": $0.value, "covers": $0.covers] },
             ]
             try printJSON(out, options: [.sortedKeys, .prettyPrinted])
         } else {
-            print("\(i.file): valid distcnn checkpoint (version \(i.version)), data SHA-256 \(i.dataSHA256)")
+            print("\(i.file): valid distcnn checkpoint (version \(i.version)): every hash matches and every value is finite")
+            for h in i.hashes {
+                print("\(h.name) \(h.value.isEmpty ? "-" : h.value): \(h.covers)")
+            }
             print("model \(i.model); next: epoch \(i.epoch + 1), step \(i.stepInEpoch); global step \(i.globalStep); Adam step \(i.adamStep)")
             print("seed \(i.seed), batch \(i.batchSize), \(i.historyEpochs) epochs of history"
                   + (i.best.map { String(format: ", best %@ %.4f at epoch %d", $0.monitor.rawValue, $0.value, $0.epoch) } ?? ""))

@@ -4,16 +4,18 @@ import Foundation
 import Training
 
 /// Fuzz targets for every parser of outside input: IDX files, checkpoints (safetensors header,
-/// offsets, metadata) and model JSON. Built with `-DFUZZING` and `--sanitize=fuzzer` it is a
+/// offsets, metadata), model JSON and the run files `report` reads (`metrics.csv`,
+/// `summary.json`, `report.json`, each through to the page it draws). Built with `-DFUZZING` and `--sanitize=fuzzer` it is a
 /// libFuzzer binary (`scripts/fuzz`); built normally it replays the files it is given, so the
 /// corpus doubles as a regression test. The target comes from `DISTCNN_FUZZ_TARGET`.
 enum FuzzTarget: String {
     case idx, checkpoint, model
+    case metrics, summary, report
 
     static let current: FuzzTarget = {
         let name = ProcessInfo.processInfo.environment["DISTCNN_FUZZ_TARGET"] ?? "idx"
         guard let t = FuzzTarget(rawValue: name) else {
-            FileHandle.standardError.write(Data("DISTCNN_FUZZ_TARGET must be idx, checkpoint or model\n".utf8))
+            FileHandle.standardError.write(Data("DISTCNN_FUZZ_TARGET must be idx, checkpoint, model, metrics, summary or report\n".utf8))
             exit(2)
         }
         return t
@@ -46,6 +48,15 @@ enum FuzzTarget: String {
             guard let spec = try? ModelSpec.decode(Data(bytes), source: "fuzz"),
                   let model = try? Model(spec: spec) else { return }
             _ = ModelSummary(model: model, batchSize: 2)
+        case .metrics:
+            guard let history = try? RunReport.parseMetrics(bytes, path: "fuzz") else { return }
+            _ = RunReport.html(history: history, confusion: [], mistakes: [], title: "fuzz", summary: [])
+        case .summary:
+            guard let rows = try? RunReport.summaryRows(summary: bytes, path: "fuzz", history: []) else { return }
+            _ = RunReport.html(history: [], confusion: [], mistakes: [], title: "fuzz", summary: rows)
+        case .report:
+            guard let data = try? RunReport.decodeReport(bytes, path: "fuzz") else { return }
+            _ = RunReport.html(history: [], confusion: data.confusion, mistakes: [], title: data.title, summary: [])
         }
     }
 }
