@@ -63,7 +63,8 @@ public final class Console {
 
 /// `12.3s`, `4m05s`, `1h02m`.
 func formatDuration(_ s: Double) -> String {
-    if !s.isFinite { return "?" }
+    if !s.isFinite || s < 0 { return "?" }
+    if s >= 1e9 { return String(format: "%.3gs", s) }   // beyond 31 years: no h/m to show
     if s < 60 { return String(format: "%.1fs", s) }
     if s < 3600 { return String(format: "%dm%02ds", Int(s) / 60, Int(s) % 60) }
     return String(format: "%dh%02dm", Int(s) / 3600, (Int(s) % 3600) / 60)

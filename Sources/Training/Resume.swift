@@ -35,11 +35,11 @@ extension Trainer {
     func findResumeCheckpoint() throws -> (String, [UInt8])? {
         switch options.resume {
         case .none: return nil
-        case .file(let path): return (path, try readFile(path, limit: 4 << 30, what: "checkpoint"))
+        case .file(let path): return (path, try Checkpoint.readBytes(path: path))
         case .latest:
             guard let files = recorder.files else { return nil }
             for path in files.stepCheckpoints().reversed() {
-                let bytes = try readFile(path, limit: 4 << 30, what: "checkpoint")
+                let bytes = try Checkpoint.readBytes(path: path)
                 do {
                     _ = try Checkpoint.parse(bytes, source: path)
                     return (path, bytes)
