@@ -65,7 +65,7 @@ public func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, bat
     try comm.allReduceSum(&sums)
     let count = max(sums[2], 1)
     let confusion = (0..<classes).map { t in (0..<classes).map { p in Int(sums[3 + t * classes + p]) } }
-    var result = EvaluationResult(loss: sums[0] / count + model.l2Loss(), accuracy: sums[1] / count,
+    var result = EvaluationResult(loss: reportedLoss(sums[0] / count, of: model), accuracy: sums[1] / count,
                                   count: Int(sums[2]), confusion: confusion)
     if limit > 0 { result.mistakes = try mostConfident(mistakes, limit: limit, comm: comm) }
     return result
@@ -82,4 +82,10 @@ func mostConfident(_ mine: [Misclassification], limit: Int, comm: Communicator) 
     comm.phase = "report mistakes all-gather"
     let all = try comm.allGather(Array(try JSONEncoder().encode(local)))
     return top(try all.flatMap { try JSONDecoder().decode([Misclassification].self, from: Data($0)) })
+}
+
+/// The loss as Keras reports it, for training and evaluation alike: the mean cross-entropy plus
+/// the L2 penalty of the weights now (its gradient is added in the step, `Model.addL2Gradients`).
+func reportedLoss(_ meanCrossEntropy: Double, of model: Model) -> Double {
+    meanCrossEntropy + model.l2Loss()
 }

@@ -287,11 +287,6 @@ func allFinite(_ p: UnsafePointer<Float>, count: Int) -> Bool {
     return sum == 0
 }
 
-/// The loss as Keras reports it: the mean cross-entropy plus the L2 penalty of the weights now.
-func reportedLoss(_ meanCrossEntropy: Double, of model: Model) -> Double {
-    meanCrossEntropy + model.l2Loss()
-}
-
 /// Why a run could not go on; one line each.
 public enum RunError: Error, CustomStringConvertible {
     case config(String), resume(String), nonFinite(String), diverged(String)
