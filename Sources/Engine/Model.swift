@@ -411,3 +411,52 @@ public final class LayerProfile {
         forward = [Double](repeating: 0, count: layers); backward = forward
     }
 }
+
+// MARK: - Memory check
+
+extension Model {
+    /// Bytes of physical memory on this machine (pages × page size), or `Int.max` when unknown.
+    public static var physicalMemoryBytes: Int {
+        let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+        guard pages > 0, size > 0 else { return .max }
+        let (bytes, overflow) = pages.multipliedReportingOverflow(by: size)
+        return overflow ? .max : bytes
+    }
+
+    /// Bytes `reserve(batch:)` and a training step allocate for `batch` (activations kept for
+    /// backward, two gradient buffers, column matrices, parameters, gradients, Adam moments), or
+    /// nil when the count overflows `Int`.
+    public func trainingBytes(batch: Int) -> Int? {
+        let kept = layers.reduce(inputShape.count) { $0 + $1.outputShape.count }
+        let (perExample, o1) = (2 * widest).addingReportingOverflow(kept)
+        let (activations, o2) = batch.multipliedReportingOverflow(by: perExample)
+        guard !o1, !o2, batch >= 0 else { return nil }
+        let floats = [keptColumnFloats(batch: batch), 4 * parameterCount, stateCount].reduce(Optional(activations)) { sum, n in
+            sum.flatMap { s in let (r, o) = s.addingReportingOverflow(n); return o ? nil : r }
+        }
+        guard let floats else { return nil }
+        let (bytes, o3) = floats.multipliedReportingOverflow(by: 4)
+        return o3 ? nil : bytes
+    }
+
+    /// Refuses, before anything is allocated, a training batch whose buffers (times `copies`:
+    /// the ranks on this node) would need more than the machine's physical memory.
+    public func checkMemory(batch: Int, copies: Int = 1) throws {
+        let total = Model.physicalMemoryBytes
+        let needed = trainingBytes(batch: batch).flatMap { b in
+            let (r, o) = b.multipliedReportingOverflow(by: max(copies, 1)); return o ? nil : r
+        }
+        guard let needed, needed <= total else {
+            func gib(_ b: Int) -> String { String(format: "%.1f GiB", Double(b) / Double(1 << 30)) }
+            let what = copies > 1 ? "\(copies) ranks training batches of \(batch)" : "training a batch of \(batch)"
+            throw ModelError.spec("model '\(spec.name)': \(what) needs \(needed.map(gib) ?? "more than Int.max bytes"), more than this machine's \(gib(total)) of memory; use a smaller --batch-size")
+        }
+    }
+}
+
+extension ModelSpec {
+    /// `Model.checkMemory` for this spec (builds the model: parameters only, no activations).
+    public func checkMemory(batch: Int, copies: Int = 1) throws {
+        try Model(spec: self).checkMemory(batch: batch, copies: copies)
+    }
+}

@@ -23,6 +23,33 @@ public struct ModelSpec: Codable, Equatable, Sendable {
         case batchSize = "batch_size"
         case learningRate = "learning_rate"
     }
+
+    /// The range a model file's `batch_size` must be in (the command line's `--batch-size` too).
+    public static let batchSizeRange = 1...65536
+    /// The range a model file's `learning_rate` must be in.
+    public static let learningRateRange = 1e-12...10.0
+
+    /// Decodes, refusing a `batch_size` or `learning_rate` outside its range with the field named.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        input = try c.decode([Int].self, forKey: .input)
+        layers = try c.decode([LayerSpec].self, forKey: .layers)
+        batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize)
+        learningRate = try c.decodeIfPresent(Double.self, forKey: .learningRate)
+        if let side = input.first(where: { !(1...65536).contains($0) }) {
+            throw DecodingError.dataCorruptedError(forKey: .input, in: c,
+                debugDescription: "every side of input must be in 1...65536, got \(side)")
+        }
+        if let b = batchSize, !Self.batchSizeRange.contains(b) {
+            throw DecodingError.dataCorruptedError(forKey: .batchSize, in: c,
+                debugDescription: "batch_size must be in \(Self.batchSizeRange), got \(b)")
+        }
+        if let r = learningRate, !Self.learningRateRange.contains(r) {
+            throw DecodingError.dataCorruptedError(forKey: .learningRate, in: c,
+                debugDescription: "learning_rate must be in \(Self.learningRateRange), got \(r)")
+        }
+    }
 }
 
 public enum Activation: String, Codable, Sendable {

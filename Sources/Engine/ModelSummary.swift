@@ -51,9 +51,8 @@ public struct ModelSummary: Codable, Sendable {
             previous = layer.outputShape.count
         }
         predictionActivationBytes = 4 * peak
-        let kept = model.inputShape.count + model.layers.reduce(0) { $0 + $1.outputShape.count }
-        trainingBytes = 4 * (batchSize * (kept + 2 * model.widest) + model.keptColumnFloats(batch: batchSize)
-                             + 4 * model.parameterCount + model.stateCount)
+        // Overflow-checked (Engine is built -Ounchecked: a wrapped product would print negative).
+        trainingBytes = model.trainingBytes(batch: batchSize) ?? .max
         forwardFlopsPerExample = 2 * model.forwardFlopsPerExample
     }
 

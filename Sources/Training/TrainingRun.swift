@@ -91,7 +91,9 @@ extension Trainer {
             state.config = config   // schedule-relevant fields were checked equal; the rest may change
             state.normalizer = normalizer
             if let saved = state.threads, saved != threads {
-                recorder.warning("the checkpoint was written with \(saved) threads per rank, this run has \(threads): the run continues, but not bit for bit (use --threads \(saved) for that)")
+                // A crafted or damaged checkpoint may hold a count --threads refuses: suggest only a valid one.
+                let hint = (1...1024).contains(saved) ? " (use --threads \(saved) for that)" : ""
+                recorder.warning("the checkpoint was written with \(saved) threads per rank, this run has \(threads): the run continues, but not bit for bit\(hint)")
             }
             state.threads = threads
             if let done = finishedAlready(state) { throw RunFinished(runDirectory: options.runDirectory, reason: done) }

@@ -5,8 +5,8 @@ import Training
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure training throughput (images/s, GFLOP/s); works under mpirun.")
     @OptionGroup var step: StepOptions
-    @Option(help: "Timed steps.") var steps = 50
-    @Option(help: "Untimed warm-up steps.") var warmup = 5
+    @Option(parsing: .unconditional, help: "Timed steps.") var steps = 50
+    @Option(parsing: .unconditional, help: "Untimed warm-up steps.") var warmup = 5
     @Flag(help: "Time each layer's forward and backward.") var profile = false
     @Flag(help: "Measure inference (evaluation) instead of training.") var eval = false
     @Option(help: "Convolution algorithm: auto, im2col, shifted (stride-1 `same` layers) or winograd (3×3 stride-1 `same` layers); layers the choice does not fit use im2col.")
@@ -14,10 +14,16 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
-        guard steps >= 1, warmup >= 0 else { throw ValidationError("--steps must be at least 1 and --warmup 0 or more") }
+        try check(steps, "steps", in: 1...1_000_000)
+        try check(warmup, "warmup", in: 0...1_000_000)
     }
 
     func run() throws {
+        let spec: ModelSpec
+        do { spec = try ModelSpec.load(step.model) } catch {
+            Console.error("\(error)"); throw ExitCode(1)
+        }
+        try step.checkMemory(spec: spec, batch: step.batchSize(for: spec))
         var o = BenchOptions()
         o.model = step.model; o.batchSize = step.batchSize; o.threads = step.threads
         o.augmentation = step.augment.config; o.bnSync = step.bnSync; o.bucketMiB = step.bucketMib

@@ -3,8 +3,9 @@ import Foundation
 import Training
 
 @main
-struct Distcnn: ParsableCommand {
-    static let configuration = CommandConfiguration(
+public struct Distcnn: ParsableCommand {   // public: the tests parse command lines with it (release builds are not testable)
+    public init() {}
+    public static let configuration = CommandConfiguration(
         commandName: "distcnn",
         abstract: "Data-parallel CNN training on CPUs, for MNIST-style data; run under mpirun or alone.",
         discussion: """

@@ -18,11 +18,11 @@ struct Download: ParsableCommand {
     @Option(help: "Folder to put the files in (created if missing).") var to: String
     @Option(help: "Base URL serving the .gz files, tried before the public mirrors.") var mirror: String?
     @Flag(help: "Use only --mirror, never the public mirrors.") var mirrorOnly = false
-    @Option(help: "Further tries per mirror after a network error (with backoff).") var retries = 3
-    @Option(help: "Seconds without progress before a connection is given up.") var timeout = 60.0
+    @Option(parsing: .unconditional, help: "Further tries per mirror after a network error (with backoff).") var retries = 3
+    @Option(parsing: .unconditional, help: "Seconds without progress before a connection is given up.") var timeout = 60.0
     func validate() throws {
-        guard retries >= 0 else { throw ValidationError("--retries must be 0 or more") }
-        guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        try check(retries, "retries", in: 0...100)
+        try check(timeout, "timeout", in: 0.001...86_400)
         if mirrorOnly && mirror == nil { throw ValidationError("--mirror-only needs --mirror") }
     }
     func run() throws {

@@ -6,10 +6,10 @@ struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Score a checkpoint on the test set: loss, accuracy, confusion matrix.")
     @Option(help: "Checkpoint file (safetensors).") var checkpoint: String
     @Option(help: "Data folder (default: the one the checkpoint was trained on).") var data: String?
-    @Option(help: "Images per forward pass.") var batchSize = 500
+    @Option(parsing: .unconditional, help: "Images per forward pass.") var batchSize = 500
     @Flag(help: "Print JSON.") var json = false
 
-    func validate() throws { guard (1...65536).contains(batchSize) else { throw ValidationError("--batch-size must be in 1...65536") } }
+    func validate() throws { try check(batchSize, "batch-size", in: Limits.batchSize) }
 
     func run() throws {
         try reportingErrors {

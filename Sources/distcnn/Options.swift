@@ -1,5 +1,6 @@
 import ArgumentParser
 import DatasetDownload
+import Foundation
 import Training
 
 /// `--model`: `seed`, `ref`, or a JSON model file.
@@ -11,14 +12,14 @@ struct ModelOption: ParsableArguments {
 /// The training step's flags, shared by `train` and `bench`.
 struct StepOptions: ParsableArguments {
     @OptionGroup var modelOption: ModelOption
-    @Option(help: "Global batch size, split across ranks (default: the model's).") var batchSize: Int?
-    @Option(help: "Engine threads per rank (default: cores on the node / ranks on the node, or the cores this rank is bound to).")
+    @Option(parsing: .unconditional, help: "Global batch size, split across ranks (default: the model's).") var batchSize: Int?
+    @Option(parsing: .unconditional, help: "Engine threads per rank (default: cores on the node / ranks on the node, or the cores this rank is bound to).")
     var threads: Int?
     @Option(help: "Augmentation of the training images: none, seed (the notebook's: rotation ±20°, shear ±3°) or standard (rotation ±10°, shift ±0.1, zoom ±0.1, shear ±5°).")
     var augment: AugmentPreset = .none
     @Option(help: "Batch norm statistics: global (synchronised across ranks, as SyncBatchNorm) or local (per rank).")
     var bnSync: TrainConfig.BatchNormSync = .global
-    @Option(help: "MiB of finished gradients that start their reduce-scatter while backward goes on; 0 is one exchange after backward.")
+    @Option(parsing: .unconditional, help: "MiB of finished gradients that start their reduce-scatter while backward goes on; 0 is one exchange after backward.")
     var bucketMib = RunOptions().bucketMiB
 
     var model: String { modelOption.model }
@@ -27,10 +28,42 @@ struct StepOptions: ParsableArguments {
     func batchSize(for spec: ModelSpec) -> Int { batchSize ?? spec.batchSize ?? 128 }
 
     func validate() throws {
-        if let b = batchSize, !(1...65536).contains(b) { throw ValidationError("--batch-size must be in 1...65536") }
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
-        guard bucketMib >= 0 && bucketMib <= 4096 else { throw ValidationError("--bucket-mib must be in 0...4096") }
+        try check(batchSize, "batch-size", in: Limits.batchSize)
+        try check(threads, "threads", in: Limits.threads)
+        try check(bucketMib, "bucket-mib", in: 0...4096)
     }
+
+    /// Refuses, with one line, a batch whose training buffers on this node would not fit in its
+    /// memory: the ranks on the node (Open MPI's local size) each hold their share of `batch`.
+    func checkMemory(spec: ModelSpec, batch: Int) throws {
+        let env = ProcessInfo.processInfo.environment
+        let world = env["OMPI_COMM_WORLD_SIZE"].flatMap { Int($0) }.map { max($0, 1) } ?? 1
+        let local = env["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) }.map { min(max($0, 1), world) } ?? 1
+        do {
+            try spec.checkMemory(batch: (batch + world - 1) / world, copies: local)
+        } catch {
+            Console.error("\(error)"); throw ExitCode(1)
+        }
+    }
+}
+
+/// The ranges of numeric flags that more than one command has.
+enum Limits {
+    static let batchSize = ModelSpec.batchSizeRange
+    static let threads = 1...1024
+}
+
+/// The one range check of numeric flags: a value outside `range` (nan among them) is refused
+/// with one line naming the flag, the range and the value.
+func check<T: Comparable>(_ value: T?, _ flag: String, in range: ClosedRange<T>) throws {
+    guard let value, !range.contains(value) else { return }
+    throw ValidationError("--\(flag) must be in \(range), got \(value)")
+}
+
+/// `check` for a half-open range (fractions in [0, 1)).
+func check<T: Comparable>(_ value: T?, _ flag: String, in range: Range<T>) throws {
+    guard let value, !range.contains(value) else { return }
+    throw ValidationError("--\(flag) must be in \(range), got \(value)")
 }
 
 /// `--augment`: the augmentation presets by their command-line names.

@@ -15,11 +15,11 @@ struct Predict: ParsableCommand {
             """)
     @Option(help: "Checkpoint file (safetensors).") var checkpoint: String
     @Argument(help: "Image files: PNG (any bit depth and colour type) or PGM (P2, P5).") var images: [String]
-    @Option(help: "Classes to show per image, most probable first.") var top = 3
+    @Option(parsing: .unconditional, help: "Classes to show per image, most probable first.") var top = 3
     @Flag(help: "Print JSON: file, prediction, probabilities, top.") var json = false
     func validate() throws {
         guard !images.isEmpty else { throw ValidationError("give at least one image file") }
-        guard top >= 1 else { throw ValidationError("--top must be at least 1") }
+        try check(top, "top", in: 1...1000)
     }
 
     /// An image that cannot be read gets one error line naming it (and, with `--json`, an entry

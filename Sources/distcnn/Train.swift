@@ -18,35 +18,35 @@ struct Train: ParsableCommand {
     @OptionGroup var step: StepOptions
     @OptionGroup var augmentation: AugmentationOverrides
     @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
-    @Option(help: "Epochs to train.") var epochs = 3
-    @Option(help: "Adam learning rate (default: the model's).") var lr: Double?
+    @Option(parsing: .unconditional, help: "Epochs to train.") var epochs = 3
+    @Option(parsing: .unconditional, help: "Adam learning rate (default: the model's).") var lr: Double?
     @Option(help: "Learning-rate schedule: constant, exponential:RATE:STEPS, step:RATE:STEPS, cosine[:MIN_FACTOR], onecycle[:PEAK_FACTOR[:PCT_START[:FINAL_FACTOR]]].")
     var lrSchedule = "constant"
-    @Option(help: "Linear learning-rate warm-up over the first N steps.") var warmupSteps = 0
-    @Option(help: "Decoupled weight decay (AdamW) on conv and dense kernels; 0 is plain Adam.") var weightDecay = 0.0
-    @Option(help: "Label smoothing of the training loss (evaluation reports plain cross-entropy).") var labelSmoothing = 0.0
-    @Option(help: "Evaluate and export an exponential moving average of the weights with this decay (e.g. 0.999); 0 is off.")
+    @Option(parsing: .unconditional, help: "Linear learning-rate warm-up over the first N steps.") var warmupSteps = 0
+    @Option(parsing: .unconditional, help: "Decoupled weight decay (AdamW) on conv and dense kernels; 0 is plain Adam.") var weightDecay = 0.0
+    @Option(parsing: .unconditional, help: "Label smoothing of the training loss (evaluation reports plain cross-entropy).") var labelSmoothing = 0.0
+    @Option(parsing: .unconditional, help: "Evaluate and export an exponential moving average of the weights with this decay (e.g. 0.999); 0 is off.")
     var emaDecay = 0.0
     @Flag(help: "Standardise inputs with the training split's mean and std (Keras featurewise); on with --augment seed, as in the notebook.")
     var standardize = false
-    @Option(help: "Training examples held out (from the end) for validation.") var validationSplit = 5000
-    @Option(help: "Early stopping: epochs without improvement before stopping; 0 turns it off.") var patience = 0
-    @Option(help: "Early stopping: smallest change that counts as an improvement.") var minDelta = 0.0
+    @Option(parsing: .unconditional, help: "Training examples held out (from the end) for validation.") var validationSplit = 5000
+    @Option(parsing: .unconditional, help: "Early stopping: epochs without improvement before stopping; 0 turns it off.") var patience = 0
+    @Option(parsing: .unconditional, help: "Early stopping: smallest change that counts as an improvement.") var minDelta = 0.0
     @Option(help: "Metric for early stopping and best.safetensors.")
     var monitor: TrainConfig.Monitor = .valLoss
     @Option(name: .customLong("restore-best-weights"), help: "With early stopping, end with the best epoch's weights (true/false).")
     var restoreBestWeights = true
-    @Option(help: "Random seed: initial weights, shuffling, dropout.") var seed: UInt64 = 1
-    @Option(help: "Stop after this many global steps (evaluates and writes final files).") var maxSteps: Int?
-    @Option(help: "Train on only the first N training examples.") var trainLimit: Int?
-    @Option(help: "Evaluate on only the first N test examples.") var testLimit: Int?
+    @Option(parsing: .unconditional, help: "Random seed: initial weights, shuffling, dropout.") var seed: UInt64 = 1
+    @Option(parsing: .unconditional, help: "Stop after this many global steps (evaluates and writes final files).") var maxSteps: Int?
+    @Option(parsing: .unconditional, help: "Train on only the first N training examples.") var trainLimit: Int?
+    @Option(parsing: .unconditional, help: "Evaluate on only the first N test examples.") var testLimit: Int?
     @Option(help: "Run folder (rank 0 writes it).") var runDir = "runs/latest"
-    @Option(help: "Also write a checkpoint every N global steps (one is always written at each epoch end).") var checkpointEvery: Int?
-    @Option(help: "Step checkpoints to keep.") var keep = 3
+    @Option(parsing: .unconditional, help: "Also write a checkpoint every N global steps (one is always written at each epoch end).") var checkpointEvery: Int?
+    @Option(parsing: .unconditional, help: "Step checkpoints to keep.") var keep = 3
     @Flag(help: "Continue from the newest valid checkpoint in the run dir (starts fresh if there is none).") var resume = false
     @Option(help: "Continue from this checkpoint file.") var resumeFrom: String?
-    @Option(help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
-    @Option(help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
+    @Option(parsing: .unconditional, help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
+    @Option(parsing: .unconditional, help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
     @Option(help: "Progress display: auto (a bar on a terminal, lines in logs and under mpirun), bar or lines.")
     var progress: Console.Progress = .auto
     @Option(help: .hidden) var restarts = 0   // set by distcnn launch on each relaunch
@@ -54,27 +54,27 @@ struct Train: ParsableCommand {
     @Flag(help: "Print more.") var verbose = false
 
     func validate() throws {
-        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
-        if let lr, !(lr > 0 && lr.isFinite) { throw ValidationError("--lr must be a positive number") }
-        guard warmupSteps >= 0 else { throw ValidationError("--warmup-steps must be 0 or more") }
-        guard (0..<1).contains(weightDecay) else { throw ValidationError("--weight-decay must be in [0, 1)") }
-        guard (0..<1).contains(labelSmoothing) else { throw ValidationError("--label-smoothing must be in [0, 1)") }
-        guard (0..<1).contains(emaDecay) else { throw ValidationError("--ema-decay must be in [0, 1)") }
+        try check(epochs, "epochs", in: 1...1_000_000)
+        try check(lr, "lr", in: ModelSpec.learningRateRange)
+        try check(warmupSteps, "warmup-steps", in: 0...1_000_000_000)
+        try check(weightDecay, "weight-decay", in: 0..<1)
+        try check(labelSmoothing, "label-smoothing", in: 0..<1)
+        try check(emaDecay, "ema-decay", in: 0..<1)
         do { _ = try LearningRatePolicy.parse(lrSchedule, base: lr ?? 1e-3, totalSteps: 1000, warmupSteps: 0) } catch {
             throw ValidationError("\(error)")
         }
-        guard validationSplit >= 0 else { throw ValidationError("--validation-split must be 0 or more") }
-        guard patience >= 0 else { throw ValidationError("--patience must be 0 (off) or more") }
-        guard minDelta >= 0 else { throw ValidationError("--min-delta must be 0 or more") }
+        try check(validationSplit, "validation-split", in: 0...Int(UInt32.max))
+        try check(patience, "patience", in: 0...1_000_000)
+        try check(minDelta, "min-delta", in: 0...1e6)
         if patience > 0 && validationSplit == 0 { throw ValidationError("--patience needs a validation set; set --validation-split above 0") }
-        if let m = maxSteps, m < 1 { throw ValidationError("--max-steps must be at least 1") }
-        if let t = trainLimit, t < 1 { throw ValidationError("--train-limit must be at least 1") }
-        if let t = testLimit, t < 1 { throw ValidationError("--test-limit must be at least 1") }
-        if let c = checkpointEvery, c < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
-        if let t = stepTimeout, !(t > 0 && t <= 1e6) { throw ValidationError("--step-timeout must be in (0, 1000000] seconds") }
-        guard keep >= 1 else { throw ValidationError("--keep must be at least 1") }
-        guard restarts >= 0 else { throw ValidationError("--restarts must be 0 or more") }
-        guard logEvery >= 1 else { throw ValidationError("--log-every must be at least 1") }
+        try check(maxSteps, "max-steps", in: 1...1_000_000_000_000)
+        try check(trainLimit, "train-limit", in: 1...Int(UInt32.max))
+        try check(testLimit, "test-limit", in: 1...Int(UInt32.max))
+        try check(checkpointEvery, "checkpoint-every", in: 1...1_000_000_000_000)
+        try check(stepTimeout, "step-timeout", in: 0.001...1_000_000)
+        try check(keep, "keep", in: 1...10_000)
+        try check(logEvery, "log-every", in: 1...1_000_000_000_000)
+        try check(restarts, "restarts", in: 0...1_000_000)
         if resume && resumeFrom != nil { throw ValidationError("--resume and --resume-from do not go together; pick one") }
         if quiet && verbose { throw ValidationError("--quiet and --verbose do not go together") }
     }
@@ -84,6 +84,7 @@ struct Train: ParsableCommand {
         do { spec = try ModelSpec.load(step.model) } catch {
             Console.error("\(error)"); throw ExitCode(1)
         }
+        try step.checkMemory(spec: spec, batch: step.batchSize(for: spec))
         try finish(Tool.train(config: try config(model: spec), options: runOptions()))
     }
 
@@ -124,10 +125,10 @@ struct Train: ParsableCommand {
 
 /// `train`'s changes to the `--augment` preset.
 struct AugmentationOverrides: ParsableArguments {
-    @Option(help: "Override the augmentation's rotation range, degrees.") var rotation: Double?
-    @Option(help: "Override the augmentation's shift range, fraction of the image size.") var shift: Double?
-    @Option(help: "Override the augmentation's zoom range (scale in 1 ± zoom).") var zoom: Double?
-    @Option(help: "Override the augmentation's shear range, degrees (Keras's meaning).") var shear: Double?
+    @Option(parsing: .unconditional, help: "Override the augmentation's rotation range, degrees.") var rotation: Double?
+    @Option(parsing: .unconditional, help: "Override the augmentation's shift range, fraction of the image size.") var shift: Double?
+    @Option(parsing: .unconditional, help: "Override the augmentation's zoom range (scale in 1 ± zoom).") var zoom: Double?
+    @Option(parsing: .unconditional, help: "Override the augmentation's shear range, degrees (Keras's meaning).") var shear: Double?
     @Option(help: "Fill outside the image: nearest, or a pixel value 0...255.") var fill: String?
     @Option(help: "Elastic distortion ALPHA:SIGMA in pixels (Simard et al.: 34:4).") var elastic: String?
 
@@ -137,7 +138,7 @@ struct AugmentationOverrides: ParsableArguments {
     func applied(to preset: AugmentationConfig) throws -> AugmentationConfig {
         var a = preset
         for (name, value, limit) in [("rotation", rotation, 180.0), ("shift", shift, 0.9), ("zoom", zoom, 0.9), ("shear", shear, 80.0)] {
-            if let value, !(0...limit).contains(value) { throw ValidationError("--\(name) must be in 0...\(limit)") }
+            try check(value, name, in: 0...limit)
         }
         if let rotation { a.rotationDegrees = rotation }
         if let shift { a.translate = shift }

@@ -13,13 +13,17 @@ final class CommandLineTests: XCTestCase {
     }
 
     func testBadFlagsAreRefused() throws {
-        try oneLine(["train", "--epochs", "0"], contains: "--epochs must be at least 1")
+        try oneLine(["train", "--epochs", "0"], contains: "--epochs must be in 1...1000000, got 0")
+        // A negative number reaches the range check (it is not taken for a flag).
+        try oneLine(["train", "--epochs", "-1"], contains: "--epochs must be in 1...1000000, got -1")
+        try oneLine(["train", "--lr", "-1"], contains: "--lr must be in 1e-12...10.0, got -1.0")
+        try oneLine(["train", "--min-delta", "inf"], contains: "--min-delta must be in 0.0...1000000.0, got inf")
         try oneLine(["train", "--bn-sync", "sometimes"], contains: "The value 'sometimes' is invalid for '--bn-sync <bn-sync>'. Please provide one of 'global' and 'local'.")
         try oneLine(["train", "--resume", "--resume-from", "x"], contains: "do not go together")
         try oneLine(["train", "--patience", "2", "--validation-split", "0"], contains: "needs a validation set")
         try oneLine(["train", "--lr-schedule", "cosine:2"], contains: "minimum factor 2 must be in [0, 1]")
         try oneLine(["train", "--augment", "heavy"], contains: "The value 'heavy' is invalid for '--augment <augment>'. Please provide one of 'none', 'seed' or 'standard'.")
-        try oneLine(["train", "--label-smoothing", "1.5"], contains: "--label-smoothing must be in [0, 1)")
+        try oneLine(["train", "--label-smoothing", "1.5"], contains: "--label-smoothing must be in 0.0..<1.0, got 1.5")
         try oneLine(["train", "--progress", "fancy"], contains: "The value 'fancy' is invalid for '--progress <progress>'. Please provide one of 'auto', 'bar' or 'lines'.")
         try oneLine(["train", "--elastic", "34"], contains: "--elastic must be ALPHA:SIGMA")
     }

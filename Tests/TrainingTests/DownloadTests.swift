@@ -134,7 +134,7 @@ final class DownloadTests: XCTestCase {
 
     func testBadFlags() throws {
         for (args, needle) in [(["--dataset", "cifar", "--to", "x"], "The value 'cifar' is invalid for '--dataset <dataset>'. Please provide one of 'mnist' and 'fashion-mnist'."),
-                               (["--dataset", "mnist", "--to", "x", "--retries=-1"], "--retries must be 0 or more"),
+                               (["--dataset", "mnist", "--to", "x", "--retries=-1"], "--retries must be in 0...100, got -1"),
                                (["--dataset", "mnist", "--to", "x", "--mirror-only"], "--mirror-only needs --mirror")] {
             let r = try runProcess(Repo.builtBinary, ["download"] + args)
             XCTAssertNotEqual(r.status, 0)
