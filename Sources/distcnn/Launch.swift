@@ -26,20 +26,20 @@ struct Launch: ParsableCommand {
 
     @Option(help: "Open MPI hostfile: NAME [slots=K] per line.") var hostfile: String?
     @Option(help: "Hosts, comma-separated: NAME or NAME:K (K ranks on it, default 1).") var host: String?
-    @Option(help: "Fewest hosts to relaunch on.") var minNodes = 1
-    @Option(help: "Relaunches allowed after the first start.") var maxRestarts = 3
-    @Option(help: "Ranks on every host (overrides the hostfile's slots and NAME:K).") var npPerNode: Int?
+    @Option(parsing: .unconditional, help: "Fewest hosts to relaunch on.") var minNodes = 1
+    @Option(parsing: .unconditional, help: "Relaunches allowed after the first start.") var maxRestarts = 3
+    @Option(parsing: .unconditional, help: "Ranks on every host (overrides the hostfile's slots and NAME:K).") var npPerNode: Int?
     @Option(parsing: .unconditionalSingleValue, help: "One more argument for mpirun, before the program (repeat for each word, e.g. --mpirun-arg --mca).")
     var mpirunArg: [String] = []
-    @Option(help: "Seconds a host has to answer the launch agent before it is dropped.") var probeTimeout = 5.0
+    @Option(parsing: .unconditional, help: "Seconds a host has to answer the launch agent before it is dropped.") var probeTimeout = 5.0
     @Argument(parsing: .postTerminator, help: "-- train ARGS…: the train command the ranks run.") var command: [String] = []
 
     func validate() throws {
         if (hostfile == nil) == (host == nil) { throw ValidationError("give the hosts with --hostfile FILE or --host H1,H2,… (one of them)") }
-        guard minNodes >= 1 else { throw ValidationError("--min-nodes must be at least 1") }
-        guard maxRestarts >= 0 else { throw ValidationError("--max-restarts must be 0 or more") }
-        if let k = npPerNode, !(1...4096).contains(k) { throw ValidationError("--np-per-node must be in 1...4096") }
-        guard probeTimeout > 0 && probeTimeout <= 600 else { throw ValidationError("--probe-timeout must be in (0, 600] seconds") }
+        try check(minNodes, "min-nodes", in: 1...100_000)
+        try check(maxRestarts, "max-restarts", in: 0...1_000)
+        try check(npPerNode, "np-per-node", in: 1...4096)
+        try check(probeTimeout, "probe-timeout", in: 0.001...600)
         guard command.first == "train" else { throw ValidationError("end with -- train ARGS… (the command the ranks run)") }
     }
 

@@ -28,6 +28,8 @@ final class HostileValuesTests: XCTestCase {
             ("predict", ["--checkpoint", dir + "/no-such.safetensors", dir + "/no-such.png"], ["top"]),
             ("download", ["--dataset", "mnist", "--to", dir + "/dl", "--mirror", "http://127.0.0.1:9", "--mirror-only"],
              ["retries", "timeout"]),
+            ("launch", ["--hostfile", dir + "/no-such-hostfile", "--", "train"],
+             ["min-nodes", "max-restarts", "np-per-node", "probe-timeout"]),
         ]
     }
 
@@ -40,6 +42,7 @@ final class HostileValuesTests: XCTestCase {
         "evaluate": ["checkpoint", "data", "json"],
         "predict": ["checkpoint", "json"],
         "download": ["dataset", "to", "mirror", "mirror-only"],
+        "launch": ["hostfile", "host", "mpirun-arg"],
         "inspect": ["json"],
         "report": ["data"],
         "distcnn": [],
@@ -78,8 +81,10 @@ final class HostileValuesTests: XCTestCase {
                     ? ["0x0x0", "-1x28x1", "nanx28x1", "9223372036854775807x9223372036854775807x1", "65536x65536x3", "99999999x99999999x3"]
                     : Self.hostile
                 for value in values {
-                    // The value under test comes last: it replaces the base's own (the last one given wins).
-                    runs.append(([c.command] + c.base + ["--\(flag)", value], flag))
+                    // The value under test comes last (before a `--`): it replaces the base's own
+                    // (the last one given wins).
+                    let cut = c.base.firstIndex(of: "--") ?? c.base.count
+                    runs.append(([c.command] + c.base[..<cut] + ["--\(flag)", value] + c.base[cut...], flag))
                 }
             }
         }

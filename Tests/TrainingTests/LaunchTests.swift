@@ -59,7 +59,7 @@ final class LaunchTests: XCTestCase {
     func testBadLaunchFlagsAreOneLine() throws {
         for (args, needle) in [(["launch", "--", "train"], "--hostfile FILE or --host"),
                                (["launch", "--host", "a", "--", "evaluate"], "-- train ARGS"),
-                               (["launch", "--host", "a", "--min-nodes", "0", "--", "train"], "--min-nodes must be at least 1"),
+                               (["launch", "--host", "a", "--min-nodes", "0", "--", "train"], "--min-nodes must be in 1...100000, got 0"),
                                (["launch", "--host", "a,a", "--", "train"], "listed twice")] {
             let r = try runProcess(Repo.binary, args)
             XCTAssertNotEqual(r.status, 0, "\(args)")
