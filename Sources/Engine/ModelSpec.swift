@@ -27,7 +27,7 @@ public struct ModelSpec: Codable, Equatable, Sendable {
     /// The range a model file's `batch_size` must be in (the command line's `--batch-size` too).
     public static let batchSizeRange = 1...65536
     /// The range a model file's `learning_rate` must be in.
-    public static let learningRateRange = 1e-12...10.0
+    public static let learningRateRange = 1e-12...1e30
 
     /// Decodes, refusing a `batch_size` or `learning_rate` outside its range with the field named.
     public init(from decoder: Decoder) throws {

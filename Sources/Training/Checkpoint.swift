@@ -259,7 +259,7 @@ public struct Checkpoint {
     /// The same, also filling `best` from the checkpoint's `best.*` when it holds them.
     func restore(into model: Model, adam: Adam?, best: WeightsSnapshot?, ema: WeightAverage?, source: String) throws {
         guard spec.layers == model.spec.layers, spec.input == model.spec.input else {
-            throw CheckpointError.otherModel(source, "it holds model '\(spec.name)' with \(spec.layers.count) layers, the run uses '\(model.spec.name)' with \(model.spec.layers.count)")
+            throw CheckpointError.otherModel(source, modelDifference(spec, model.spec))
         }
         func take(_ name: String, _ t: NamedTensor, _ dest: UnsafeMutablePointer<Float>) throws {
             guard let e = file.entry(name) else { throw CheckpointError.otherModel(source, "tensor \(name) is missing") }

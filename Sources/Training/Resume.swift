@@ -1,4 +1,5 @@
 import Collective
+import Engine
 import Foundation
 
 /// Where a resumed run starts: rank 0 finds, reads and checks the checkpoint, and every rank
@@ -54,7 +55,7 @@ extension Trainer {
 
     func checkCompatible(_ ckpt: Checkpoint, source: String) throws {
         guard ckpt.spec.layers == config.model.layers, ckpt.spec.input == config.model.input else {
-            throw CheckpointError.otherModel(source, "it holds model '\(ckpt.spec.name)', the run uses '\(config.model.name)'")
+            throw CheckpointError.otherModel(source, modelDifference(ckpt.spec, config.model))
         }
         guard ckpt.hasAdam else {
             throw CheckpointError.mismatch(source, "it holds no optimizer state (a final or best checkpoint); resume from one of the run's step-*.safetensors")
@@ -65,4 +66,26 @@ extension Trainer {
             throw CheckpointError.mismatch(source, differing.map { "--\($0) is \(mine[$0]!) here, \(theirs[$0] ?? "?") in the checkpoint" }.joined(separator: "; "))
         }
     }
+}
+
+/// How the checkpoint's network differs from the run's, in words: by name when the names
+/// differ, else by what differs under the one name.
+func modelDifference(_ theirs: ModelSpec, _ mine: ModelSpec) -> String {
+    if theirs.name != mine.name { return "it holds model '\(theirs.name)', the run uses '\(mine.name)'" }
+    if theirs.input != mine.input {
+        return "it holds another network named '\(mine.name)': input \(theirs.input) in the checkpoint, \(mine.input) in the run"
+    }
+    if theirs.layers.count != mine.layers.count {
+        return "it holds another network named '\(mine.name)': \(theirs.layers.count) layers in the checkpoint, \(mine.layers.count) in the run"
+    }
+    let i = theirs.layers.indices.first { theirs.layers[$0] != mine.layers[$0] } ?? 0
+    func fields(_ layer: LayerSpec) -> [String: String] {
+        let data = (try? JSONEncoder.sorted.encode(layer)) ?? Data()
+        let object = (try? JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
+        return object.mapValues { "\($0)" }
+    }
+    let a = fields(theirs.layers[i]), b = fields(mine.layers[i])
+    let keys = Set(a.keys).union(b.keys).sorted().filter { a[$0] != b[$0] }
+    let what = keys.map { "\($0) \(a[$0] ?? "unset") in the checkpoint, \(b[$0] ?? "unset") in the run" }.joined(separator: "; ")
+    return "it holds another network named '\(mine.name)': layer \(i) (\(mine.layers[i].type.rawValue)) differs: \(what)"
 }

@@ -16,7 +16,7 @@ final class CommandLineTests: XCTestCase {
         try oneLine(["train", "--epochs", "0"], contains: "--epochs must be in 1...1000000, got 0")
         // A negative number reaches the range check (it is not taken for a flag).
         try oneLine(["train", "--epochs", "-1"], contains: "--epochs must be in 1...1000000, got -1")
-        try oneLine(["train", "--lr", "-1"], contains: "--lr must be in 1e-12...10.0, got -1.0")
+        try oneLine(["train", "--lr", "-1"], contains: "--lr must be in 1e-12...1e+30, got -1.0")
         try oneLine(["train", "--min-delta", "inf"], contains: "--min-delta must be in 0.0...1000000.0, got inf")
         try oneLine(["train", "--bn-sync", "sometimes"], contains: "The value 'sometimes' is invalid for '--bn-sync <bn-sync>'. Please provide one of 'global' and 'local'.")
         try oneLine(["train", "--resume", "--resume-from", "x"], contains: "do not go together")

@@ -135,7 +135,7 @@ final class HostileValuesTests: XCTestCase {
         for (args, line) in [
             (["train", "--epochs", "-1"], "error: --epochs must be in 1...1000000, got -1 (see --help)"),
             (["train", "--epochs", "6000000000000000"], "error: --epochs must be in 1...1000000, got 6000000000000000 (see --help)"),
-            (["train", "--lr", "-1"], "error: --lr must be in 1e-12...10.0, got -1.0 (see --help)"),
+            (["train", "--lr", "-1"], "error: --lr must be in 1e-12...1e+30, got -1.0 (see --help)"),
             (["train", "--min-delta", "inf"], "error: --min-delta must be in 0.0...1000000.0, got inf (see --help)"),
             (["train", "--threads", "1000000"], "error: --threads must be in 1...1024, got 1000000 (see --help)"),
             (["bench", "--threads", "0"], "error: --threads must be in 1...1024, got 0 (see --help)"),

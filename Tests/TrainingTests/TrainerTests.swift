@@ -218,6 +218,15 @@ final class RunDirectoryTests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir + "/checkpoints"), [])
     }
 
+    /// A checkpoint of another network under the same name is refused, saying what differs.
+    func testCheckpointOfAnotherNetworkWithTheSameNameIsRefused() throws {
+        let (_, dir) = try train(try config { $0.maxSteps = 2 }, ranks: 1)
+        let other = try config { $0.model.layers[0].filters = ($0.model.layers[0].filters ?? 1) + 1 }
+        XCTAssertThrowsError(try train(other, ranks: 1) { $0.resume = .file(dir + "/checkpoints/step-00000002.safetensors") }) {
+            XCTAssertTrue("\($0)".contains("it holds another network named 'seed': layer 0 (conv2d) differs: filters"), "\($0)")
+        }
+    }
+
     func testEmptyRunDirIsRefusedBeforeAnythingIsWritten() throws {
         XCTAssertThrowsError(try train(try config(), ranks: 1, options(""))) {
             XCTAssertTrue("\($0)".contains("--run-dir is empty"), "\($0)")
