@@ -10,12 +10,13 @@ extension Trainer {
     func loadCheckpointForResume() throws -> Checkpoint? {
         // Rank 0 answers with [status] + payload: 0 fresh, 1 checkpoint bytes, 2 error text.
         var message: [UInt8] = [0]
+        var found: Checkpoint?   // rank 0's, parsed and checked once
         if comm.rank == 0 {
             do {
-                if let (path, bytes) = try findResumeCheckpoint() {
-                    let ckpt = try Checkpoint.parse(bytes, source: path)
+                if let (path, bytes, ckpt) = try findResumeCheckpoint() {
                     try checkCompatible(ckpt, source: path)
                     message = [1] + bytes
+                    found = ckpt
                     recorder.line("resuming from \(path)")
                 }
             } catch {
@@ -27,23 +28,25 @@ extension Trainer {
             try comm.broadcast(&message, root: 0)
         }
         switch message[0] {
-        case 1: return try Checkpoint.parse(Array(message[1...]), source: "checkpoint from rank 0")
+        case 1: return try found ?? Checkpoint.parse(Array(message[1...]), source: "checkpoint from rank 0")
         case 2: throw RunError.resume(String(decoding: message[1...], as: UTF8.self))
         default: return nil
         }
     }
 
-    func findResumeCheckpoint() throws -> (String, [UInt8])? {
+    /// The checkpoint to resume from (its path, bytes and parse), on rank 0; nil for a fresh start.
+    func findResumeCheckpoint() throws -> (String, [UInt8], Checkpoint)? {
         switch options.resume {
         case .none: return nil
-        case .file(let path): return (path, try Checkpoint.readBytes(path: path))
+        case .file(let path):
+            let bytes = try Checkpoint.readBytes(path: path)
+            return (path, bytes, try Checkpoint.parse(bytes, source: path))
         case .latest:
             guard let files = recorder.files else { return nil }
             for path in files.stepCheckpoints().reversed() {
                 let bytes = try Checkpoint.readBytes(path: path)
                 do {
-                    _ = try Checkpoint.parse(bytes, source: path)
-                    return (path, bytes)
+                    return (path, bytes, try Checkpoint.parse(bytes, source: path))
                 } catch {
                     recorder.warning("skipping \(path): \(error)")
                 }

@@ -58,9 +58,9 @@ final class RunFiles {
             throw RunError.config("\(directory) is in use by another distcnn job (\(holder.isEmpty ? "holder unknown" : holder)); wait for it to end or choose another --run-dir")
         }
         let me = "pid \(getpid()) on \(localHostName()), since \(ISO8601DateFormatter().string(from: Date()))\n"
-        _ = ftruncate(fd, 0)
-        _ = me.withCString { pwrite(fd, $0, strlen($0), 0) }
         lock = fd
+        let written = me.withCString { ftruncate(fd, 0) == 0 ? pwrite(fd, $0, strlen($0), 0) : -1 }
+        guard written == me.utf8.count else { throw IOFailure(path: lockPath, action: "write the holder into") }
     }
 
     static func stepName(_ step: Int) -> String { String(format: "step-%08d.safetensors", step) }
