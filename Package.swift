@@ -51,10 +51,11 @@ let package = Package(
         .target(name: "DatasetDownload", dependencies: ["Data", "Hashing"]),
 
         // MARK: Command-line tool
-        .executableTarget(name: "distcnn", dependencies: [
+        .target(name: "CLI", dependencies: [
             "Training", "DatasetDownload",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .executableTarget(name: "distcnn", dependencies: ["CLI"]),
 
         // MARK: Fuzzing (scripts/fuzz builds it with -DFUZZING --sanitize=fuzzer)
         .executableTarget(name: "fuzz-parsers", dependencies: ["Training"],
@@ -65,7 +66,7 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Hashing"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "Hashing"]),
         .testTarget(name: "CollectiveTests", dependencies: ["Collective"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "distcnn"],
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "CLI"],
                     exclude: ["Fixtures"]),
     ]
 )

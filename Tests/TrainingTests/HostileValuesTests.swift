@@ -1,6 +1,6 @@
 import Foundation
 import ArgumentParser
-import distcnn
+import CLI
 import XCTest
 
 /// Every numeric flag of every command, given 0, -1, nan, inf and values past Int64's and

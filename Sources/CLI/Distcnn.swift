@@ -2,8 +2,9 @@ import ArgumentParser
 import Foundation
 import Training
 
-@main
-public struct Distcnn: ParsableCommand {   // public: the tests parse command lines with it (release builds are not testable)
+/// The whole command line; `Sources/distcnn/main.swift` runs it. A library, so the tests and the
+/// command-line fuzz target parse argument vectors with the real commands.
+public struct Distcnn: ParsableCommand {
     public init() {}
     public static let configuration = CommandConfiguration(
         commandName: "distcnn",
@@ -21,7 +22,7 @@ public struct Distcnn: ParsableCommand {   // public: the tests parse command li
 
 extension Distcnn {
     /// Like ArgumentParser's `main()`, but a usage error is one line on standard error.
-    static func main() {
+    public static func main() {
         do {
             var command = try parseAsRoot()
             try command.run()
