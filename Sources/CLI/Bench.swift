@@ -26,7 +26,7 @@ struct Bench: ParsableCommand {
         try step.checkMemory(spec: spec, batch: step.batchSize(for: spec))
         var o = BenchOptions()
         o.model = step.model; o.batchSize = step.batchSize; o.threads = step.threads
-        o.augmentation = step.augment.config; o.bnSync = step.bnSync; o.bucketMiB = step.bucketMib
+        o.augmentation = step.augment.config; o.bnSync = step.bnSync; o.microBatch = step.microBatch
         o.steps = steps; o.warmup = warmup; o.profile = profile; o.eval = eval; o.convolution = convolution
         try finish(Tool.bench(o) { r in
             if json { try printJSON(encoding: r) } else { Self.printText(r) }

@@ -19,8 +19,8 @@ struct StepOptions: ParsableArguments {
     var augment: AugmentPreset = .none
     @Option(help: "Batch norm statistics: global (synchronised across ranks, as SyncBatchNorm) or local (per rank).")
     var bnSync: TrainConfig.BatchNormSync = .global
-    @Option(parsing: .unconditional, help: "MiB of finished gradients that start their reduce-scatter while backward goes on; 0 is one exchange after backward.")
-    var bucketMib = RunOptions().bucketMiB
+    @Option(parsing: .unconditional, help: "Examples per micro-batch: ranks and threads take whole micro-batches, whose gradients and batch-norm sums are added exactly, so the weights are the same bits on any number of ranks and threads.")
+    var microBatch = TrainConfig.defaultMicroBatch
 
     var model: String { modelOption.model }
 
@@ -30,7 +30,7 @@ struct StepOptions: ParsableArguments {
     func validate() throws {
         try check(batchSize, "batch-size", in: Limits.batchSize)
         try check(threads, "threads", in: Limits.threads)
-        try check(bucketMib, "bucket-mib", in: 0...4096)
+        try check(microBatch, "micro-batch", in: 1...65536)
     }
 
     /// Refuses, with one line, a batch whose training buffers on this node would not fit in its

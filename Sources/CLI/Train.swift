@@ -103,6 +103,7 @@ struct Train: ParsableCommand {
         // The notebook's ImageDataGenerator standardised featurewise; `--augment seed` does too.
         c.standardize = standardize || step.augment == .seed
         c.bnSync = step.bnSync
+        c.microBatch = step.microBatch
         c.patience = patience; c.minDelta = minDelta; c.monitor = monitor
         c.restoreBestWeights = restoreBestWeights; c.maxSteps = maxSteps; c.trainLimit = trainLimit; c.testLimit = testLimit
         return c
@@ -114,7 +115,6 @@ struct Train: ParsableCommand {
         o.runDirectory = runDir
         o.resume = resumeFrom.map { .file($0) } ?? (resume ? .latest : .none)
         o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = step.threads; o.stepTimeout = stepTimeout
-        o.bucketMiB = step.bucketMib
         o.logEvery = logEvery
         o.restarts = restarts
         o.level = quiet ? .quiet : verbose ? .verbose : .normal

@@ -32,6 +32,10 @@ public protocol Communicator: AnyObject {
     /// `finishReduceScatter()`. All buckets until then belong to one buffer, and every rank
     /// starts the same buckets in the same order; the sums do not depend on the cutting.
     func startReduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, range: Range<Int>) throws
+    /// Leaves in this rank's shard (`shard(of: buffer.count)`) the element-wise sum over all ranks
+    /// (integer addition, so the bits do not depend on the order MPI adds in); the rest of
+    /// `buffer` is scratch. The caller keeps the sums within Int64.
+    func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Int64>) throws
     /// Lets started buckets advance without waiting (cheap; call it between pieces of work).
     func progressReduceScatter() throws
     /// Waits for every started bucket, under the current phase and timeout.

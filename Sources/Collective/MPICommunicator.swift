@@ -143,6 +143,25 @@ public final class MPICommunicator: Communicator {
         try withRing { try ring.start(buffer, range: range) }
     }
 
+    public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {
+        guard size > 1, buffer.count > 0 else { return }
+        guard buffer.count <= Int(Int32.max) else {
+            throw CollectiveError.mpi(call: "MPI_Ireduce_scatter", code: -1, message: "\(buffer.count) elements exceed MPI's Int32 counts")
+        }
+        var counts = (0 ..< size).map { Int32(shardRange(of: buffer.count, rank: $0, size: size).count) }
+        let mine = shard(of: buffer.count)
+        // Freed only once the call completed: after a timeout MPI may still write into it.
+        let received = UnsafeMutableBufferPointer<Int64>.allocate(capacity: max(mine.count, 1))
+        try counts.withUnsafeMutableBufferPointer { counts in
+            try run("MPI_Ireduce_scatter") {
+                MPI_Ireduce_scatter(buffer.baseAddress, received.baseAddress, counts.baseAddress, cmpi_int64(),
+                                    cmpi_op_sum(), comm, &$0)
+            }
+        }
+        for (i, v) in zip(mine, received) { buffer[i] = v }
+        received.deallocate()
+    }
+
     public func progressReduceScatter() throws {
         guard size > 1, ring.inFlight > 0 else { return }
         try withRing { _ = try ring.progress() }

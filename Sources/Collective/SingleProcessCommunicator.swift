@@ -34,6 +34,7 @@ public final class SingleProcessCommunicator: Communicator {
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
     public func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) throws {}
     public func startReduceScatter(_ buffer: UnsafeMutableBufferPointer<Float>, range: Range<Int>) throws {}
+    public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {}
     public func progressReduceScatter() throws {}
     public func finishReduceScatter() throws {}
     public func allGatherShards(_ buffer: UnsafeMutableBufferPointer<Float>) throws {}

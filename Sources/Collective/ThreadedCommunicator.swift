@@ -64,6 +64,10 @@ public final class ThreadedCommunicator: Communicator {
         try reduce(UnsafeMutableBufferPointer(rebasing: buffer[range]), +)
     }
 
+    public func reduceScatterSum(_ buffer: UnsafeMutableBufferPointer<Int64>) throws {
+        try reduce(buffer, &+)
+    }
+
     public func progressReduceScatter() throws {}
     public func finishReduceScatter() throws {}
 

@@ -4,24 +4,32 @@ import Engine
 /// per epoch, keyed by `(seed, epoch)` so that every rank computes it without talking, cut into
 /// global batches of `batchSize` (the last one of an epoch may be smaller). The global batch is
 /// the unit of the schedule; how it is split over ranks does not change which examples it holds.
+/// Each global batch is cut into micro-batches of `microBatch` examples (the last may be
+/// smaller), and ranks take whole micro-batches, so what a micro-batch computes is the same
+/// whatever the number of ranks.
 public struct EpochSampler: Sendable {
     public let count: Int
     public let batchSize: Int
     public let rank: Int
     public let worldSize: Int
+    public let microBatch: Int
     let rng: CounterRNG
 
-    public init(count: Int, batchSize: Int, seed: UInt64, rank: Int, worldSize: Int) {
-        precondition(count >= 0 && batchSize >= 1 && worldSize >= 1 && (0..<worldSize).contains(rank),
-                     "EpochSampler: count \(count), batch \(batchSize), rank \(rank) of \(worldSize)")
+    public init(count: Int, batchSize: Int, seed: UInt64, rank: Int, worldSize: Int, microBatch: Int) {
+        precondition(count >= 0 && batchSize >= 1 && worldSize >= 1 && (0..<worldSize).contains(rank) && microBatch >= 1,
+                     "EpochSampler: count \(count), batch \(batchSize), rank \(rank) of \(worldSize), micro-batch \(microBatch)")
         self.count = count; self.batchSize = batchSize; self.rank = rank; self.worldSize = worldSize
+        self.microBatch = microBatch
         rng = CounterRNG(seed: seed)
     }
 
     public var stepsPerEpoch: Int { (count + batchSize - 1) / batchSize }
 
     /// The most examples any rank holds of one global batch: what its buffers are sized for.
-    public var largestShare: Int { (batchSize + worldSize - 1) / worldSize }
+    public var largestShare: Int {
+        let chunks = (batchSize + microBatch - 1) / microBatch
+        return min(batchSize, (chunks + worldSize - 1) / worldSize * microBatch)
+    }
 
     /// The global batches of epoch `epoch` (0-based).
     public func epoch(_ epoch: Int) -> Epoch {
@@ -38,33 +46,52 @@ public struct EpochSampler: Sendable {
         public func batch(_ step: Int) -> GlobalBatch {
             let lo = step * sampler.batchSize, hi = min(lo + sampler.batchSize, order.count)
             precondition(lo < hi, "EpochSampler: step \(step) is past the epoch's \(sampler.stepsPerEpoch)")
-            let share = contiguousShare(of: hi - lo, part: sampler.rank, parts: sampler.worldSize)
-            return GlobalBatch(epoch: number, step: step, indices: order[lo..<hi], share: share)
+            return GlobalBatch(epoch: number, step: step, indices: order[lo..<hi], microBatch: sampler.microBatch,
+                               rank: sampler.rank, worldSize: sampler.worldSize)
         }
     }
 }
 
-/// One step's examples: `indices` (dataset indices, the whole global batch in schedule order)
-/// and the positions `share` of them that this rank computes.
+/// One step's examples: `indices` (dataset indices, the whole global batch in schedule order),
+/// cut into micro-batches of `microBatch`, and the positions `share` of them that this rank
+/// computes: whole micro-batches (`microBatchShare`).
 public struct GlobalBatch: Sendable {
     public let epoch: Int
     /// The step within the epoch (0-based).
     public let step: Int
     public let indices: ArraySlice<Int>
+    public let microBatch: Int
     public let share: Range<Int>
 
-    public init(epoch: Int, step: Int, indices: ArraySlice<Int>, share: Range<Int>) {
-        precondition(share.lowerBound >= 0 && share.upperBound <= indices.count, "GlobalBatch: share \(share) of \(indices.count)")
-        self.epoch = epoch; self.step = step; self.indices = indices; self.share = share
+    public init(epoch: Int, step: Int, indices: ArraySlice<Int>, microBatch: Int, rank: Int, worldSize: Int) {
+        self.epoch = epoch; self.step = step; self.indices = indices; self.microBatch = microBatch
+        share = microBatchShare(of: indices.count, microBatch: microBatch, part: rank, parts: worldSize)
     }
 
     /// Examples in the global batch (the loss is their mean).
     public var size: Int { indices.count }
 
+    /// Micro-batches in the global batch.
+    public var microBatches: Int { (indices.count + microBatch - 1) / microBatch }
+
+    /// Micro-batches this rank computes.
+    public var localMicroBatches: Int { (share.count + microBatch - 1) / microBatch }
+
+    /// Positions within this rank's share of its micro-batch `k`.
+    public func localMicroBatch(_ k: Int) -> Range<Int> { k * microBatch ..< min((k + 1) * microBatch, share.count) }
+
     /// This rank's dataset indices.
     public var mine: ArraySlice<Int> {
         indices[(indices.startIndex + share.lowerBound)..<(indices.startIndex + share.upperBound)]
     }
+}
+
+/// Part `part` of `count` items cut into micro-batches of `microBatch` (the last may be smaller)
+/// whose micro-batches are split among `parts` by `contiguousShare`: whole micro-batches,
+/// contiguous, in order.
+public func microBatchShare(of count: Int, microBatch: Int, part: Int, parts: Int) -> Range<Int> {
+    let chunks = contiguousShare(of: (count + microBatch - 1) / microBatch, part: part, parts: parts)
+    return min(chunks.lowerBound * microBatch, count) ..< min(chunks.upperBound * microBatch, count)
 }
 
 /// Part `part` of `count` items split among `parts`: contiguous, in order, sizes differing by at

@@ -4,8 +4,11 @@ import Foundation
 ///
 /// Training normalises with the batch's mean and biased variance; with a `StatisticsReducer`
 /// those are the *global* batch's (SyncBatchNorm): forward sums `[count | Σx | Σx²]` per
-/// channel in Double in one call, backward sums `[Σdy | Σdy·x̂]` in one call. γ and β
-/// gradients stay local; the trainer's gradient exchange sums them.
+/// channel in Double in one call, backward sums `[Σdy | Σdy·x̂]` in one call. Each micro-batch's
+/// sums are formed apart (a plane in Float, planes added in Double, images in order) and the
+/// micro-batches' rows are added in global micro-batch order (`StatisticsReducer.sumInOrder`),
+/// so the statistics are the same bits on any number of ranks and workers. γ and β gradients
+/// are per micro-batch, like every parameter gradient.
 /// Running statistics follow Keras: r = m·r + (1−m)·batch, with the unbiased variance.
 public final class BatchNorm: FoldsIntoConvolution {
     public let inputShape: Shape
@@ -32,8 +35,10 @@ public final class BatchNorm: FoldsIntoConvolution {
     var batchMean: [Float], batchInvStd: [Float]
     var globalCount: Double = 0
     var hasTrainingForward = false
-    /// Reduction scratch: [count | Σx (C) | Σx² (C)] forward, [Σdy (C) | Σdy·x̂ (C)] backward.
+    /// The sums: [count | Σx (C) | Σx² (C)] forward, [Σdy (C) | Σdy·x̂ (C)] backward.
     var sums: [Double]
+    /// Per micro-batch rows of the same, before they are added up.
+    var rows: [Double] = []
 
     public init(input: Shape, momentum: Float, epsilon: Float) {
         self.inputShape = input; self.momentum = momentum; self.epsilon = epsilon
@@ -74,25 +79,26 @@ public final class BatchNorm: FoldsIntoConvolution {
             normalize(x, y, batch: batch)
             return
         }
-        // Local sums: [count | Σx | Σx²] in Double.
-        sums[0] = Double(batch * S)
-        sums.withUnsafeMutableBufferPointer { sp in
-          let sums = sp
+        // Per micro-batch [count | Σx | Σx²] in Double, added in micro-batch order.
+        let width = 1 + 2 * C, chunks = context.microBatchCount(batch)
+        if rows.count < chunks * width { rows = [Double](repeating: 0, count: chunks * width) }
+        rows.withUnsafeMutableBufferPointer { rp in
+          let rows = rp
           Parallel.chunks(C, cost: batch * S * 2) { _, channels in
           for c in channels {
-            var s = 0.0, q = 0.0
-            for n in 0..<batch {
-                let p = x + (n * C + c) * S
-                let (fs, fq) = Reduce.sumAndSquares(p, count: S)   // a plane in Float, merged in Double
-                s += Double(fs); q += Double(fq)
+            for k in 0..<chunks {
+                var s = 0.0, q = 0.0
+                for n in context.microBatchRange(k, of: batch) {
+                    let (fs, fq) = Reduce.sumAndSquares(x + (n * C + c) * S, count: S)   // a plane in Float, merged in Double
+                    s += Double(fs); q += Double(fq)
+                }
+                rows[k * width + 1 + c] = s; rows[k * width + 1 + C + c] = q
             }
-            sums[1 + c] = s; sums[1 + C + c] = q
           }
           }
+          for k in 0..<chunks { rows[k * width] = Double(context.microBatchRange(k, of: batch).count * S) }
         }
-        if let reducer = context.reducer {
-            try sums.withUnsafeMutableBufferPointer { try reducer.sum($0, phase: "batch-norm forward") }
-        }
+        try combine(width: width, chunks: chunks, context: context, phase: "batch-norm forward")
         let count = sums[0]
         globalCount = count
         guard count > 0 else { hasTrainingForward = true; return }
@@ -107,6 +113,22 @@ public final class BatchNorm: FoldsIntoConvolution {
         }
         normalize(x, y, batch: batch)
         hasTrainingForward = true
+    }
+
+    /// `sums[0..<width]` = the rows of `chunks` micro-batches added in global micro-batch order:
+    /// over all ranks with a reducer, else this process's rows.
+    func combine(width: Int, chunks: Int, context: PassContext, phase: String) throws {
+        try rows.withUnsafeBufferPointer { rp in
+            let mine = UnsafeBufferPointer(rebasing: rp[0..<(chunks * width)])
+            try sums.withUnsafeMutableBufferPointer { sp in
+                let total = UnsafeMutableBufferPointer(rebasing: sp[0..<width])
+                if let reducer = context.reducer {
+                    try reducer.sumInOrder(mine, width: width, into: total, phase: phase)
+                } else {
+                    foldRows(mine, width: width, into: total)
+                }
+            }
+        }
     }
 
     /// y = γ·(x − mean)·invstd + β with the cached mean and invstd.
@@ -153,34 +175,34 @@ public final class BatchNorm: FoldsIntoConvolution {
         // exponential per element cost ten times the rest of this backward). Either replaces dy
         // in place (dy is this layer's own scratch), so the dx pass reads it as is.
         let act = fusedActivation, alpha = fusedAlpha
-        // Local [Σdy | Σdy·x̂].
-        sums.withUnsafeMutableBufferPointer { sp in
-          let sums = sp
+        // Per micro-batch [Σdy | Σdy·x̂]; each micro-batch's γ and β gradients into its slot.
+        let width = 2 * C, chunks = context.microBatchCount(batch)
+        rows.withUnsafeMutableBufferPointer { rp in
+          let rows = rp
           Parallel.chunks(C, cost: batch * S * 3) { _, channels in
           for c in channels {
             let mean = batchMean[c], inv = batchInvStd[c], gm = gamma[c], bt = beta[c]
-            var sdy = 0.0, sdyx = 0.0
-            for n in 0..<batch {
-                let p = x + (n * C + c) * S, g = dy + (n * C + c) * S
-                if act == .elu {
-                    let out = y + (n * C + c) * S
-                    for i in 0..<S { let v = out[i]; g[i] = v > 0 ? g[i] : g[i] * (v + alpha) }
+            for k in 0..<chunks {
+                var sdy = 0.0, sdyx = 0.0
+                for n in context.microBatchRange(k, of: batch) {
+                    let p = x + (n * C + c) * S, g = dy + (n * C + c) * S
+                    if act == .elu {
+                        let out = y + (n * C + c) * S
+                        for i in 0..<S { let v = out[i]; g[i] = v > 0 ? g[i] : g[i] * (v + alpha) }
+                    }
+                    let (a, b) = Reduce.gatedSums(g, p, mean: mean, invStd: inv, gamma: gm, beta: bt,
+                                                  relu: act == .relu, count: S)
+                    sdy += Double(a); sdyx += Double(b)
                 }
-                let (a, b) = Reduce.gatedSums(g, p, mean: mean, invStd: inv, gamma: gm, beta: bt,
-                                              relu: act == .relu, count: S)
-                sdy += Double(a); sdyx += Double(b)
+                rows[k * width + c] = sdy; rows[k * width + C + c] = sdyx
+                dBeta[k * context.gradientStride + c] = Float(sdy)
+                dGamma[k * context.gradientStride + c] = Float(sdyx)
             }
-            sums[c] = sdy; sums[C + c] = sdyx
-            dBeta[c] += Float(sdy); dGamma[c] += Float(sdyx)
           }
           }
         }
         guard let dx else { return }
-        if let reducer = context.reducer {
-            try sums.withUnsafeMutableBufferPointer {
-                try reducer.sum(UnsafeMutableBufferPointer(rebasing: $0[0..<(2 * C)]), phase: "batch-norm backward")
-            }
-        }
+        try combine(width: width, chunks: chunks, context: context, phase: "batch-norm backward")
         let m = globalCount
         guard m > 0 else { return }
         // dx = γ·invstd·(dy − Σdy/M − x̂·Σdy·x̂/M)

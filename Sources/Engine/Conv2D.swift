@@ -44,7 +44,6 @@ public final class Conv2D: Layer {
     var im2colSpace: Im2colWorkspace?
     var shiftedSpace: ShiftedWorkspace?
     var winogradSpace: WinogradWorkspace?
-    var partials: [FloatBuffer] = []               // workers 1…: (out·K + out) partial dW, db
     /// Weights (out, K) and bias (out) with a following batch norm folded in (inference only).
     var foldedOperands = FloatBuffer(count: 0)
 
@@ -167,9 +166,6 @@ public final class Conv2D: Layer {
 
     public func reserve(batch: Int) {
         let workers = Parallel.workers
-        if partials.count != max(0, workers - 1) {
-            partials = (0..<max(0, workers - 1)).map { _ in FloatBuffer(count: filters * patch + filters) }
-        }
         switch path {
         case .winograd:
             if winogradSpace?.workers != workers { winogradSpace = WinogradWorkspace(self, workers: workers) }
@@ -196,7 +192,7 @@ public final class Conv2D: Layer {
                         context: PassContext) throws {
         forward(x, y, batch: batch, operands: ForwardOperands(weight: weight, bias: bias.map { UnsafePointer($0) },
                                                               activation: activation, alpha: 1),
-                keepsColumns: context.training)
+                context: context, keepsColumns: context.training)
     }
 
     /// A linear convolution folds the batch norm of its channels that follows it.
@@ -210,7 +206,7 @@ public final class Conv2D: Layer {
     /// weights become w·s and the bias b·s + t, so the batch norm's own pass over the output
     /// disappears. The same function up to rounding (tests hold it to the two passes).
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
-                        folding bn: FoldsIntoConvolution) {
+                        folding bn: FoldsIntoConvolution, context: PassContext) {
         precondition(activation == .linear && bn.channels == filters,
                      "Conv2D: only a linear convolution folds the batch norm of its \(filters) channels")
         if foldedOperands.count != filters * patch + filters { foldedOperands = FloatBuffer(count: filters * patch + filters) }
@@ -221,21 +217,23 @@ public final class Conv2D: Layer {
             b[o] = (bias?[o] ?? 0) * scale + shift
         }
         forward(x, y, batch: batch, operands: ForwardOperands(weight: w, bias: b, activation: bn.fusedActivation,
-                                                              alpha: bn.fusedAlpha))
+                                                              alpha: bn.fusedAlpha), context: context)
     }
 
-    /// `keepsColumns`: a training forward, whose column matrices backward may reuse.
+    /// `keepsColumns`: a training forward, whose column matrices backward may reuse. The
+    /// Winograd and shifted paths batch images in their GEMMs, so they run per micro-batch; the
+    /// im2col path's GEMMs are one image's.
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int, operands: ForwardOperands,
-                 keepsColumns: Bool = false) {
+                 context: PassContext, keepsColumns: Bool = false) {
         layoutPhase = 0
         if let space = preparedWinogradSpace(forwardWeight: operands.weight, flipped: false) {
-            Parallel.chunks(batch, cost: forwardFlops) { t, images in
+            context.forEachMicroBatch(batch, cost: forwardFlops) { t, _, images in
                 winogradForward(x, y, images: images, worker: t, space: space, operands: operands)
             }
             return
         }
         if let space = preparedShiftedSpace(weight: operands.weight) {
-            Parallel.chunks(batch, cost: forwardFlops) { t, images in
+            context.forEachMicroBatch(batch, cost: forwardFlops) { t, _, images in
                 shiftedForward(x, y, images: images, worker: t, space: space, operands: operands)
             }
             return
@@ -250,12 +248,11 @@ public final class Conv2D: Layer {
         let im2col = shifted == nil && winograd == nil ? preparedIm2colSpace() : nil
         // The last forward on the im2col path was a training forward of these `batch` images.
         let kept = im2col?.holds(batch: batch, input: x) ?? false
-        let used = Parallel.chunks(batch, cost: 3 * forwardFlops) { t, images in
-            // Worker 0 accumulates straight into the gradient buffer, the others into partials
-            // that are added afterwards in worker order.
-            let dW = t == 0 ? dWeight! : partials[t - 1].pointer
-            let dB = t == 0 ? dBias : partials[t - 1].pointer + filters * patch
-            if t > 0 { partials[t - 1].zero() }
+        context.forEachMicroBatch(batch, cost: 3 * forwardFlops) { t, k, images in
+            // Each micro-batch's gradients accumulate from zero in its own slot.
+            let dW = dWeight + k * context.gradientStride, dB = dBias.map { $0 + k * context.gradientStride }
+            dW.update(repeating: 0, count: filters * patch)
+            dB?.update(repeating: 0, count: filters)
             if let winograd {
                 winogradBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: winograd)
             } else if let shifted {
@@ -263,12 +260,6 @@ public final class Conv2D: Layer {
             } else if let im2col {
                 im2colBackward(x, y, dy, dx, images: images, worker: t, dW: dW, dB: dB, space: im2col, kept: kept)
             }
-        }
-        // Only the workers that ran this call hold fresh partials.
-        for t in stride(from: 1, to: used, by: 1) {
-            let p = partials[t - 1].pointer
-            for i in 0..<(filters * patch) { dWeight[i] += p[i] }
-            if let dBias { for o in 0..<filters { dBias[o] += p[filters * patch + o] } }
         }
     }
 

@@ -42,7 +42,7 @@ public final class Dense: Layer {
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
                         context: PassContext) throws {
         guard batch > 0 else { return }
-        Parallel.chunks(batch, cost: forwardFlops) { _, rows in
+        context.forEachMicroBatch(batch, cost: forwardFlops) { _, _, rows in
             let xr = x + rows.lowerBound * inputs, yr = y + rows.lowerBound * units
             BLAS.gemm(transB: true, m: rows.count, n: units, k: inputs, xr, lda: inputs, weight, ldb: inputs,
                       beta: 0, yr, ldc: units)
@@ -56,19 +56,21 @@ public final class Dense: Layer {
     public func backward(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ dy: UnsafeMutablePointer<Float>,
                          _ dx: UnsafeMutablePointer<Float>?, batch: Int, context: PassContext) throws {
         guard batch > 0 else { return }
-        ActivationFunction.backward(activation, alpha: 1, y: y, dy, count: batch * units)
-        if let dBias {
-            for n in 0..<batch { let row = dy + n * units; for u in 0..<units { dBias[u] += row[u] } }
-        }
-        // dW (out, in) += dyᵀ (out, N) · x (N, in), each worker a disjoint block of output rows.
-        Parallel.chunks(units, cost: batch * inputs) { _, u in
-            BLAS.gemm(transA: true, m: u.count, n: inputs, k: batch, dy + u.lowerBound, lda: units, x, ldb: inputs,
-                      beta: 1, dWeight + u.lowerBound * inputs, ldc: inputs)
-        }
-        // dx (N, in) = dy (N, out) · W (out, in)
-        if let dx {
-            Parallel.chunks(batch, cost: forwardFlops) { _, rows in
-                BLAS.gemm(m: rows.count, n: inputs, k: units, dy + rows.lowerBound * units, lda: units, weight, ldb: inputs,
+        context.forEachMicroBatch(batch, cost: 3 * forwardFlops) { _, k, rows in
+            let dyr = dy + rows.lowerBound * units, xr = x + rows.lowerBound * inputs
+            ActivationFunction.backward(activation, alpha: 1, y: y + rows.lowerBound * units, dyr, count: rows.count * units)
+            let slot = k * context.gradientStride
+            if let dBias {
+                let db = dBias + slot
+                for u in 0..<units { db[u] = 0 }
+                for n in 0..<rows.count { let row = dyr + n * units; for u in 0..<units { db[u] += row[u] } }
+            }
+            // dW (out, in) = dyᵀ (out, n) · x (n, in) of this micro-batch, into its slot.
+            BLAS.gemm(transA: true, m: units, n: inputs, k: rows.count, dyr, lda: units, xr, ldb: inputs,
+                      beta: 0, dWeight + slot, ldc: inputs)
+            // dx (n, in) = dy (n, out) · W (out, in)
+            if let dx {
+                BLAS.gemm(m: rows.count, n: inputs, k: units, dyr, lda: units, weight, ldb: inputs,
                           beta: 0, dx + rows.lowerBound * inputs, ldc: inputs)
             }
         }

@@ -1,8 +1,25 @@
 /// Sums per-channel statistics across the ranks that share a global batch. The engine knows
 /// nothing of MPI: the trainer injects one into batch-norm layers for SyncBatchNorm.
 public protocol StatisticsReducer: AnyObject {
-    /// Replaces every element by its sum over all ranks (same length and order everywhere).
-    func sum(_ buffer: UnsafeMutableBufferPointer<Double>, phase: String) throws
+    /// `rows` holds this rank's micro-batches' partial sums, `width` Doubles each, in micro-batch
+    /// order (a rank's micro-batches follow those of the ranks before it). Writes into `total` on
+    /// every rank the sum of every rank's rows added one after another in global micro-batch
+    /// order — the same left fold `foldRows` makes of all rows in one process, so the bits do not
+    /// depend on how the micro-batches were spread over ranks.
+    func sumInOrder(_ rows: UnsafeBufferPointer<Double>, width: Int, into total: UnsafeMutableBufferPointer<Double>,
+                    phase: String) throws
+}
+
+/// Adds `rows` (`width` Doubles each) into `total` one row after another, starting from zero:
+/// the one order every rank's partial sums are combined in (`StatisticsReducer`).
+public func foldRows(_ rows: UnsafeBufferPointer<Double>, width: Int, into total: UnsafeMutableBufferPointer<Double>) {
+    precondition(total.count == width && rows.count % max(width, 1) == 0, "foldRows: \(rows.count) values in rows of \(width)")
+    for i in 0..<width { total[i] = 0 }
+    var r = 0
+    while r < rows.count {
+        for i in 0..<width { total[i] += rows[r + i] }
+        r += width
+    }
 }
 
 /// What a forward pass needs besides its input.
@@ -17,11 +34,47 @@ public struct PassContext {
     public var exampleOffset: Int
     /// Sums batch-norm statistics over ranks (nil: statistics of this rank's shard only).
     public var reducer: StatisticsReducer?
+    /// Examples per micro-batch. Layers cut their batch into consecutive micro-batches of this
+    /// size (the last may be smaller), run their batched arithmetic (every GEMM whose shape
+    /// involves the batch) once per micro-batch, and keep each micro-batch's sums over examples
+    /// (parameter gradients, batch-norm statistics) apart. Workers take whole micro-batches, so
+    /// an example's outputs and a micro-batch's sums are the same bits whatever the number of
+    /// workers, and — with ranks holding whole micro-batches of the global batch — of ranks
+    /// (OpenBLAS's results depend on where an element sits in the GEMM). The model sets it
+    /// (`Model.microBatch`).
+    public internal(set) var microBatch = Model.defaultMicroBatch
+    /// Floats from micro-batch k's parameter gradients to micro-batch k+1's (set by the model).
+    var gradientStride = 0
+    /// Whether `Model.backward` sums the micro-batches' gradients into `Model.gradients` itself
+    /// (exactly, `MicroBatchGradients`); the trainer turns it off to sum them over ranks.
+    public var sumsGradients = true
 
     public init(training: Bool, rng: CounterRNG = CounterRNG(seed: 0), step: Int = 0,
                 exampleOffset: Int = 0, reducer: StatisticsReducer? = nil) {
         self.training = training; self.rng = rng; self.step = step
         self.exampleOffset = exampleOffset; self.reducer = reducer
+    }
+
+    /// Micro-batches in a batch of `batch` examples.
+    func microBatchCount(_ batch: Int) -> Int { (batch + microBatch - 1) / microBatch }
+
+    /// Examples of micro-batch `k` of a batch of `batch`.
+    func microBatchRange(_ k: Int, of batch: Int) -> Range<Int> {
+        k * microBatch ..< min((k + 1) * microBatch, batch)
+    }
+
+    /// Calls `body(worker, k, examples)` for every micro-batch `k` of a batch of `batch`, the
+    /// workers taking whole micro-batches (`cost` ≈ operations per example).
+    func forEachMicroBatch(_ batch: Int, cost: Int, _ body: (Int, Int, Range<Int>) -> Void) {
+        let count = microBatchCount(batch)
+        Parallel.chunks(count, cost: cost * microBatch) { t, ks in
+            for k in ks { body(t, k, microBatchRange(k, of: batch)) }
+        }
+    }
+
+    /// Like `forEachMicroBatch`, for work that can throw (run one micro-batch after another).
+    func forEachMicroBatchInOrder(_ batch: Int, _ body: (Int, Range<Int>) throws -> Void) rethrows {
+        for k in 0..<microBatchCount(batch) { try body(k, microBatchRange(k, of: batch)) }
     }
 }
 
@@ -39,10 +92,10 @@ public struct TensorSlot: Equatable, Sendable {
 }
 
 /// One layer of the network. Forward and backward sit next to each other in each layer's
-/// file; backward *adds* into parameter gradients (the trainer zeroes them) and *writes* the
-/// input gradient. Backward may overwrite `dy` (it belongs to this layer by then). Backward
-/// touches no gradients but its own slice, and is done with them when it returns: the layers
-/// above may already be exchanging theirs (`Model.backward`'s `gradientsDone`).
+/// file; backward *writes* each micro-batch's parameter gradients into that micro-batch's slot
+/// (`PassContext.gradientStride` apart, slot 0 at the bound gradients) and the input gradient.
+/// Backward may overwrite `dy` (it belongs to this layer by then) and touches no gradients but
+/// its own slice.
 public protocol Layer: AnyObject {
     var kind: LayerSpec.Kind { get }
     var inputShape: Shape { get }
@@ -96,7 +149,7 @@ public protocol Layer: AnyObject {
     /// The inference forward of this layer followed by `next`, in one pass; `next` is what
     /// `folding(_:)` returned.
     func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
-                 folding next: FoldsIntoConvolution)
+                 folding next: FoldsIntoConvolution, context: PassContext)
 }
 
 /// A layer whose inference is, per channel, y = activation(x·scale + shift) (a batch norm with
@@ -128,7 +181,7 @@ extension Layer {
     public func fuse(_ activation: Activation, alpha: Float) -> Bool { false }
     public func folding(_ next: Layer) -> FoldsIntoConvolution? { nil }
     public func forward(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, batch: Int,
-                        folding next: FoldsIntoConvolution) {
+                        folding next: FoldsIntoConvolution, context: PassContext) {
         preconditionFailure("\(kind) folds no layer after it")
     }
 }

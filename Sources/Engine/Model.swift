@@ -28,8 +28,18 @@ public final class Model {
 
     /// (P) trainable parameters.
     public let parameters: FloatBuffer
-    /// (P) gradients of the parameters, same layout.
-    public let gradientBuffer: FloatBuffer
+    /// Gradients of the parameters, same layout: one slot of P per micro-batch of the largest
+    /// batch reserved (`PassContext.microBatch`), micro-batch k's at k·P. After a backward that
+    /// sums them (the default), slot 0 holds their exact sum.
+    public private(set) var gradientBuffer: FloatBuffer
+    /// Slots of P gradients in `gradientBuffer`.
+    public private(set) var gradientSlots = 1
+    /// Examples per micro-batch (`PassContext.microBatch`): what results are a function of,
+    /// besides the data, the weights and the seed. Set it before `reserve`.
+    public var microBatch = Model.defaultMicroBatch {
+        didSet { precondition(microBatch >= 1, "Model.microBatch must be at least 1, got \(microBatch)") }
+    }
+    public static let defaultMicroBatch = 16
     /// (S) non-trainable state: running means and variances.
     public let state: FloatBuffer
 
@@ -127,10 +137,36 @@ public final class Model {
         parameters = FloatBuffer(count: pOffset)
         gradientBuffer = FloatBuffer(count: pOffset)
         state = FloatBuffer(count: sOffset)
-        for (layer, (p, s)) in zip(layers, layerOffsets) {
-            layer.bind(parameters: parameters.pointer + p, gradients: gradientBuffer.pointer + p,
-                       state: state.pointer + s)
+        layerStateOffsets = layerOffsets.map(\.1)
+        bindLayers()
+    }
+
+    /// Where each layer's state starts.
+    let layerStateOffsets: [Int]
+
+    /// Points every layer at its slices of the parameters, gradient slot 0 and state.
+    private func bindLayers() {
+        for (i, layer) in layers.enumerated() {
+            layer.bind(parameters: parameters.pointer + parameterOffsets[i], gradients: gradientBuffer.pointer + parameterOffsets[i],
+                       state: state.pointer + layerStateOffsets[i])
         }
+    }
+
+    /// Grows the gradient buffer to one slot per micro-batch of `batch` examples.
+    private func reserveGradientSlots(batch: Int) {
+        let slots = max(1, (batch + microBatch - 1) / microBatch)
+        guard slots > gradientSlots else { return }
+        gradientSlots = slots
+        gradientBuffer = FloatBuffer(count: slots * parameterCount)
+        bindLayers()
+    }
+
+    /// `context` as this model's layers run it: its micro-batch size and gradient slots.
+    private func prepared(_ context: PassContext) -> PassContext {
+        var context = context
+        context.microBatch = microBatch
+        context.gradientStride = parameterCount
+        return context
     }
 
     static func makeLayer(_ s: LayerSpec, index i: Int, input: Shape) throws -> Layer {
@@ -195,6 +231,7 @@ public final class Model {
 
     /// Sizes activations and workspaces for batches of up to `batch` examples.
     public func reserve(batch: Int) {
+        reserveGradientSlots(batch: batch)
         guard batch > capacity else { return }
         capacity = batch
         if batch > inferenceCapacity { input = FloatBuffer(count: batch * inputShape.count) }
@@ -241,6 +278,7 @@ public final class Model {
     /// the activations live in two ping-pong buffers; training keeps every layer's output.
     @discardableResult
     public func forward(batch: Int, context: PassContext) throws -> UnsafeMutablePointer<Float> {
+        let context = prepared(context)
         if !context.training && batch <= inferenceCapacity {
             var x = UnsafePointer(input.pointer)
             var out = inferA.pointer, spare = inferB.pointer
@@ -248,7 +286,7 @@ public final class Model {
             for (i, layer) in layers.enumerated() where !fused[i] && !(folds && foldedIntoConvolution[i]) {
                 try timed(i, \.forward) {
                     if folds, let next = foldsNext[i] {
-                        layer.forward(x, out, batch: batch, folding: next)
+                        layer.forward(x, out, batch: batch, folding: next, context: context)
                     } else {
                         try layer.forward(x, out, batch: batch, context: context)
                     }
@@ -280,15 +318,14 @@ public final class Model {
 
     public var logits: UnsafeMutablePointer<Float> { activations.last!.pointer }
 
-    /// Back-propagates dlogits (N, classes), adding into the gradient buffer. The input's own
-    /// gradient is written to `inputGradient` when asked for (tests), else skipped.
-    ///
-    /// After each layer, `gradientsDone(p)` says that gradients `p ..< parameterCount` are final
-    /// (layers run last to first and touch only their own gradients), so a caller can start
-    /// sending them while the layers below compute.
+    /// Back-propagates dlogits (N, classes): each micro-batch's parameter gradients land in its
+    /// slot of `gradientBuffer`, and unless `context.sumsGradients` is off they are then summed
+    /// exactly into slot 0 (`gradients`). The input's own gradient is written to `inputGradient`
+    /// when asked for (tests), else skipped.
     public func backward(batch: Int, dlogits: UnsafePointer<Float>, context: PassContext,
-                         inputGradient: UnsafeMutablePointer<Float>? = nil,
-                         gradientsDone: (Int) throws -> Void = { _ in }) throws {
+                         inputGradient: UnsafeMutablePointer<Float>? = nil) throws {
+        let context = prepared(context)
+        precondition(context.microBatchCount(batch) <= gradientSlots, "Model.backward: reserve(batch:) first")
         var dy = gradA.pointer, spare = gradB.pointer
         dy.update(from: dlogits, count: batch * classes)
         for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
@@ -298,10 +335,13 @@ public final class Model {
                 try layers[i].backward(x, activations[i].pointer, dy, dx, batch: batch, context: context)
             }
             swap(&dy, &spare)
-            try gradientsDone(parameterOffsets[i])
+        }
+        if context.sumsGradients {
+            MicroBatchGradients(self).sumLocally(slots: context.microBatchCount(batch))
         }
     }
 
+    /// Zeroes every gradient slot (backward writes the slots it uses; tests start from zero).
     public func zeroGradients() { gradientBuffer.zero() }
 
     /// Keras L2: Σ λ·Σw² over kernels (Double), and its gradient 2λw added into `gradients`.

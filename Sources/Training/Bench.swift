@@ -28,8 +28,8 @@ public struct BenchResult: Codable, Sendable {
     public var mode: String
     /// Batch-norm statistics over the global batch ("global") or per rank ("local").
     public var bnSync: String
-    /// `--bucket-mib`: 0 = one gradient exchange after backward.
-    public var bucketMiB: Double
+    /// `--micro-batch`.
+    public var microBatch: Int
     /// Largest resident set of any rank, MiB.
     public var peakRSSMiB: Double
     /// Per layer milliseconds per step (convolutions followed by their data-layout share),
@@ -41,7 +41,7 @@ public struct BenchResult: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, worldSize = "world_size", threadsPerRank = "threads_per_rank", batchSize = "batch_size", steps, seconds
         case imagesPerSecond = "images_per_second", gflops, sgemmPeakGflops = "sgemm_peak_gflops", peakShare = "peak_share"
-        case allReduceShare = "all_reduce_share", allReduceShareLeast = "all_reduce_share_least", stepMilliseconds = "step_milliseconds", profile, phases, mode, bnSync = "bn_sync", bucketMiB = "bucket_mib"
+        case allReduceShare = "all_reduce_share", allReduceShareLeast = "all_reduce_share_least", stepMilliseconds = "step_milliseconds", profile, phases, mode, bnSync = "bn_sync", microBatch = "micro_batch"
         case peakRSSMiB = "peak_rss_mib"
     }
 }
@@ -72,8 +72,8 @@ public struct BenchOptions: Sendable {
     public var augmentation: AugmentationConfig = .none
     /// Batch norm statistics over the global batch (`train`'s default) or per rank.
     public var bnSync: TrainConfig.BatchNormSync = .global
-    /// As `train --bucket-mib`.
-    public var bucketMiB = TrainingStep.defaultBucketMiB
+    /// As `train --micro-batch`.
+    public var microBatch = Model.defaultMicroBatch
     public init() {}
 }
 
@@ -95,18 +95,17 @@ extension Tool {
         let batch = options.batchSize ?? spec.batchSize ?? 128
         let steps = options.steps, warmup = options.warmup, eval = options.eval
         let model = try Model(spec: spec)
+        model.microBatch = options.microBatch
         try requireClassifier(model)
         let convolutions = model.layers.compactMap { $0 as? Conv2D }
         for conv in convolutions { conv.algorithm = options.convolution }
         model.initialize(seed: 1)
         let adam = Adam(parameterCount: model.parameterCount, config: AdamConfig())
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: options.bnSync, seed: 1)
-        step.bucketMiB = options.bucketMiB
-        if eval { model.reserveInference(batch: (batch + comm.size - 1) / comm.size) } else {
-            step.reserve(batch: (batch + comm.size - 1) / comm.size)
-        }
+        let mine = microBatchShare(of: batch, microBatch: options.microBatch, part: comm.rank, parts: comm.size)
+        let largest = microBatchShare(of: batch, microBatch: options.microBatch, part: 0, parts: comm.size).count
+        if eval { model.reserveInference(batch: largest) } else { step.reserve(batch: largest) }
         let data = syntheticDataset(count: batch, shape: model.inputShape, classes: model.classes)
-        let mine = contiguousShare(of: batch, part: comm.rank, parts: comm.size)
         let indices = Array(0..<batch)
         let augmenter = options.augmentation == .none ? nil : Augmenter(config: options.augmentation, seed: 1)
         var times: [Double] = [], allReduce = 0.0
@@ -123,7 +122,8 @@ extension Tool {
                 Normalizer.unit.fill(model.input.pointer, from: data, indices: indices[mine])
                 try model.forward(batch: mine.count, context: PassContext(training: false))
             } else {
-                let globalBatch = GlobalBatch(epoch: 0, step: s, indices: indices[...], share: mine)
+                let globalBatch = GlobalBatch(epoch: 0, step: s, indices: indices[...], microBatch: options.microBatch,
+                                              rank: comm.rank, worldSize: comm.size)
                 exchange = try step.run(globalBatch, dataset: data, normalizer: .unit, augmenter: augmenter, globalStep: s,
                                         learningRate: 1e-4, stopRequested: false).exchangeSeconds
             }
@@ -178,16 +178,16 @@ extension Tool {
                            seconds: seconds, imagesPerSecond: images / seconds, gflops: gflops,
                            sgemmPeakGflops: peak * Double(comm.size), peakShare: gflops / (peak * Double(comm.size)),
                            allReduceShare: worst[1] / seconds, allReduceShareLeast: -worst[3] / seconds, stepMilliseconds: times.map { $0 * 1000 },
-                           mode: eval ? "eval" : "train", bnSync: options.bnSync.rawValue, bucketMiB: options.bucketMiB, peakRSSMiB: worst[2], profile: rows, phases: phases)
+                           mode: eval ? "eval" : "train", bnSync: options.bnSync.rawValue, microBatch: options.microBatch, peakRSSMiB: worst[2], profile: rows, phases: phases)
     }
 
     /// Every rank must measure the same thing: mpirun gives them one command line, but a launch
-    /// with several (`mpirun … : …`) could differ, and another bucket size would mismatch the
+    /// with several (`mpirun … : …`) could differ, and another micro-batch size would change the
     /// ring's messages. All ranks see all settings, so all stop together.
     static func agreeOnSettings(_ o: BenchOptions, comm: Communicator) throws {
         let mine = "model \(o.model), batch size \(o.batchSize.map(String.init) ?? "default"), steps \(o.steps), "
             + "warmup \(o.warmup), eval \(o.eval), convolution \(o.convolution), augment \(o.augmentation), "
-            + "bn-sync \(o.bnSync.rawValue), bucket-mib \(o.bucketMiB)"
+            + "bn-sync \(o.bnSync.rawValue), micro-batch \(o.microBatch)"
         if let d = try comm.firstRankDiffering(from: Array(mine.utf8), phase: "bench settings check") {
             throw RunError.config("rank \(d.rank) was started with different bench settings than rank 0 ('\(d.all[d.rank])' vs '\(d.all[0])'); start every rank with the same command line")
         }

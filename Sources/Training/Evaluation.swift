@@ -24,16 +24,22 @@ public struct EvaluationResult: Sendable {
     public var mistakes: [Misclassification] = []
 }
 
-/// Evaluates in inference mode, each rank on its contiguous shard of the set; the sums
-/// `[loss | correct | count | confusion]` travel in one all-reduce. With `mistakes:` > 0 the
-/// same pass keeps the most confident wrong predictions (for report.html), gathered after it.
+/// Evaluates in inference mode. The set is cut into micro-batches of the model's size and each
+/// rank takes whole ones (`microBatchShare`), running them in batches of up to `batchSize`; each
+/// micro-batch's loss is summed apart and the sums are added in micro-batch order over ranks,
+/// so the figures are the same bits on any number of ranks and threads. Counts (correct, the
+/// confusion matrix) are exact integers. With `mistakes:` > 0 the same pass keeps the most
+/// confident wrong predictions (for report.html), gathered after it.
 public func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, batchSize: Int,
                      comm: Communicator, mistakes limit: Int = 0) throws -> EvaluationResult {
-    let classes = model.classes
-    let mine = contiguousShare(of: dataset.count, part: comm.rank, parts: comm.size)
-    let batchSize = min(batchSize, max(mine.count, 1))
+    let classes = model.classes, micro = model.microBatch
+    let mine = microBatchShare(of: dataset.count, microBatch: micro, part: comm.rank, parts: comm.size)
+    // Whole micro-batches per forward, so each one's position in its GEMMs is its own.
+    let batchSize = max(micro, min(batchSize, max(mine.count, 1)) / micro * micro)
     model.reserveInference(batch: batchSize)
-    var sums = [Double](repeating: 0, count: 3 + classes * classes)
+    var counts = [Double](repeating: 0, count: 2 + classes * classes)   // [correct | count | confusion]
+    var lossRows: [Double] = []
+    lossRows.reserveCapacity((mine.count + micro - 1) / micro)
     var labels = [Int32](repeating: 0, count: batchSize)
     let context = PassContext(training: false)
     var mistakes: [Misclassification] = []
@@ -43,16 +49,22 @@ public func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, bat
         normalizer.fill(model.input.pointer, from: dataset, indices: start..<end)
         for j in 0..<n { labels[j] = Int32(dataset.labels[start + j]) }
         let logits = try model.forward(batch: n, context: context)
-        let (loss, correct) = labels.withUnsafeBufferPointer {
-            SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: $0.baseAddress!, batch: n, classes: classes,
-                                                scale: 1, dlogits: nil)
+        labels.withUnsafeBufferPointer { labels in
+            for k in stride(from: 0, to: n, by: micro) {
+                let m = min(micro, n - k)
+                let (loss, correct) = SoftmaxCrossEntropy.forwardBackward(
+                    logits: logits + k * classes, labels: labels.baseAddress! + k, batch: m, classes: classes,
+                    scale: 1, dlogits: nil)
+                lossRows.append(loss)
+                counts[0] += Double(correct)
+            }
         }
-        sums[0] += loss; sums[1] += Double(correct); sums[2] += Double(n)
+        counts[1] += Double(n)
         for j in 0..<n {
             let row = logits + j * classes
             var arg = 0
             for c in 1..<classes where row[c] > row[arg] { arg = c }
-            sums[3 + Int(labels[j]) * classes + arg] += 1
+            counts[2 + Int(labels[j]) * classes + arg] += 1
             if limit > 0 && arg != Int(labels[j]) {
                 var sum = 0.0
                 for c in 0..<classes { sum += exp(Double(row[c] - row[arg])) }
@@ -62,11 +74,17 @@ public func evaluate(model: Model, dataset: Dataset, normalizer: Normalizer, bat
         start = end
     }
     comm.phase = "evaluation all-reduce"
-    try comm.allReduceSum(&sums)
-    let count = max(sums[2], 1)
-    let confusion = (0..<classes).map { t in (0..<classes).map { p in Int(sums[3 + t * classes + p]) } }
-    var result = EvaluationResult(loss: reportedLoss(sums[0] / count, of: model), accuracy: sums[1] / count,
-                                  count: Int(sums[2]), confusion: confusion)
+    try comm.allReduceSum(&counts)   // integers below 2^53: exact in any order
+    var loss = [0.0]
+    try lossRows.withUnsafeBufferPointer { rows in
+        try loss.withUnsafeMutableBufferPointer {
+            try CommunicatorReducer(comm).sumInOrder(rows, width: 1, into: $0, phase: "evaluation loss sum")
+        }
+    }
+    let count = max(counts[1], 1)
+    let confusion = (0..<classes).map { t in (0..<classes).map { p in Int(counts[2 + t * classes + p]) } }
+    var result = EvaluationResult(loss: reportedLoss(loss[0] / count, of: model), accuracy: counts[0] / count,
+                                  count: Int(counts[1]), confusion: confusion)
     if limit > 0 { result.mistakes = try mostConfident(mistakes, limit: limit, comm: comm) }
     return result
 }

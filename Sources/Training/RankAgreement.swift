@@ -64,7 +64,6 @@ extension Trainer {
         case .file(let path): resume = "file " + path
         }
         fields["checkpoint-every"] = options.checkpointEvery.map(String.init) ?? "off"
-        fields["bucket-mib"] = "\(options.bucketMiB)"
         fields["step-timeout"] = options.stepTimeout.map { "\($0)" } ?? "off"
         fields["resume"] = resume
         fields["keep"] = "\(options.keep)"

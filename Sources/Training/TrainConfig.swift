@@ -10,6 +10,10 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var epochs: Int = 3
     /// Global batch size, split across ranks.
     public var batchSize: Int = 128
+    /// Examples per micro-batch: the unit the global batch is cut into, whose sums are formed
+    /// apart and added exactly (`TrainingStep`); the result depends on it, not on ranks or threads.
+    public var microBatch: Int = TrainConfig.defaultMicroBatch
+    public static let defaultMicroBatch = Model.defaultMicroBatch
     public var learningRate: Double = 1e-3
     public var adam = AdamConfig()
     public var seed: UInt64 = 1
@@ -40,7 +44,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public init(model: ModelSpec) { self.model = model }
 
     enum CodingKeys: String, CodingKey {
-        case model, dataDirectory, epochs, batchSize, learningRate, adam, seed, validationSplit, standardize, augment
+        case model, dataDirectory, epochs, batchSize, microBatch, learningRate, adam, seed, validationSplit, standardize, augment
         case augmentation, bnSync, patience, minDelta, monitor, restoreBestWeights, maxSteps, trainLimit, testLimit
         case evalBatchSize, lrSchedule, warmupSteps, labelSmoothing, emaDecay
     }
@@ -51,7 +55,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         let d = TrainConfig(model: model)
         func get<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T { try c.decodeIfPresent(T.self, forKey: key) ?? fallback }
         dataDirectory = try get(.dataDirectory, d.dataDirectory); epochs = try get(.epochs, d.epochs)
-        batchSize = try get(.batchSize, d.batchSize); learningRate = try get(.learningRate, d.learningRate)
+        batchSize = try get(.batchSize, d.batchSize); microBatch = try get(.microBatch, d.microBatch); learningRate = try get(.learningRate, d.learningRate)
         adam = try get(.adam, d.adam); seed = try get(.seed, d.seed); validationSplit = try get(.validationSplit, d.validationSplit)
         standardize = try get(.standardize, d.standardize); augment = try get(.augment, d.augment)
         augmentation = try get(.augmentation, d.augmentation); bnSync = try get(.bnSync, d.bnSync)
@@ -72,7 +76,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// examples meet which weights), as name → value for a one-line diff.
     public var scheduleFields: [String: String] {
         var fields = [
-            "model": model.canonicalJSON(), "batch-size": "\(batchSize)", "seed": "\(seed)",
+            "model": model.canonicalJSON(), "batch-size": "\(batchSize)", "micro-batch": "\(microBatch)", "seed": "\(seed)",
             "validation-split": "\(validationSplit)", "standardize": "\(standardize)",
             "augment": String(decoding: try! JSONEncoder.sorted.encode(augmentation), as: UTF8.self),
             "bn-sync": bnSync.rawValue, "lr": "\(learningRate)", "train-limit": "\(trainLimit.map(String.init) ?? "all")",

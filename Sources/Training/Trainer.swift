@@ -17,9 +17,6 @@ public struct RunOptions: Sendable {
     public var keep: Int = 3
     public var threads: Int?
     public var stepTimeout: Double?
-    /// MiB of finished gradients that start a reduce-scatter bucket during backward; 0 = one
-    /// exchange after backward. The same on every rank; the sums do not depend on it.
-    public var bucketMiB: Double = TrainingStep.defaultBucketMiB
     public var logEvery: Int = 100
     /// Times `distcnn launch` relaunched this job after losing a node (recorded in summary.json).
     public var restarts: Int = 0

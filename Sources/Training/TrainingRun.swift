@@ -68,6 +68,7 @@ extension Trainer {
             var (train, validation) = try splitValidation(files.0, count: config.validationSplit)
             if let limit = config.trainLimit, limit < train.count { train = train.subset(0..<limit) }
             let model = try Model(spec: config.model)
+            model.microBatch = config.microBatch
             try requireClassifier(model)
             try requireFits(model, [train, test], directory: config.dataDirectory)
             return (train, validation, test, model)
@@ -90,11 +91,6 @@ extension Trainer {
             state = ckpt.state
             state.config = config   // schedule-relevant fields were checked equal; the rest may change
             state.normalizer = normalizer
-            if let saved = state.threads, saved != threads {
-                // A crafted or damaged checkpoint may hold a count --threads refuses: suggest only a valid one.
-                let hint = (1...1024).contains(saved) ? " (use --threads \(saved) for that)" : ""
-                recorder.warning("the checkpoint was written with \(saved) threads per rank, this run has \(threads): the run continues, but not bit for bit\(hint)")
-            }
             state.threads = threads
             if let done = finishedAlready(state) { throw RunFinished(runDirectory: options.runDirectory, reason: done) }
             recorder.line("resuming at epoch \(state.epoch + 1), step \(state.stepInEpoch) (global step \(state.globalStep))")
@@ -104,10 +100,9 @@ extension Trainer {
         }
 
         let sampler = EpochSampler(count: train.count, batchSize: config.batchSize, seed: config.seed,
-                                   rank: comm.rank, worldSize: comm.size)
+                                   rank: comm.rank, worldSize: comm.size, microBatch: config.microBatch)
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: config.bnSync, seed: config.seed)
         step.smoothing = Float(config.labelSmoothing)
-        step.bucketMiB = options.bucketMiB
         step.reserve(batch: sampler.largestShare)
         // The schedule spans the epochs; --max-steps only stops the run early (so a capped run
         // resumed without the cap follows the same trajectory as one never capped).

@@ -12,10 +12,15 @@ struct StepTotals {
     var exchangeSeconds: Double
 }
 
-/// One synchronized training step, shared by `train` and `bench`: this rank's shard forward
-/// and backward with the loss scaled by 1/(global batch); the gradients reduce-scattered (in
-/// one exchange after backward, or with `bucketMiB` in buckets started as backward finishes
-/// them); one small all-reduce of `[loss sum | correct | stop flag | (local BN running stats)]`;
+/// One synchronized training step, shared by `train` and `bench`, whose result does not depend
+/// on the number of ranks or threads: the global batch is cut into micro-batches of
+/// `model.microBatch` examples and every rank computes whole micro-batches (`GlobalBatch`),
+/// each one's gradients in its own slot (the same bits wherever it runs). Then:
+/// 1. one all-reduce of maxima: per parameter tensor the largest |g| of any micro-batch (and
+///    the stop flag), from which every rank derives the same fixed-point scales;
+/// 2. each rank adds its micro-batches' gradients as Int64 at those scales, and one Int64
+///    reduce-scatter sums them over ranks (integer sums are exact: `MicroBatchGradients`);
+/// 3. one ordered sum of the per-micro-batch `[loss sum | correct]` rows;
 /// then each rank adds L2 gradients and takes the Adam step on its shard of the parameters only
 /// (ZeRO stage 1: Adam's work is not repeated on every rank), and the updated shards are
 /// all-gathered, so every rank holds the same weights. Adam's moments outside a rank's shard
@@ -24,28 +29,18 @@ final class TrainingStep {
     let model: Model
     let adam: Adam
     let comm: Communicator
-    /// Batch-norm statistics sums for `--bn-sync global`.
+    /// Batch-norm statistics and step totals, added in micro-batch order over ranks.
     let statistics: CommunicatorReducer
     let bnSync: TrainConfig.BatchNormSync
     let rng: CounterRNG
+    let exact: MicroBatchGradients
     var labels: [Int32] = []
     var dlogits = FloatBuffer(count: 0)
-
-    /// The step totals summed over ranks in one small call: loss sum, correct count, stop flag
-    /// (at these offsets), then with `--bn-sync local` the running statistics weighted n_rank / B.
-    static let totalLoss = 0, totalCorrect = 1, totalStop = 2, totalFixed = 3
-    let totals: FloatBuffer
+    /// (P) the gradients as Int64 fixed point (`MicroBatchGradients`).
+    var fixedPoint: UnsafeMutableBufferPointer<Int64>
 
     /// Label smoothing ε of the loss being trained.
     var smoothing: Float = 0
-
-    /// Gradients handed to the reduce-scatter at once during backward: a bucket starts when
-    /// this many MiB of finished gradients wait (whole layers, so buckets may be larger); 0 =
-    /// one bucket after backward. The sums do not depend on it. Off by default: it was no
-    /// faster where it was measured (BENCHMARKS.md, "--bucket-mib").
-    var bucketMiB = TrainingStep.defaultBucketMiB
-    static let defaultBucketMiB = 0.0
-    static let floatsPerMiB = 262_144
 
     /// Seconds per phase of the step outside the layers, summed while set (`bench --profile`).
     final class PhaseTimes {
@@ -58,8 +53,11 @@ final class TrainingStep {
         self.model = model; self.adam = adam; self.comm = comm; self.bnSync = bnSync
         statistics = CommunicatorReducer(comm)
         rng = CounterRNG(seed: seed)
-        totals = FloatBuffer(count: TrainingStep.totalFixed + (bnSync == .local ? model.stateCount : 0))
+        exact = MicroBatchGradients(model)
+        fixedPoint = .allocate(capacity: max(model.parameterCount, 1))
     }
+
+    deinit { fixedPoint.deallocate() }
 
     /// Sizes buffers for local shares of up to `batch` examples.
     func reserve(batch: Int) {
@@ -90,58 +88,69 @@ final class TrainingStep {
              globalStep: Int, learningRate: Double, stopRequested: Bool) throws -> StepTotals {
         let times = phaseTimes ?? unprofiled
         let indices = batch.mine, n = indices.count, globalBatch = batch.size
+        precondition(batch.microBatch == model.microBatch, "TrainingStep: batch cut into \(batch.microBatch), model runs \(model.microBatch)")
         var exchange = 0.0   // seconds in collectives, this step
         statistics.seconds = 0
         Stopwatch.add(to: &times.input) {
             fillInput(dataset: dataset, normalizer: normalizer, augmenter: augmenter, epoch: batch.epoch, indices: indices)
         }
-        model.zeroGradients()
-        let context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: batch.share.lowerBound,
+        var context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: batch.share.lowerBound,
                                   reducer: bnSync == .global ? statistics : nil)
+        context.sumsGradients = false
         let logits = try model.forward(batch: n, context: context)
-        let (lossSum, correct) = Stopwatch.add(to: &times.loss) {
-            labels.withUnsafeBufferPointer {
-                SoftmaxCrossEntropy.forwardBackward(logits: logits, labels: $0.baseAddress!, batch: n,
-                                                    classes: model.classes, scale: 1 / Float(globalBatch),
-                                                    dlogits: dlogits.pointer, smoothing: smoothing)
-            }
-        }
-        let P = model.parameterCount
-        let gradients = UnsafeMutableBufferPointer(start: model.gradients, count: P)
-        comm.phase = "gradient reduce-scatter"
-        var unsent = P  // gradients unsent ..< P are in the reduce-scatter
-        let bucket = Int(bucketMiB * Double(TrainingStep.floatsPerMiB))
-        try model.backward(batch: n, dlogits: dlogits.pointer, context: context) { done in
-            guard comm.size > 1 && bucket > 0 else { return }
-            comm.phase = "gradient reduce-scatter"
-            try Stopwatch.add(to: &exchange) {
-                if unsent - done >= bucket {
-                    try comm.startReduceScatter(gradients, range: done ..< unsent)
-                    unsent = done
-                } else if unsent < P {
-                    try comm.progressReduceScatter()
+        let chunks = batch.localMicroBatches
+        // Per micro-batch [loss sum | correct], added in micro-batch order over ranks below.
+        var rows = [Double](repeating: 0, count: 2 * chunks)
+        Stopwatch.add(to: &times.loss) {
+            labels.withUnsafeBufferPointer { labels in
+                for k in 0..<chunks {
+                    let r = batch.localMicroBatch(k), classes = model.classes
+                    let (loss, correct) = SoftmaxCrossEntropy.forwardBackward(
+                        logits: logits + r.lowerBound * classes, labels: labels.baseAddress! + r.lowerBound,
+                        batch: r.count, classes: classes, scale: 1 / Float(globalBatch),
+                        dlogits: dlogits.pointer + r.lowerBound * classes, smoothing: smoothing)
+                    rows[2 * k] = loss; rows[2 * k + 1] = Double(correct)
                 }
             }
         }
+        try model.backward(batch: n, dlogits: dlogits.pointer, context: context)
 
-        let t = totals.pointer, localStats = totals.count - TrainingStep.totalFixed
-        t[TrainingStep.totalLoss] = Float(lossSum)
-        t[TrainingStep.totalCorrect] = Float(correct)
-        t[TrainingStep.totalStop] = stopRequested ? 1 : 0
-        // Running statistics averaged with weights n_rank / B: the same update a single
-        // process would make from the per-rank batch statistics (`--bn-sync local` only).
-        let w = Float(n) / Float(globalBatch), s = model.state.pointer
-        for i in 0..<localStats { t[TrainingStep.totalFixed + i] = s[i] * w }
+        let P = model.parameterCount
+        var maxima = exact.maxima(slots: chunks) + [stopRequested ? 1 : 0]
+        // `--bn-sync local`: running statistics averaged with weights n_rank / B, the update a
+        // single process would make from the per-rank batch statistics (not bitwise across
+        // world sizes: the statistics themselves are the rank's).
+        var runningStats = [Float]()
+        if bnSync == .local {
+            let w = Float(n) / Float(globalBatch), s = model.state.pointer
+            runningStats = (0..<model.stateCount).map { s[$0] * w }
+        }
+        var totals = [0.0, 0.0]
         let shard = comm.shard(of: P)
         try Stopwatch.add(to: &exchange) {
-            comm.phase = "gradient reduce-scatter"
-            try comm.startReduceScatter(gradients, range: 0 ..< unsent)
-            comm.phase = "step totals all-reduce"
-            try comm.allReduceSum(UnsafeMutableBufferPointer(start: t, count: totals.count))
-            comm.phase = "gradient reduce-scatter"
-            try comm.finishReduceScatter()
+            comm.phase = "gradient maxima all-reduce"
+            try comm.allReduceMax(&maxima)
         }
-        s.update(from: t + TrainingStep.totalFixed, count: localStats)
+        let scales = MicroBatchGradients.scales(maxima: Array(maxima.dropLast()), addends: batch.microBatches)
+        var conversion = 0.0   // the fixed-point conversions, counted with the exchange in profiles
+        Stopwatch.add(to: &conversion) { exact.toFixedPoint(slots: chunks, scales: scales, into: fixedPoint.baseAddress!) }
+        try Stopwatch.add(to: &exchange) {
+            comm.phase = "gradient reduce-scatter"
+            try comm.reduceScatterSum(fixedPoint)
+        }
+        Stopwatch.add(to: &conversion) { exact.fromFixedPoint(fixedPoint.baseAddress!, scales: scales, range: shard) }
+        try rows.withUnsafeBufferPointer { rows in
+            try totals.withUnsafeMutableBufferPointer {
+                try statistics.sumInOrder(rows, width: 2, into: $0, phase: "step totals")
+            }
+        }
+        if bnSync == .local {
+            try Stopwatch.add(to: &exchange) {
+                comm.phase = "running statistics all-reduce"
+                try comm.allReduceSum(&runningStats)
+            }
+            model.state.pointer.update(from: runningStats, count: runningStats.count)
+        }
         Stopwatch.add(to: &times.optimizer) {
             model.addL2Gradients(in: shard)
             adam.update(model.parameters.pointer, model.gradients, learningRate: learningRate, range: shard)
@@ -150,9 +159,8 @@ final class TrainingStep {
             comm.phase = "parameter all-gather"
             try comm.allGatherShards(UnsafeMutableBufferPointer(start: model.parameters.pointer, count: P))
         }
-        times.gradientAllReduce += exchange
-        return StepTotals(lossSum: Double(t[TrainingStep.totalLoss]), correct: Double(t[TrainingStep.totalCorrect]),
-                          count: globalBatch, stopRequested: t[TrainingStep.totalStop] > 0,
+        times.gradientAllReduce += exchange + conversion
+        return StepTotals(lossSum: totals[0], correct: totals[1], count: globalBatch, stopRequested: maxima.last! > 0,
                           exchangeSeconds: exchange + statistics.seconds)
     }
 
