@@ -102,14 +102,14 @@ final class BenchTests: XCTestCase {
         try assertPartsAddUp(d)   // rank 0's
     }
 
-    /// Ranks started with different bench settings (another bucket size would mismatch the
-    /// ring's messages) all stop at once with one line saying what differs.
+    /// Ranks started with different bench settings (another micro-batch size would cut the
+    /// batch differently) all stop at once with one line saying what differs.
     func testRanksWithDifferentSettingsStopTogether() throws {
-        func rank(_ mib: String) -> [String] {
-            [Repo.binary, "bench", "--model", "seed", "--steps", "2", "--warmup", "0", "--threads", "1", "--bucket-mib", mib]
+        func rank(_ micro: String) -> [String] {
+            [Repo.binary, "bench", "--model", "seed", "--steps", "2", "--warmup", "0", "--threads", "1", "--micro-batch", micro]
         }
-        try WorldSizeTests.assertRanksRefused(rank("0"), rank("1"),
+        try WorldSizeTests.assertRanksRefused(rank("16"), rank("8"),
                                               saying: "rank 1 was started with different bench settings than rank 0",
-                                              "bucket-mib 1.0' vs 'model seed")
+                                              "micro-batch 8' vs 'model seed")
     }
 }
