@@ -10,14 +10,15 @@ import Foundation
 /// same bits. The sum is then converted back: Float(Double(Σ)·2^-s).
 ///
 /// Bounds. Let M < 2^e be the tensor's largest |g| and n the number of micro-batches, with
-/// L = ⌈log₂ n⌉. With s = 62 − e − L, each rounded addend has |q| ≤ M·2^s + ½ < 2^(62−L) + ½,
-/// and any partial sum of at most n of them has |Σq| < n·2^(62−L) + n/2 ≤ 2^62 + 2^61 < 2^63:
+/// L = ⌈log₂ n⌉. With s = min(51 − e, 62 − e − L), each scaled value has |g·2^s| < 2^51 (so it
+/// is rounded by adding 1.5·2^52 in Double, which vectorises) and each rounded addend has
+/// |q| ≤ 2^(62−L), so any partial sum of at most n of them has |Σq| ≤ n·2^(62−L) ≤ 2^62 < 2^63:
 /// no order of addition overflows Int64. Each rounding errs by at most 2^-(s+1), so the sum is
-/// within n·2^-(s+1) = n·2^(e+L−63) ≤ 2^(e+2L−63) ≤ M·2^(2L−62) of the exact sum of the
-/// micro-batches' Float values (2M ≥ 2^e); for n = 8 that is M·2^-56, then the final rounding
-/// to Float adds half an ulp of the result. Elements far smaller than M keep that absolute
-/// error, as in any fixed-point format. Values are scaled in Double, where g·2^s is exact for
-/// every finite Float g (|s| stays below 300).
+/// within n·2^-(s+1) of the exact sum of the micro-batches' Float values: n·2^(e−52) ≤
+/// M·2^(L−51) while n ≤ 2^11 (2M ≥ 2^e), M·2^(2L−62) beyond; for n = 8 that is M·2^-48, against
+/// Float's own 2^-24 of the result. The final rounding to Float adds half an ulp of the result.
+/// Elements far smaller than M keep that absolute error, as in any fixed-point format. Values
+/// are scaled in Double, where g·2^s is exact for every finite Float g (|s| stays below 300).
 ///
 /// A tensor holding a NaN or an infinity in any micro-batch sums to NaN in every element (the
 /// maximum is +∞ then), so a diverging step is seen by the trainer's checks the same way on
@@ -33,27 +34,27 @@ public struct MicroBatchGradients {
     }
 
     /// Per tensor, the largest |g| over micro-batch slots `0..<slots` (+∞ when one is not finite).
+    /// Works on bit patterns: without the sign bit, a non-negative Float's bits order as its value
+    /// does, and NaN and ±∞ are the patterns from 0x7f80_0000 up — one integer maximum, which
+    /// vectorises.
     public func maxima(slots: Int) -> [Double] {
-        let g = model.gradientBuffer.pointer, stride = model.parameterCount
-        var result = [Double](repeating: 0, count: tensors.count)
-        result.withUnsafeMutableBufferPointer { out in
-            Parallel.chunks(tensors.count, cost: 1 << 16) { _, ts in
-                for t in ts {
-                    var m: Float = 0
+        let g = UnsafeRawPointer(model.gradientBuffer.pointer).assumingMemoryBound(to: UInt32.self)
+        let stride = model.parameterCount
+        return tensors.map { range in
+            var parts = [UInt32](repeating: 0, count: Parallel.workers)
+            parts.withUnsafeMutableBufferPointer { parts in
+                Parallel.chunks(range.count, cost: 2 * slots) { t, part in
+                    var m: UInt32 = 0
                     for k in 0..<slots {
-                        let p = g + k * stride
-                        for i in tensors[t] {
-                            let a = abs(p[i])
-                            // `a > m` is false for NaN: test finiteness apart.
-                            if !a.isFinite { m = .infinity }
-                            if a > m { m = a }
-                        }
+                        let p = g + k * stride + range.lowerBound
+                        for i in part { m = max(m, p[i] & 0x7fff_ffff) }
                     }
-                    out[t] = Double(m)
+                    parts[t] = m
                 }
             }
+            let m = parts.max() ?? 0
+            return m >= 0x7f80_0000 ? .infinity : Double(Float(bitPattern: m))
         }
-        return result
     }
 
     /// How one tensor's micro-batch gradients are summed.
@@ -74,7 +75,8 @@ public struct MicroBatchGradients {
         return maxima.map { m in
             if !m.isFinite { return .nonFinite }
             if m == 0 { return .zero }
-            return .exponent(62 - (Int(m.exponent) + 1) - L)   // m < 2^(exponent + 1)
+            let e = Int(m.exponent) + 1   // m < 2^e
+            return .exponent(min(51 - e, 62 - e - L))
         }
     }
 
@@ -97,13 +99,21 @@ public struct MicroBatchGradients {
                     for i in b..<e { acc[i] = 0 }
                     for k in 0..<slots {
                         let p = g + k * stride
-                        for i in b..<e { acc[i] &+= Int64(llrint(Double(p[i]) * factor)) }
+                        for i in b..<e {
+                            // |g·2^s| < 2^51, so adding 1.5·2^52 rounds it to an integer (to nearest,
+                            // ties to even) held in the low bits of the sum's significand.
+                            let y = Double(p[i]) * factor + MicroBatchGradients.rounder
+                            acc[i] &+= Int64(bitPattern: y.bitPattern) &- MicroBatchGradients.rounderBits
+                        }
                     }
                     b = e
                 }
             }
         }
     }
+
+    static let rounder = 6755399441055744.0   // 1.5·2^52
+    static let rounderBits = Int64(bitPattern: rounder.bitPattern)
 
     /// gradients[i] = Float(Double(acc[i])·2^-s) for i in `range` (NaN in non-finite tensors, 0
     /// in all-zero ones).
@@ -117,7 +127,9 @@ public struct MicroBatchGradients {
             case .nonFinite: for i in lo..<hi { g[i] = .nan }
             case .exponent(let s):
                 let factor = Double(sign: .plus, exponent: -s, significand: 1)
-                for i in lo..<hi { g[i] = Float(Double(acc[i]) * factor) }
+                Parallel.chunks(hi - lo, cost: 4) { _, part in
+                    for i in (lo + part.lowerBound)..<(lo + part.upperBound) { g[i] = Float(Double(acc[i]) * factor) }
+                }
             }
         }
     }

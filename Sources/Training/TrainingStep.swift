@@ -116,7 +116,8 @@ final class TrainingStep {
         try model.backward(batch: n, dlogits: dlogits.pointer, context: context)
 
         let P = model.parameterCount
-        var maxima = exact.maxima(slots: chunks) + [stopRequested ? 1 : 0]
+        var conversion = 0.0   // maxima and fixed-point conversions, counted with the exchange in profiles
+        var maxima = Stopwatch.add(to: &conversion) { exact.maxima(slots: chunks) } + [stopRequested ? 1 : 0]
         // `--bn-sync local`: running statistics averaged with weights n_rank / B, the update a
         // single process would make from the per-rank batch statistics (not bitwise across
         // world sizes: the statistics themselves are the rank's).
@@ -132,7 +133,6 @@ final class TrainingStep {
             try comm.allReduceMax(&maxima)
         }
         let scales = MicroBatchGradients.scales(maxima: Array(maxima.dropLast()), addends: batch.microBatches)
-        var conversion = 0.0   // the fixed-point conversions, counted with the exchange in profiles
         Stopwatch.add(to: &conversion) { exact.toFixedPoint(slots: chunks, scales: scales, into: fixedPoint.baseAddress!) }
         try Stopwatch.add(to: &exchange) {
             comm.phase = "gradient reduce-scatter"
