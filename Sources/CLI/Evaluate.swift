@@ -18,12 +18,12 @@ struct Evaluate: ParsableCommand {
             if json {
                 let out: [String: Any] = ["test_loss": e.loss, "test_accuracy": e.accuracy, "count": e.count,
                                           "confusion": e.confusion, "model": e.model, "checkpoint": e.checkpoint,
-                                          "per_class_accuracy": e.perClassAccuracy,
+                                          "per_class_recall": e.perClassAccuracy,
                                           "most_confused": pairs.map { ["true": $0.trueClass, "predicted": $0.predicted, "count": $0.count] }]
                 try printJSON(out, options: [.sortedKeys])
             } else {
                 print(String(format: "%@: test accuracy %.2f%% (%d images), loss %.4f", e.checkpoint, e.accuracy * 100, e.count, e.loss))
-                print("per class: " + e.perClassAccuracy.enumerated().map { String(format: "%d %.2f%%", $0, $1 * 100) }.joined(separator: ", "))
+                print("per-class recall (each class's images predicted right): " + e.perClassAccuracy.enumerated().map { String(format: "%d %.2f%%", $0, $1 * 100) }.joined(separator: ", "))
                 if !pairs.isEmpty {
                     print("most confused (true → predicted): " + pairs.map { "\($0.trueClass) → \($0.predicted) (\($0.count))" }.joined(separator: ", "))
                 }

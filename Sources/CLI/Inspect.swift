@@ -17,9 +17,12 @@ struct Inspect: ParsableCommand {
         }
         if json {
             let out: [String: Any] = [
-                "valid": true, "file": i.file, "model": i.model, "epoch": i.epoch, "step_in_epoch": i.stepInEpoch,
-                "global_step": i.globalStep, "adam_step": i.adamStep,
-                "tensors": i.tensors.map { ["name": $0.name, "shape": $0.shape, "first": $0.first, "mean": $0.mean] },
+                "valid": true, "file": i.file, "model": i.model,
+                "next_epoch": i.nextEpoch, "next_step_in_epoch": i.stepInEpoch, "global_step": i.globalStep,
+                "optimizer_state": i.adamStep != nil, "adam_step": i.adamStep.map { $0 as Any } ?? NSNull(),
+                "tensors": i.tensors.map {
+                    ["name": $0.name, "layer": $0.layer.map { $0 as Any } ?? NSNull(), "shape": $0.shape, "first": $0.first, "mean": $0.mean]
+                },
                 "data_sha256": i.dataSHA256, "seed": i.seed, "history_epochs": i.historyEpochs, "version": i.version,
                 "hashes": i.hashes.map { ["name": $0.name, "sha256": $0.value, "covers": $0.covers] },
             ]
@@ -29,12 +32,15 @@ struct Inspect: ParsableCommand {
             for h in i.hashes {
                 print("\(h.name) \(h.value.isEmpty ? "-" : h.value): \(h.covers)")
             }
-            print("model \(i.model); next: epoch \(i.epoch + 1), step \(i.stepInEpoch); global step \(i.globalStep); Adam step \(i.adamStep)")
-            print("seed \(i.seed), batch \(i.batchSize), \(i.historyEpochs) epochs of history"
+            print("model \(i.model); next: epoch \(i.nextEpoch), step \(i.stepInEpoch); global step \(i.globalStep); "
+                  + (i.adamStep.map { "Adam step \($0)" } ?? "no optimizer state (weights only: not resumable)"))
+            print("seed \(i.seed), batch \(i.batchSize), \(i.historyEpochs) epoch\(i.historyEpochs == 1 ? "" : "s") of history"
                   + (i.best.map { String(format: ", best %@ %.4f at epoch %d", $0.monitor.rawValue, $0.value, $0.epoch) } ?? ""))
             for t in i.tensors {
                 let shape = t.shape.map(String.init).joined(separator: "×")
-                print(String(format: "  %-40@ %-18@ mean %+.6f", t.name, shape, t.mean))
+                let name = t.name + (t.layer.map { " (\($0))" } ?? "")
+                print("  " + name.padding(toLength: max(44, name.count), withPad: " ", startingAt: 0) + " "
+                      + shape.padding(toLength: max(18, shape.count), withPad: " ", startingAt: 0) + String(format: " mean %+.6f", t.mean))
             }
         }
     }

@@ -5,7 +5,8 @@ struct Summary: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Keras-style model table: output shapes, parameters, memory.")
     @OptionGroup var modelOption: ModelOption
     @Option(help: "Input as HxWxC (e.g. 200x300x3), replacing the model's.") var input: String?
-    @Option(parsing: .unconditional, help: "Batch size for the training-memory estimate.") var batchSize = 32
+    @Option(parsing: .unconditional, help: "Batch size for the training-memory estimate (default: the one train uses, the model's own).")
+    var batchSize: Int?
     @Flag(help: "Print JSON.") var json = false
 
     var parsedInput: [Int]? {
@@ -19,7 +20,7 @@ struct Summary: ParsableCommand {
         if let p = parsedInput, p.contains(where: { $0 > 65536 }) || p[0] * p[1] > 1 << 32 || p[0] * p[1] * p[2] > 1 << 24 {
             throw ValidationError("--input must have each side in 1...65536 and at most 2^24 values (16777216), got \(input ?? "")")
         }
-        try check(batchSize, "batch-size", in: Limits.batchSize)
+        if let batchSize { try check(batchSize, "batch-size", in: Limits.batchSize) }
     }
 
     func run() throws {

@@ -58,10 +58,6 @@ public enum ImageError: Error, CustomStringConvertible, Equatable, Sendable {
 /// Reads single pictures (PNG through libpng, PGM P2/P5 by hand) and prepares them the way
 /// MNIST's digits were prepared, so a model trained on MNIST can read them.
 public enum ImageFiles {
-    /// Pixels above this share of the stroke range make the digit's bounding box. MNIST's
-    /// boxes were of binary strokes; a faint anti-aliased fringe left out of the box keeps
-    /// enlarged or blurred digits from coming out too small.
-    static let boxThreshold: Float = 0.3
     /// Largest width or height accepted.
     public static let maxSide = 16384
     /// Largest pixel count accepted (a 48-megapixel photo; 8192×8192), checked from the
@@ -221,68 +217,12 @@ public enum ImageFiles {
 
     // MARK: MNIST-style preparation
 
-    /// Turns a picture of one digit into what MNIST's images look like: light strokes on black,
-    /// the digit's bounding box scaled (anti-aliased, aspect ratio kept) so its longer side is
-    /// `box` pixels, placed in a `side × side` canvas with its centre of mass at the centre.
-    ///
-    /// Steps: the background tone is the median of the border pixels; a light background
-    /// (median above half range) is inverted. The background is subtracted and the contrast
-    /// stretched to the full range; the bounding box is that of pixels above 30% of it. After
-    /// resampling the brightest pixel is made 255, as thin pen strokes fade when shrunk.
-    /// Throws `ImageError.blank` for a uniform image. Returns (side, side) bytes, row-major.
+    /// The picture of one digit as MNIST's images look (light strokes on black, the digit in a
+    /// `box`-pixel square, centred by mass in `side × side`), prepared by `DigitPreparation`
+    /// (background removed, Otsu's threshold, the largest ink component). Throws
+    /// `ImageError.blank` when there is no ink. Returns (side, side) bytes, row-major.
     public static func mnistStyle(_ image: GrayImage, source: String, side: Int = 28, box: Int = 20) throws -> [UInt8] {
-        precondition(box >= 1 && box <= side, "box must be 1...side")
-        let w = image.width, h = image.height, top = Float(image.maxValue)
-        let (background, invert) = borderTone(image)
-        // Ink in 0...1: 0 is background, 1 the strongest stroke.
-        func ink(_ v: UInt16) -> Float { invert ? top - Float(v) : Float(v) }
-        let base = ink(background)
-        var peak = base
-        for v in image.pixels { peak = max(peak, ink(v)) }
-        guard peak - base > top / 32 else { throw ImageError.blank(path: source) }
-        let scale = 1 / (peak - base)
-        func level(_ v: UInt16) -> Float { max(0, (ink(v) - base) * scale) }
-
-        // Bounding box of the pixels above the threshold.
-        var x0 = w, x1 = -1, y0 = h, y1 = -1
-        image.pixels.withUnsafeBufferPointer { px in
-            for y in 0..<h {
-                for x in 0..<w where level(px[y * w + x]) > boxThreshold {
-                    x0 = min(x0, x); x1 = max(x1, x); y0 = min(y0, y); y1 = max(y1, y)
-                }
-            }
-        }
-        guard x1 >= 0 else { throw ImageError.blank(path: source) }
-        let cw = x1 - x0 + 1, ch = y1 - y0 + 1
-        var crop = [Float](repeating: 0, count: cw * ch)  // (ch, cw)
-        for y in 0..<ch { for x in 0..<cw { crop[y * cw + x] = level(image.pixels[(y0 + y) * w + x0 + x]) } }
-
-        // Longer side to `box`, the other in proportion (at least one pixel).
-        let longer = max(cw, ch)
-        let nw = max(1, Int((Double(cw * box) / Double(longer)).rounded()))
-        let nh = max(1, Int((Double(ch * box) / Double(longer)).rounded()))
-        var digit = resample(crop, width: cw, height: ch, toWidth: nw, toHeight: nh)  // (nh, nw)
-        let brightest = digit.max() ?? 0
-        guard brightest > 0 else { throw ImageError.blank(path: source) }
-        for i in digit.indices { digit[i] /= brightest }
-
-        // Centre of mass, in pixel-index coordinates, moved to (side / 2, side / 2) by a
-        // whole-pixel shift, within half a pixel: MNIST's digits have theirs at (14.0, 14.0).
-        var mass = 0.0, my = 0.0, mx = 0.0
-        for y in 0..<nh {
-            for x in 0..<nw {
-                let v = Double(digit[y * nw + x]); mass += v; my += v * Double(y); mx += v * Double(x)
-            }
-        }
-        let centre = Double(side / 2)
-        let dy = Int((centre - my / mass).rounded()), dx = Int((centre - mx / mass).rounded())
-        var canvas = [UInt8](repeating: 0, count: side * side)
-        for y in 0..<nh where (0..<side).contains(y + dy) {
-            for x in 0..<nw where (0..<side).contains(x + dx) {
-                canvas[(y + dy) * side + x + dx] = UInt8(min(255, max(0, (digit[y * nw + x] * 255).rounded())))
-            }
-        }
-        return canvas
+        try DigitPreparation.prepare(image, source: source, side: side, box: box).pixels
     }
 
     /// The median of the border pixels and whether it is light (so the picture is dark on light).

@@ -408,13 +408,17 @@ extension ModelSpec {
         guard let data = FileManager.default.contents(atPath: nameOrPath) else {
             throw ModelError.spec("\(nameOrPath): cannot read the model file")
         }
-        return try decode(data, source: nameOrPath)
+        return try decode(data, source: nameOrPath,
+                          defaultName: URL(fileURLWithPath: nameOrPath).deletingPathExtension().lastPathComponent)
     }
 
-    /// Decodes a JSON model, turning decoder errors into one line that names the place.
-    public static func decode(_ data: Data, source: String) throws -> ModelSpec {
+    /// Decodes a JSON model, turning decoder errors into one line that names the place. A
+    /// model without `name` is named `defaultName`, or refused when there is none.
+    public static func decode(_ data: Data, source: String, defaultName: String? = nil) throws -> ModelSpec {
         do {
-            return try JSONDecoder().decode(ModelSpec.self, from: data)
+            let decoder = JSONDecoder()
+            if let defaultName { decoder.userInfo[defaultNameKey] = defaultName }
+            return try decoder.decode(ModelSpec.self, from: data)
         } catch let DecodingError.dataCorrupted(ctx) where !ctx.codingPath.isEmpty {
             // Well-formed JSON with a value out of its set (an unknown layer type, padding, activation).
             throw ModelError.spec("\(source): \(ctx.debugDescription) at \(path(ctx.codingPath))")

@@ -29,10 +29,18 @@ public struct ModelSpec: Codable, Equatable, Sendable {
     /// The range a model file's `learning_rate` must be in.
     public static let learningRateRange = 1e-12...1e30
 
+    /// The decoder's `userInfo` key for the name a model without `name` gets (a model file's
+    /// base name); without it, `name` is required (a checkpoint's model).
+    public static let defaultNameKey = CodingUserInfoKey(rawValue: "distcnn.defaultModelName")!
+
     /// Decodes, refusing a `batch_size` or `learning_rate` outside its range with the field named.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        name = try c.decode(String.self, forKey: .name)
+        if let fallback = decoder.userInfo[Self.defaultNameKey] as? String, !c.contains(.name) {
+            name = fallback
+        } else {
+            name = try c.decode(String.self, forKey: .name)
+        }
         input = try c.decode([Int].self, forKey: .input)
         layers = try c.decode([LayerSpec].self, forKey: .layers)
         batchSize = try c.decodeIfPresent(Int.self, forKey: .batchSize)

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Keras-style `model.summary()` figures: per layer output shape and parameter count, totals,
-/// and memory estimates (fp32).
+/// and memory estimates (fp32). Its JSON keys are snake_case, as every JSON file distcnn writes.
 public struct ModelSummary: Codable, Sendable {
     public struct Row: Codable, Sendable {
         public var index: Int
@@ -10,6 +10,11 @@ public struct ModelSummary: Codable, Sendable {
         public var outputShape: [Int]     // Keras order: [H, W, C] or [F]
         public var parameters: Int        // trainable + non-trainable, as Keras's Param # column
         public var trainable: Int
+
+        enum CodingKeys: String, CodingKey {
+            case index, name, type, parameters, trainable
+            case outputShape = "output_shape"
+        }
     }
     public var model: String
     public var input: [Int]
@@ -28,15 +33,36 @@ public struct ModelSummary: Codable, Sendable {
     public var trainingBytes: Int
     public var forwardFlopsPerExample: Int
 
+    enum CodingKeys: String, CodingKey {
+        case model, input, rows
+        case trainableParameters = "trainable_parameters"
+        case nonTrainableParameters = "non_trainable_parameters"
+        case batchSize = "batch_size"
+        case parameterBytes = "parameter_bytes"
+        case predictionActivationBytes = "prediction_activation_bytes"
+        case trainingBytes = "training_bytes"
+        case forwardFlopsPerExample = "forward_flops_per_example"
+    }
+
+    /// Each layer's name in the table, as Keras names them: its kind, then `_1`, `_2`… for
+    /// the second and later of a kind (`conv2d`, `conv2d_1`). Checkpoint tensors are named by
+    /// index instead (`layers.3.weight`).
+    public static func layerNames(_ spec: ModelSpec) -> [String] {
+        var counters: [LayerSpec.Kind: Int] = [:]
+        return spec.layers.map { layer in
+            let n = counters[layer.type, default: 0]
+            counters[layer.type] = n + 1
+            return n == 0 ? layer.type.rawValue : "\(layer.type.rawValue)_\(n)"
+        }
+    }
+
     public init(model: Model, batchSize: Int) {
         let spec = model.spec
         var rows: [Row] = []
-        var counters: [LayerSpec.Kind: Int] = [:]
+        let names = Self.layerNames(spec)
         for (i, layer) in model.layers.enumerated() {
-            let n = counters[layer.kind, default: 0]
-            counters[layer.kind] = n + 1
             let s = layer.outputShape, kind = layer.kind.rawValue
-            rows.append(Row(index: i, name: n == 0 ? kind : "\(kind)_\(n)", type: kind,
+            rows.append(Row(index: i, name: names[i], type: kind,
                             outputShape: s.isFlat ? [s.c] : [s.h, s.w, s.c],
                             parameters: layer.parameterCount + layer.stateCount, trainable: layer.parameterCount))
         }

@@ -42,13 +42,18 @@ public struct DigitClassifier {
         }
     }
 
-    /// The image at `file` as the model's input: (height, width) bytes.
-    public func prepare(imageAt file: String) throws -> [UInt8] {
+    /// The image at `file` as the model's input ((height, width) bytes in `pixels`), with the
+    /// doubts its preparation raised.
+    public func prepare(imageAt file: String) throws -> PreparedDigit {
         let (height, width) = (model.spec.input[0], model.spec.input[1])
         let side = min(height, width), box = max(1, (side * 20 + 14) / 28)
-        let digit = try ImageFiles.mnistStyle(ImageFiles.read(path: file), source: file, side: side, box: box)
-        return Self.pad(digit, side: side, height: height, width: width)
+        var digit = try DigitPreparation.prepare(ImageFiles.read(path: file), source: file, side: side, box: box)
+        digit.pixels = Self.pad(digit.pixels, side: side, height: height, width: width)
+        return digit
     }
+
+    /// The model's input size: (height, width).
+    public var inputSize: (height: Int, width: Int) { (model.spec.input[0], model.spec.input[1]) }
 
     /// Each prepared image's class probabilities, in inference mode, 256 images per pass.
     public func classify(_ images: [[UInt8]]) throws -> [[Double]] {

@@ -73,21 +73,24 @@ public enum Tool {
     }
 
     /// `distcnn summary`: the model's layer table, `input` (height, width, channels) replacing
-    /// its own.
-    public static func summary(model name: String, input: [Int]?, batchSize: Int) throws -> ModelSummary {
+    /// its own; memory for training batches of `batchSize`, by default the one `train` would
+    /// use (the model's own batch size, else `TrainConfig`'s default).
+    public static func summary(model name: String, input: [Int]?, batchSize: Int?) throws -> ModelSummary {
         var spec = try ModelSpec.load(name)
         if let input { spec.input = input }
-        return ModelSummary(model: try Model(spec: spec), batchSize: batchSize)
+        return ModelSummary(model: try Model(spec: spec), batchSize: batchSize ?? spec.batchSize ?? TrainConfig(model: spec).batchSize)
     }
 
     /// `distcnn inspect FILE`: what a checkpoint holds; throws when it is not a valid one.
     public static func inspect(path: String) throws -> CheckpointInspection {
         let ckpt = try Checkpoint.read(path: path)
         let st = ckpt.state
+        let layerNames = ModelSummary.layerNames(ckpt.spec)
         let tensors = ckpt.file.entries.map { e -> CheckpointInspection.Tensor in
             let v = ckpt.file.values(e)
             let mean = v.isEmpty ? 0 : v.reduce(0.0) { $0 + Double($1) } / Double(v.count)
-            return .init(name: e.name, shape: e.shape, first: v.first.map { Double($0) } ?? 0, mean: mean)
+            return .init(name: e.name, layer: CheckpointInspection.layerIndex(e.name).flatMap { layerNames.indices.contains($0) ? layerNames[$0] : nil },
+                         shape: e.shape, first: v.first.map { Double($0) } ?? 0, mean: mean)
         }
         let meta = ckpt.file.metadata
         var hashes: [CheckpointInspection.Hash] = [
@@ -104,7 +107,7 @@ public enum Tool {
         return CheckpointInspection(
             file: path, version: ckpt.file.metadata["version"] ?? Checkpoint.version, model: ckpt.spec.name,
             dataSHA256: meta["data_sha256"] ?? "", hashes: hashes,
-            epoch: st.epoch, stepInEpoch: st.stepInEpoch, globalStep: st.globalStep, adamStep: st.adamStep,
+            epoch: st.epoch, stepInEpoch: st.stepInEpoch, globalStep: st.globalStep, adamStep: ckpt.hasAdam ? st.adamStep : nil,
             seed: st.config.seed, batchSize: st.config.batchSize, historyEpochs: st.history.count,
             best: st.earlyStopping.best.map { .init(monitor: st.config.monitor, value: $0, epoch: st.earlyStopping.bestEpoch) },
             tensors: tensors)
@@ -157,7 +160,11 @@ public struct CheckpointInspection: Sendable {
     public var hashes: [Hash]
     /// Where training continues: 0-based epoch and the step within it.
     public var epoch: Int, stepInEpoch: Int
-    public var globalStep: Int, adamStep: Int
+    /// Where training continues, 1-based as the training log counts epochs.
+    public var nextEpoch: Int { epoch + 1 }
+    /// The optimizer's step count; nil when the file holds no optimizer state (a `final` or
+    /// `best` checkpoint, which cannot be resumed from).
+    public var globalStep: Int, adamStep: Int?
     public var seed: UInt64, batchSize: Int
     /// Epochs recorded in the history.
     public var historyEpochs: Int
@@ -174,8 +181,17 @@ public struct CheckpointInspection: Sendable {
         public var name: String, value: String, covers: String
     }
 
+    /// The layer index in a tensor's name (`layers.3.weight`, `adam.m.layers.3.weight` → 3).
+    static func layerIndex(_ tensor: String) -> Int? {
+        let parts = tensor.split(separator: ".")
+        guard let at = parts.firstIndex(of: "layers"), at + 1 < parts.count else { return nil }
+        return Int(parts[at + 1])
+    }
+
     public struct Tensor: Sendable {
-        public var name: String, shape: [Int]
+        /// `name` as stored (`layers.3.weight`); `layer` the summary's name of its layer
+        /// (`conv2d_1`), nil for a tensor of no layer.
+        public var name: String, layer: String?, shape: [Int]
         /// The first value and the mean of all values.
         public var first: Double, mean: Double
     }

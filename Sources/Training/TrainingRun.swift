@@ -150,7 +150,7 @@ extension Trainer {
             ("hosts", perHost.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),
             ("data", "\(config.dataDirectory): \(run.train.count) train, \(run.validation.count) validation, \(run.test.count) test"),
             ("batch", "\(config.batchSize) global (≤ \(run.sampler.largestShare) per rank), \(run.sampler.stepsPerEpoch) steps per epoch"),
-            ("schedule", "\(config.epochs) epochs, Adam\(config.adam.weightDecay > 0 ? "W (decay \(config.adam.weightDecay))" : "") lr \(config.learningRate) \(config.lrSchedule)"
+            ("schedule", "\(config.epochs) epoch\(config.epochs == 1 ? "" : "s"), Adam\(config.adam.weightDecay > 0 ? "W (decay \(config.adam.weightDecay))" : "") lr \(config.learningRate) \(config.lrSchedule)"
                 + (config.warmupSteps > 0 ? " after \(config.warmupSteps) warm-up steps" : "") + ", seed \(config.seed)"
                 + (config.labelSmoothing > 0 ? ", label smoothing \(config.labelSmoothing)" : "")
                 + (config.emaDecay > 0 ? ", weight average \(config.emaDecay)" : "")

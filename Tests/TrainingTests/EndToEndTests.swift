@@ -35,7 +35,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try XCTUnwrap(ev["test_accuracy"] as? Double), accuracy, accuracy: 1e-9)
         let confusion = try XCTUnwrap(ev["confusion"] as? [[Int]])
         XCTAssertEqual(confusion.flatMap { $0 }.reduce(0, +), 10_000)
-        let perClass = try XCTUnwrap(ev["per_class_accuracy"] as? [Double])
+        let perClass = try XCTUnwrap(ev["per_class_recall"] as? [Double])
         XCTAssertEqual(perClass.count, 10)
         XCTAssertEqual(perClass[3], Double(confusion[3][3]) / Double(confusion[3].reduce(0, +)), accuracy: 1e-12)
         let confused = try XCTUnwrap(ev["most_confused"] as? [[String: Int]])

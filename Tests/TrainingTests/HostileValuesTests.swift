@@ -40,7 +40,7 @@ final class HostileValuesTests: XCTestCase {
         "bench": ["model", "augment", "bn-sync", "profile", "eval", "convolution", "json"],
         "summary": ["model", "json"],
         "evaluate": ["checkpoint", "data", "json"],
-        "predict": ["checkpoint", "json"],
+        "predict": ["checkpoint", "save-prepared", "json"],
         "download": ["dataset", "to", "mirror", "mirror-only"],
         "launch": ["hostfile", "host", "mpirun-arg"],
         "inspect": ["json"],
