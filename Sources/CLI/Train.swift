@@ -84,7 +84,6 @@ struct Train: ParsableCommand {
         do { spec = try ModelSpec.load(step.model) } catch {
             Console.error("\(error)"); throw ExitCode(1)
         }
-        try step.checkMemory(spec: spec, batch: step.batchSize(for: spec))
         try finish(Tool.train(config: try config(model: spec), options: runOptions()))
     }
 
