@@ -58,7 +58,9 @@ let package = Package(
         .executableTarget(name: "distcnn", dependencies: ["CLI"]),
 
         // MARK: Fuzzing (scripts/fuzz builds it with -DFUZZING --sanitize=fuzzer)
-        .executableTarget(name: "fuzz-parsers", dependencies: ["Training"],
+        .executableTarget(name: "fuzz-parsers", dependencies: [
+            "Training", "CLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ],
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
 
         // MARK: Tests
