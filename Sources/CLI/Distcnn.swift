@@ -28,9 +28,9 @@ public struct Distcnn: ParsableCommand {
 extension Distcnn {
     /// Like ArgumentParser's `main()`, but a usage error is one line on standard error, and
     /// under mpirun only rank 0's: every rank parses the same command line, so the others exit
-    /// silently with the same code (a parse error leaves MPI unstarted). mpirun still reports a
-    /// non-zero exit in its own 11 lines, whatever the ranks do (MPI_Abort, MPI_Finalize first
-    /// or exiting together all give as many).
+    /// silently with the same code (a parse error leaves MPI unstarted). mpirun still adds its
+    /// own report of a non-zero exit whatever the ranks do: calling MPI_Abort, or MPI_Init and
+    /// MPI_Finalize before exiting, were tried and print as much or more.
     public static func main() {
         var command: ParsableCommand
         do {
