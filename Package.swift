@@ -52,13 +52,19 @@ let package = Package(
 
         // MARK: Command-line tool
         .target(name: "CLI", dependencies: [
-            "Training", "DatasetDownload",
+            "Training", "DatasetDownload", "Collective",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        ], plugins: ["GitCommit"]),
         .executableTarget(name: "distcnn", dependencies: ["CLI"]),
 
+        // MARK: Build tools
+        // The git commit `distcnn --version` prints, written before every build.
+        .plugin(name: "GitCommit", capability: .buildTool()),
+
         // MARK: Fuzzing (scripts/fuzz builds it with -DFUZZING --sanitize=fuzzer)
-        .executableTarget(name: "fuzz-parsers", dependencies: ["Training"],
+        .executableTarget(name: "fuzz-parsers", dependencies: [
+            "Training", "CLI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ],
                           swiftSettings: [.unsafeFlags(["-parse-as-library"])]),
 
         // MARK: Tests

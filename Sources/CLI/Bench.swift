@@ -19,11 +19,10 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
-        let spec: ModelSpec
-        do { spec = try ModelSpec.load(step.model) } catch {
+        // A model file that cannot be read is one line before MPI starts.
+        do { _ = try ModelSpec.load(step.model) } catch {
             Console.error("\(error)"); throw ExitCode(1)
         }
-        try step.checkMemory(spec: spec, batch: step.batchSize(for: spec))
         var o = BenchOptions()
         o.model = step.model; o.batchSize = step.batchSize; o.threads = step.threads
         o.augmentation = step.augment.config; o.bnSync = step.bnSync; o.microBatch = step.microBatch

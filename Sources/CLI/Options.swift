@@ -32,19 +32,6 @@ struct StepOptions: ParsableArguments {
         try check(threads, "threads", in: Limits.threads)
         try check(microBatch, "micro-batch", in: 1...65536)
     }
-
-    /// Refuses, with one line, a batch whose training buffers on this node would not fit in its
-    /// memory: the ranks on the node (Open MPI's local size) each hold their share of `batch`.
-    func checkMemory(spec: ModelSpec, batch: Int) throws {
-        let env = ProcessInfo.processInfo.environment
-        let world = env["OMPI_COMM_WORLD_SIZE"].flatMap { Int($0) }.map { max($0, 1) } ?? 1
-        let local = env["OMPI_COMM_WORLD_LOCAL_SIZE"].flatMap { Int($0) }.map { min(max($0, 1), world) } ?? 1
-        do {
-            try spec.checkMemory(batch: (batch + world - 1) / world, copies: local)
-        } catch {
-            Console.error("\(error)"); throw ExitCode(1)
-        }
-    }
 }
 
 /// The ranges of numeric flags that more than one command has.

@@ -20,7 +20,7 @@ struct Train: ParsableCommand {
     @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
     @Option(parsing: .unconditional, help: "Epochs to train.") var epochs = 3
     @Option(parsing: .unconditional, help: "Adam learning rate (default: the model's).") var lr: Double?
-    @Option(help: "Learning-rate schedule: constant, exponential:RATE:STEPS, step:RATE:STEPS, cosine[:MIN_FACTOR], onecycle[:PEAK_FACTOR[:PCT_START[:FINAL_FACTOR]]].")
+    @Option(help: "Learning-rate schedule: constant, step:RATE:STEPS, exponential:RATE:STEPS, cosine[:MIN_FACTOR] or onecycle[:DIV[:PCT[:FINAL_DIV]]] (the last as PyTorch's OneCycleLR: div_factor, pct_start, final_div_factor).")
     var lrSchedule = "constant"
     @Option(parsing: .unconditional, help: "Linear learning-rate warm-up over the first N steps.") var warmupSteps = 0
     @Option(parsing: .unconditional, help: "Decoupled weight decay (AdamW) on conv and dense kernels; 0 is plain Adam.") var weightDecay = 0.0
@@ -84,7 +84,6 @@ struct Train: ParsableCommand {
         do { spec = try ModelSpec.load(step.model) } catch {
             Console.error("\(error)"); throw ExitCode(1)
         }
-        try step.checkMemory(spec: spec, batch: step.batchSize(for: spec))
         try finish(Tool.train(config: try config(model: spec), options: runOptions()))
     }
 
@@ -127,10 +126,10 @@ struct Train: ParsableCommand {
 struct AugmentationOverrides: ParsableArguments {
     @Option(parsing: .unconditional, help: "Override the augmentation's rotation range, degrees.") var rotation: Double?
     @Option(parsing: .unconditional, help: "Override the augmentation's shift range, fraction of the image size.") var shift: Double?
-    @Option(parsing: .unconditional, help: "Override the augmentation's zoom range (scale in 1 ± zoom).") var zoom: Double?
+    @Option(parsing: .unconditional, help: "Override the augmentation's zoom range: scale in [1-zoom, 1+zoom].") var zoom: Double?
     @Option(parsing: .unconditional, help: "Override the augmentation's shear range, degrees (Keras's meaning).") var shear: Double?
     @Option(help: "Fill outside the image: nearest, or a pixel value 0...255.") var fill: String?
-    @Option(help: "Elastic distortion ALPHA:SIGMA in pixels (Simard et al.: 34:4).") var elastic: String?
+    @Option(help: "Elastic distortion ALPHA:SIGMA in pixels, e.g. 34:4.") var elastic: String?
 
     func validate() throws { _ = try applied(to: .none) }
 

@@ -9,6 +9,16 @@ public struct DownloadableDataset: Sendable {
     /// SHA-256 of each file's decompressed content, by base name (`train-images-idx3-ubyte`).
     /// The decompressed bytes are pinned, not the `.gz`, because mirrors recompress.
     public var sha256: [String: String]
+    /// Bytes each file decompresses to, by base name: nothing larger is decompressed or hashed,
+    /// and no larger download is accepted (a gzip bomb is refused after this many bytes).
+    public var sizes: [String: Int] = DownloadableDataset.mnistSizes
+
+    /// MNIST's sizes, which Fashion-MNIST shares: 16- and 8-byte IDX headers before 60,000 and
+    /// 10,000 images of 28×28 bytes and as many labels.
+    public static let mnistSizes = [
+        MNISTFiles.trainImages: 16 + 60_000 * 784, MNISTFiles.trainLabels: 8 + 60_000,
+        MNISTFiles.testImages: 16 + 10_000 * 784, MNISTFiles.testLabels: 8 + 10_000,
+    ]
 
     public static let mnist = DownloadableDataset(
         name: "mnist",

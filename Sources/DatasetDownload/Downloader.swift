@@ -27,7 +27,7 @@ public func downloadDataset(_ name: String, to directory: String, mirror: String
     }
     for base in MNISTFiles.baseNames {
         do {
-            fileDone(try Downloader(directory: directory, base: base, sha256: dataset.sha256[base]!,
+            fileDone(try Downloader(directory: directory, base: base, sha256: dataset.sha256[base]!, size: dataset.sizes[base]!,
                                     mirrors: mirrors, retries: retries, timeout: timeout).run(warning: warning))
         } catch {
             // Stop at the first failure: the others would most likely fail the same way.
@@ -40,11 +40,18 @@ public func downloadDataset(_ name: String, to directory: String, mirror: String
 }
 
 /// Fetches one file into place: `DIR/.tmp-NAME.gz.part` first (resumed by an HTTP Range
-/// request when a part is there and the server supports it), verified, fsynced, renamed.
+/// request when a part is there and the server supports it), verified, fsynced, renamed. A part
+/// left by a network failure stays for the next try to resume, as one left by a kill does.
 struct Downloader {
-    let directory: String, base: String, sha256: String, mirrors: [String], retries: Int, timeout: Double
-    /// Larger responses are refused: the real files are at most ~30 MB.
-    static let maxBytes = 256 << 20
+    let directory: String, base: String, sha256: String
+    /// Bytes the file decompresses to: no more are decompressed, so a gzip bomb costs a
+    /// fraction of a second instead of minutes of hashing.
+    let size: Int
+    let mirrors: [String], retries: Int, timeout: Double
+
+    /// Largest download accepted: gzip never grows data by more than a few bytes per 64 KiB
+    /// block and a header, so a longer response is not this file.
+    var maxDownload: Int { size + size / 64 + 4096 }
 
     var name: String { base + ".gz" }
     var finalPath: String { directory + "/" + name }
@@ -55,11 +62,11 @@ struct Downloader {
     func run(warning: (String) -> Void) throws -> String {
         let raw = directory + "/" + base
         if FileManager.default.fileExists(atPath: raw) {
-            if (try? Downloader.decompressedSHA256(raw, gzip: false)) == sha256 { return "\(base): already present, SHA-256 verified" }
+            if (try? Downloader.decompressedSHA256(raw, gzip: false, size: size)) == sha256 { return "\(base): already present, SHA-256 verified" }
             warning("\(raw) fails its SHA-256 check and is read before \(name); remove it")
         }
         if FileManager.default.fileExists(atPath: finalPath) {
-            if (try? Downloader.decompressedSHA256(finalPath)) == sha256 { return "\(name): already present, SHA-256 verified" }
+            if (try? Downloader.decompressedSHA256(finalPath, size: size)) == sha256 { return "\(name): already present, SHA-256 verified" }
             warning("\(finalPath) is present but fails its SHA-256 check; downloading it again")
         }
         var attempts: [String] = []
@@ -81,7 +88,7 @@ struct Downloader {
                     Thread.sleep(forTimeInterval: min(30, 0.5 * Double(1 << min(failures - 1, 6))))
                 case .success(let bytes):
                     do {
-                        let digest = try Downloader.decompressedSHA256(partPath)
+                        let digest = try Downloader.decompressedSHA256(partPath, size: size)
                         if digest == sha256 {
                             let how = bytes < partSize() ? " (resumed after \(resumed) bytes)" : ""
                             try install()
@@ -90,6 +97,8 @@ struct Downloader {
                         problem = "content fails its SHA-256 check (\(digest.prefix(16))…, expected \(sha256.prefix(16))…)"
                     } catch let DataError.corruptGzip(_, reason) {
                         problem = "not valid gzip: \(reason)"
+                    } catch let tooLarge as TooLarge {
+                        problem = tooLarge.description
                     } catch {
                         problem = "\(error)"
                     }
@@ -101,7 +110,9 @@ struct Downloader {
             }
             attempts.append("\(url): \(problem)")
         }
-        unlink(partPath)
+        // What a network failure left is a prefix of the file: kept, the next try asks for the rest.
+        let kept = partSize()
+        if kept > 0 { attempts.append("the \(kept) bytes received are kept in \(partPath); run again to resume") }
         throw DownloadError.failed(file: finalPath, attempts: attempts.isEmpty ? ["no mirrors"] : attempts)
     }
 
@@ -140,7 +151,7 @@ struct Downloader {
         let have = partSize()
         var request = URLRequest(url: url, cachePolicy: .reloadIgnoringLocalAndRemoteCacheData, timeoutInterval: timeout)
         if have > 0 { request.setValue("bytes=\(have)-", forHTTPHeaderField: "Range") }
-        let sink = PartSink(path: partPath, have: have, limit: Downloader.maxBytes)
+        let sink = PartSink(path: partPath, have: have, limit: maxDownload)
         let config = URLSessionConfiguration.ephemeral
         config.timeoutIntervalForRequest = timeout
         let session = URLSession(configuration: config, delegate: sink, delegateQueue: nil)
@@ -150,14 +161,24 @@ struct Downloader {
         return sink.result
     }
 
-    /// SHA-256 of a gzip file's decompressed content, or of a raw file's bytes (no `.gz` in its name).
-    static func decompressedSHA256(_ path: String, gzip: Bool = true) throws -> String {
+    /// A file that decompresses to more than the dataset's file holds.
+    struct TooLarge: Error, CustomStringConvertible {
+        var size: Int
+        var description: String { "decompresses to more than \(size) bytes, the size of this file (a gzip bomb?)" }
+    }
+
+    /// SHA-256 of a gzip file's decompressed content, or of a raw file's bytes (no `.gz` in its
+    /// name); throws `TooLarge` as soon as it passes `size` bytes.
+    static func decompressedSHA256(_ path: String, gzip: Bool = true, size: Int) throws -> String {
         let file = try FileReader(path: path)
         let source: ByteSource = gzip ? try GzipReader(file: file) : file
         var hasher = SHA256()
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        var total = 0
         while true {
             let n = try chunk.withUnsafeMutableBytes { try source.read(into: $0) }
+            total += n
+            if total > size { throw TooLarge(size: size) }
             chunk.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
             if n < chunk.count { break }
         }

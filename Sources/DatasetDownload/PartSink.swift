@@ -8,12 +8,14 @@ import Glibc
 #endif
 
 /// Receives a response body into the part file: appended after a 206 that continues where the
-/// part ends, from the start after a 200.
+/// part ends, from the start after a 200. A part that would grow past `limit` bytes is deleted.
 final class PartSink: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     let path: String, have: Int, limit: Int
     let done = DispatchSemaphore(value: 0)
     private var fd: Int32 = -1
     private var received = 0
+    /// Bytes of the part before this response: `have` after a 206, none after a 200.
+    private var before = 0
     private var failure: Downloader.FetchFailure?
     var result: Result<Int, Downloader.FetchFailure> = .failure(.init(message: "no response", retryable: true))
 
@@ -48,6 +50,7 @@ final class PartSink: NSObject, URLSessionDataDelegate, @unchecked Sendable {
                             retryable: retry)
             return completionHandler(.cancel)
         }
+        before = append ? have : 0
         fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0o644)
         guard fd >= 0 else {
             failure = .init(message: DownloadError.system(path: path, action: "create").description, retryable: false)
@@ -59,8 +62,9 @@ final class PartSink: NSObject, URLSessionDataDelegate, @unchecked Sendable {
     func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
         guard failure == nil, fd >= 0 else { return }
         received += data.count
-        if received > limit {
-            failure = .init(message: "response is larger than \(limit) bytes", retryable: false)
+        if before + received > limit {
+            unlink(path)   // not a prefix of the file: nothing to resume
+            failure = .init(message: "response is larger than \(limit) bytes, more than this file can be", retryable: false)
             dataTask.cancel(); return
         }
         let ok = data.withUnsafeBytes { raw -> Bool in

@@ -94,6 +94,7 @@ extension Tool {
         Parallel.configure(threads: threads)
         let batch = options.batchSize ?? spec.batchSize ?? 128
         let steps = options.steps, warmup = options.warmup, eval = options.eval
+        try checkMemory(spec: spec, batch: batch, eval: eval, comm: comm)
         let model = try Model(spec: spec)
         model.microBatch = options.microBatch
         try requireClassifier(model)
@@ -191,6 +192,26 @@ extension Tool {
         if let d = try comm.firstRankDiffering(from: Array(mine.utf8), phase: "bench settings check") {
             throw RunError.config("rank \(d.rank) was started with different bench settings than rank 0 ('\(d.all[d.rank])' vs '\(d.all[0])'); start every rank with the same command line")
         }
+    }
+
+    /// Refuses, on every rank together and before anything is allocated, a batch whose buffers
+    /// would not fit in this node's memory: each rank holds its share of the global batch, and
+    /// the node holds its ranks (training buffers, or inference's with `eval`).
+    static func checkMemory(spec: ModelSpec, batch: Int, eval: Bool, comm: Communicator) throws {
+        var message = ""
+        do {
+            let share = (batch + comm.size - 1) / comm.size
+            if eval {
+                try Model(spec: spec).checkInferenceMemory(batch: share, copies: comm.localSize, hint: "use a smaller --batch-size")
+            } else {
+                try spec.checkMemory(batch: share, copies: comm.localSize)
+            }
+        } catch { message = "\(error)" }
+        if let d = try comm.firstRankDiffering(from: Array(message.utf8), phase: "memory check"),
+           let r = d.all.firstIndex(where: { !$0.isEmpty }) {
+            throw RunError.config("rank \(r): \(d.all[r])")
+        }
+        if !message.isEmpty { throw RunError.config(message) }
     }
 
     /// This process's peak resident set (getrusage), MiB.

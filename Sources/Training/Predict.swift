@@ -34,6 +34,7 @@ public struct DigitClassifier {
         let ckpt = try Checkpoint.read(path: path)
         model = try Model(spec: ckpt.spec)
         try requireClassifier(model)
+        try model.checkInferenceMemory(batch: Self.chunk, hint: "the model is too large for this machine")
         try ckpt.restore(into: model, source: path)
         normalizer = ckpt.state.normalizer
         let input = ckpt.spec.input
@@ -55,9 +56,12 @@ public struct DigitClassifier {
     /// The model's input size: (height, width).
     public var inputSize: (height: Int, width: Int) { (model.spec.input[0], model.spec.input[1]) }
 
+    /// Images per inference pass.
+    static let chunk = 256
+
     /// Each prepared image's class probabilities, in inference mode, 256 images per pass.
     public func classify(_ images: [[UInt8]]) throws -> [[Double]] {
-        let chunk = 256
+        let chunk = Self.chunk
         return try stride(from: 0, to: images.count, by: chunk).flatMap { start in
             try Self.classify(Array(images[start..<min(start + chunk, images.count)]), model: model,
                               normalizer: normalizer, height: model.spec.input[0], width: model.spec.input[1])
@@ -89,6 +93,35 @@ public struct DigitClassifier {
             let e = row.map { Foundation.exp($0 - top) }
             let total = e.reduce(0, +)
             return e.map { $0 / total }
+        }
+    }
+}
+
+extension Model {
+    /// Bytes inference on batches of `batch` holds: the input and the two ping-pong buffers of
+    /// the widest activation per example, and the parameters, their gradients and the state
+    /// allocated with the model; nil when the count overflows `Int`.
+    func inferenceBytes(batch: Int) -> Int? {
+        let widest = max(inputShape.count, layers.map { $0.outputShape.count }.max() ?? 0)
+        let (perExample, o1) = (2 * widest).addingReportingOverflow(inputShape.count)
+        let (activations, o2) = batch.multipliedReportingOverflow(by: perExample)
+        let (floats, o3) = activations.addingReportingOverflow(2 * parameterCount + stateCount)
+        let (bytes, o4) = floats.multipliedReportingOverflow(by: 4)
+        return o1 || o2 || o3 || o4 || batch < 0 ? nil : bytes
+    }
+
+    /// Refuses, before the inference buffers are allocated, batches of `batch` (times `copies`:
+    /// the ranks on this node) that would need more than the machine's physical memory, with
+    /// one line ending in `hint`.
+    func checkInferenceMemory(batch: Int, copies: Int = 1, hint: String) throws {
+        let total = Model.physicalMemoryBytes
+        let needed = inferenceBytes(batch: batch).flatMap { b in
+            let (r, o) = b.multipliedReportingOverflow(by: max(copies, 1)); return o ? nil : r
+        }
+        guard let needed, needed <= total else {
+            func gib(_ b: Int) -> String { String(format: "%.1f GiB", Double(b) / Double(1 << 30)) }
+            let what = copies > 1 ? "\(copies) ranks evaluating batches of \(batch)" : "evaluating a batch of \(batch)"
+            throw ModelError.spec("model '\(spec.name)': \(what) needs \(needed.map(gib) ?? "more than Int.max bytes"), more than this machine's \(gib(total)) of memory; \(hint)")
         }
     }
 }

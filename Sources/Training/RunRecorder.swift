@@ -82,6 +82,7 @@ final class RankZeroRecorder: RunRecorder {
     func line(_ text: String, level: Console.Level) { console.line(text, level: level) }
 
     func warning(_ text: String) {
+        guard console.level > .quiet else { return }   // --quiet: errors and the final line only
         console.clearProgress()
         Console.warning(text)
     }

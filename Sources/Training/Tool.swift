@@ -62,6 +62,7 @@ public enum Tool {
         let ckpt = try Checkpoint.read(path: path)
         let model = try Model(spec: ckpt.spec)
         try requireClassifier(model)
+        try model.checkInferenceMemory(batch: batchSize, hint: "use a smaller --batch-size")
         try ckpt.restore(into: model, source: path)
         let dataDirectory = data ?? ckpt.state.config.dataDirectory
         let (_, test) = try MNISTFiles.load(directory: dataDirectory)

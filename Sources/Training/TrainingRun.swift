@@ -56,6 +56,11 @@ extension Trainer {
         let threads = options.threads ?? defaultThreads(ranksOnNode: comm.localSize)
         Parallel.configure(threads: threads)
         try agreeOnConfiguration()
+        // A batch this node cannot hold is refused before any data is read: each rank holds its
+        // share of the global batch, and the node holds its ranks.
+        try collectively("memory check") {
+            try config.model.checkMemory(batch: (config.batchSize + comm.size - 1) / comm.size, copies: comm.localSize)
+        }
         comm.phase = "host names"
         let hosts = comm.size > 1 ? try comm.allGather(Array(comm.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) }
                                   : [comm.hostName]

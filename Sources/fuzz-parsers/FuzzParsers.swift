@@ -5,17 +5,19 @@ import Training
 
 /// Fuzz targets for every parser of outside input: IDX files, checkpoints (safetensors header,
 /// offsets, metadata), model JSON and the run files `report` reads (`metrics.csv`,
-/// `summary.json`, `report.json`, each through to the page it draws). Built with `-DFUZZING` and `--sanitize=fuzzer` it is a
+/// `summary.json`, `report.json`, each through to the page it draws) and the command line
+/// (`CommandLineTarget`). Built with `-DFUZZING` and `--sanitize=fuzzer` it is a
 /// libFuzzer binary (`scripts/fuzz`); built normally it replays the files it is given, so the
 /// corpus doubles as a regression test. The target comes from `DISTCNN_FUZZ_TARGET`.
 enum FuzzTarget: String {
     case idx, checkpoint, model
     case metrics, summary, report
+    case cli
 
     static let current: FuzzTarget = {
         let name = ProcessInfo.processInfo.environment["DISTCNN_FUZZ_TARGET"] ?? "idx"
         guard let t = FuzzTarget(rawValue: name) else {
-            FileHandle.standardError.write(Data("DISTCNN_FUZZ_TARGET must be idx, checkpoint, model, metrics, summary or report\n".utf8))
+            FileHandle.standardError.write(Data("DISTCNN_FUZZ_TARGET must be idx, checkpoint, model, metrics, summary, report or cli\n".utf8))
             exit(2)
         }
         return t
@@ -57,6 +59,8 @@ enum FuzzTarget: String {
         case .report:
             guard let data = try? RunReport.decodeReport(bytes, path: "fuzz") else { return }
             _ = RunReport.html(history: [], confusion: data.confusion, mistakes: [], title: data.title, summary: [])
+        case .cli:
+            CommandLineTarget.run(bytes)
         }
     }
 }

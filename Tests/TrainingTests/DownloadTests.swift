@@ -55,9 +55,10 @@ final class DownloadTests: XCTestCase {
     /// files before it are left in the folder.
     func testWrongContentIsRefused() throws {
         let served = try servedCopy()
-        // Valid gzip, wrong content: the training labels under the test labels' name.
-        try FileManager.default.removeItem(atPath: served + "/t10k-labels-idx1-ubyte.gz")
-        try FileManager.default.copyItem(atPath: served + "/train-labels-idx1-ubyte.gz", toPath: served + "/t10k-labels-idx1-ubyte.gz")
+        // Valid gzip of the right size, wrong content: the test labels with every 1 made a 2.
+        let path = served + "/t10k-labels-idx1-ubyte.gz"
+        let made = try runProcess("/bin/sh", ["-c", "gzip -dc '\(path)' | tr '\\001' '\\002' | gzip -c > '\(path).new' && mv '\(path).new' '\(path)'"])
+        XCTAssertEqual(made.status, 0, made.stderr)
         let server = try HTTPServer(directory: served, test: self)
         let dir = temporaryDirectory(self) + "/mnist"
         let r = try download(server, to: dir, retries: 2)
@@ -67,6 +68,23 @@ final class DownloadTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("fails its SHA-256 check"), r.stderr)
         XCTAssertEqual(contents(dir), Array(Self.names.prefix(3)).sorted(), "the three valid files only, no part file")
         XCTAssertEqual(server.requests().filter { $0.contains("t10k-labels") }.count, 1, "a wrong file is not fetched again")
+    }
+
+    /// A response longer than any gzip of the file can be (the training labels, 29 KB, under the
+    /// test labels' name, which hold 10,008 bytes) is cut off as it arrives, and nothing is kept.
+    func testOversizedResponseIsCutOff() throws {
+        let served = try servedCopy()
+        try FileManager.default.removeItem(atPath: served + "/t10k-labels-idx1-ubyte.gz")
+        try FileManager.default.copyItem(atPath: served + "/train-labels-idx1-ubyte.gz", toPath: served + "/t10k-labels-idx1-ubyte.gz")
+        let server = try HTTPServer(directory: served, test: self)
+        let dir = temporaryDirectory(self) + "/mnist"
+        let r = try download(server, to: dir, retries: 2)
+        XCTAssertEqual(r.status, 1)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("error: " + dir + "/t10k-labels-idx1-ubyte.gz: download failed"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("response is larger than 14260 bytes"), r.stderr)
+        XCTAssertEqual(contents(dir), Array(Self.names.prefix(3)).sorted(), "the three valid files only, no part file")
+        XCTAssertEqual(server.requests().filter { $0.contains("t10k-labels") }.count, 1, "not fetched again")
     }
 
     func testTruncatedGzipIsRefused() throws {
@@ -118,6 +136,61 @@ final class DownloadTests: XCTestCase {
         XCTAssertTrue(labels.first?.contains(" 206 ") == true && labels.last?.contains(" 200 ") == true, "\(labels)")
     }
 
+    /// A mirror serving a gzip bomb under a file's name (35 GB from 34 MB, concatenated members
+    /// of 64 MiB of zeros): refused once it decompresses past the file's known size, instead of
+    /// hashed for minutes, with one line; nothing is left behind and it is not fetched again.
+    func testGzipBombIsRefusedAtTheFilesSize() throws {
+        let served = try servedCopy()
+        let member = temporaryDirectory(self) + "/member.gz"
+        let made = try runProcess("/bin/sh", ["-c", "head -c 67108864 /dev/zero | gzip -9 -c > '\(member)'"])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        let one = try bytes(member)
+        var bomb = Data(capacity: one.count * 530)
+        for _ in 0..<530 { bomb.append(one) }
+        XCTAssertLessThan(bomb.count, 47_040_016, "small enough to be downloaded whole: the decompressed bound is what refuses it")
+        try bomb.write(to: URL(fileURLWithPath: served + "/train-images-idx3-ubyte.gz"))
+        let server = try HTTPServer(directory: served, test: self)
+        let dir = temporaryDirectory(self) + "/mnist"
+        let start = Date()
+        let r = try download(server, to: dir, retries: 2)
+        let seconds = Date().timeIntervalSince(start)
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("error: " + dir + "/train-images-idx3-ubyte.gz: download failed"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("decompresses to more than 47040016 bytes"), r.stderr)
+        XCTAssertFalse(r.stderr.contains("kept"), r.stderr)
+        XCTAssertEqual(contents(dir), [], "no part file left")
+        XCTAssertEqual(server.requests().count, 1, "a bomb is not fetched again")
+        // Hashing all 35 GB takes minutes; the bound stops after 47 MB.
+        XCTAssertLessThan(seconds, 60, "refused after \(seconds) s")
+    }
+
+    /// A connection cut mid-file: the bytes received stay in the part file (the line says so),
+    /// and the next try asks for the rest with a Range request and completes the file.
+    func testCutConnectionIsResumedByTheNextTry() throws {
+        let server = try HTTPServer(directory: try servedCopy(), test: self, ranges: true, cut: "train-images-idx3-ubyte.gz")
+        let dir = temporaryDirectory(self) + "/mnist"
+        let images = try bytes(Repo.mnist + "/train-images-idx3-ubyte.gz")
+        let part = dir + "/.tmp-train-images-idx3-ubyte.gz.part"
+        let first = try download(server, to: dir)
+        XCTAssertEqual(first.status, 1, first.stderr)
+        XCTAssertEqual(first.stderr.split(separator: "\n").count, 1, first.stderr)
+        XCTAssertTrue(first.stderr.contains(dir + "/train-images-idx3-ubyte.gz: download failed"), first.stderr)
+        XCTAssertTrue(first.stderr.contains("the \(images.count / 2) bytes received are kept in \(part); run again to resume"), first.stderr)
+        XCTAssertEqual(try bytes(part), images.prefix(images.count / 2), "the part is the prefix received")
+
+        let second = try download(server, to: dir)
+        XCTAssertEqual(second.status, 0, second.stderr)
+        XCTAssertTrue(second.stdout.contains("train-images-idx3-ubyte.gz: downloaded \(images.count) bytes")
+                      && second.stdout.contains("resumed after \(images.count / 2) bytes"), second.stdout)
+        XCTAssertEqual(contents(dir), Self.names.sorted())
+        XCTAssertEqual(try bytes(dir + "/train-images-idx3-ubyte.gz"), images)
+        let log = server.requests().filter { $0.contains("/train-images-idx3-ubyte.gz") }
+        XCTAssertEqual(log.count, 2, "\(log)")
+        XCTAssertTrue(log.first?.contains(" 200 ") == true && log.last?.contains(" 206 ") == true, "cut whole, then resumed: \(log)")
+        XCTAssertEqual(server.ranges(), ["bytes=\(images.count / 2)-"], "one Range request, from where the cut left off")
+    }
+
     func testUnreachableMirrorFailsCleanly() throws {
         // A port that was free a moment ago: connection refused.
         let server = try HTTPServer(directory: try servedCopy(), test: self)
@@ -145,7 +218,9 @@ final class DownloadTests: XCTestCase {
 }
 
 /// Python's HTTP server on 127.0.0.1 and a free port, serving `directory`; with `ranges`, a
-/// small subclass that answers `Range: bytes=N-` with 206. Stopped when the test ends.
+/// small subclass that answers `Range: bytes=N-` with 206 (and logs each Range header), and
+/// with `cut` too, one that sends only the first half of that file's first whole request and
+/// then closes the connection. Stopped when the test ends.
 final class HTTPServer {
     /// Fails the test that needed the server (python3 ships http.server, so this is a real fault).
     struct ServerDidNotStart: Error, CustomStringConvertible { var description: String }
@@ -157,7 +232,24 @@ final class HTTPServer {
 
     static let rangeHandler = """
         import functools, http.server, os, re, sys
+        cut, cut_done = (sys.argv[2:4] + [None, None])[:2]
         class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                if self.headers.get('Range'):
+                    sys.stderr.write('range %s\\n' % self.headers.get('Range'))
+                if cut and self.path.endswith('/' + cut) and not self.headers.get('Range') and not os.path.exists(cut_done):
+                    open(cut_done, 'w').close()
+                    with open(self.translate_path(self.path), 'rb') as f:
+                        data = f.read()
+                    self.send_response(200)
+                    self.send_header('Content-Type', 'application/octet-stream')
+                    self.send_header('Content-Length', str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                super().do_GET()
             def send_head(self):
                 path = self.translate_path(self.path)
                 m = re.fullmatch(r'bytes=(\\d+)-', self.headers.get('Range') or '')
@@ -180,11 +272,12 @@ final class HTTPServer {
         server.serve_forever()
         """
 
-    init(directory: String, test: XCTestCase, ranges: Bool = false) throws {
+    init(directory: String, test: XCTestCase, ranges: Bool = false, cut: String? = nil) throws {
         log = temporaryDirectory(test) + "/server.log"
         XCTAssertTrue(FileManager.default.createFile(atPath: log, contents: nil), "cannot create \(log)")
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ranges ? ["python3", "-u", "-c", Self.rangeHandler, directory]
+        let cutArguments = cut.map { [$0, temporaryDirectory(test) + "/cut-done"] } ?? []
+        process.arguments = ranges ? ["python3", "-u", "-c", Self.rangeHandler, directory] + cutArguments
             : ["python3", "-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory", directory]
         let out = Pipe()
         process.standardOutput = out
@@ -213,6 +306,12 @@ final class HTTPServer {
     func requests() -> [String] {
         let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         return text.split(separator: "\n").map(String.init).filter { $0.contains("\"GET ") }
+    }
+
+    /// The Range headers of the requests so far (with `ranges`), e.g. `bytes=100000-`.
+    func ranges() -> [String] {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").filter { $0.hasPrefix("range ") }.map { String($0.dropFirst(6)) }
     }
 
     func stop() {

@@ -212,8 +212,13 @@ final class CommandLineFuzzTests: XCTestCase {
             var argv = text.components(separatedBy: "\n")
             if argv.last == "" { argv.removeLast() }
             parse(argv)
-            // Every reproduction is refused (none of them is a valid command line).
-            XCTAssertThrowsError(try Distcnn.parseAsRoot(argv), file)
+            // Every reproduction is refused, but those the parser rightly accepts (`.accepted.args`:
+            // refused later, such as a batch beyond the machine's memory).
+            if file.hasSuffix(".accepted.args") {
+                XCTAssertNoThrow(try Distcnn.parseAsRoot(argv), file)
+            } else {
+                XCTAssertThrowsError(try Distcnn.parseAsRoot(argv), file)
+            }
         }
     }
 
