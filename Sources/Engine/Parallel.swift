@@ -2,8 +2,9 @@ import Dispatch
 
 /// The engine's own threads: layers split a batch (or channels) into one contiguous chunk
 /// per worker and call single-threaded sgemm inside each, which keeps each image's column
-/// matrix in its core's cache. Results depend on the worker count only through the fixed
-/// order in which per-worker partial gradients are summed.
+/// matrix in its core's cache. Results do not depend on the worker count: work whose
+/// arithmetic involves several examples is split by whole micro-batches (`PassContext`), and
+/// the rest is per example, per channel or per element.
 public enum Parallel {
     /// Worker threads per process (set once at start; 1 runs everything inline).
     nonisolated(unsafe) public static var workers = 1
