@@ -73,6 +73,10 @@ final class RankZeroRecorder: RunRecorder {
     private var tensorBoard: TensorBoardLog?
     private var epochWatch = Stopwatch()
     private var stepsPerEpoch = 0
+    /// Steps this attempt has taken in the current epoch, and their wall time.
+    private var stepsThisEpoch = 0, trainingSecondsThisEpoch = 0.0
+    /// What the last epoch end took (evaluation, checkpoints), for the run's ETA.
+    private var lastEpochEndSeconds: Double?
 
     init(config: TrainConfig, options: RunOptions, console: Console) {
         self.config = config; self.options = options; self.console = console
@@ -81,10 +85,7 @@ final class RankZeroRecorder: RunRecorder {
 
     func line(_ text: String, level: Console.Level) { console.line(text, level: level) }
 
-    func warning(_ text: String) {
-        console.clearProgress()
-        Console.warning(text)
-    }
+    func warning(_ text: String) { console.warning(text) }
 
     func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws {
         self.stepsPerEpoch = stepsPerEpoch
@@ -92,26 +93,50 @@ final class RankZeroRecorder: RunRecorder {
         for (k, v) in rows { console.line(k.padding(toLength: 11, withPad: " ", startingAt: 0) + v) }
     }
 
-    func startEpoch() { epochWatch = Stopwatch() }
+    func startEpoch() {
+        if stepsThisEpoch > 0 { lastEpochEndSeconds = epochWatch.seconds - trainingSecondsThisEpoch }
+        epochWatch = Stopwatch(); stepsThisEpoch = 0
+    }
 
     func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws {
+        stepsThisEpoch += 1
+        trainingSecondsThisEpoch = epochWatch.seconds
         let logged = state.globalStep % options.logEvery == 0
-        let shown = console.isTerminal || state.stepInEpoch % options.logEvery == 0
-        guard logged || shown else { return }
-        let l2 = l2()
         if let tensorBoard, logged {
-            try tensorBoard.batch(step: state.globalStep, loss: step.lossSum / Double(step.count) + l2,
+            try tensorBoard.batch(step: state.globalStep, loss: step.lossSum / Double(step.count) + l2(),
                                   accuracy: step.correct / Double(step.count), learningRate: learningRate,
                                   imagesPerSecond: speed.imagesPerSecond, allReduceShare: speed.allReduceShare)
         }
-        guard shown else { return }
+        if console.isTerminal {
+            console.progress { columns in progressFrame(state, speed: speed, l2: l2()).line(columns: columns) }
+        } else if state.stepInEpoch % options.logEvery == 0 {
+            let f = progressFrame(state, speed: speed, l2: l2())
+            console.line(String(format: "epoch %d/%d %d/%d %@ eta %@ %.0f img/s loss %.4f acc %.4f",
+                                f.epoch, f.epochs, f.step, f.steps, formatDuration(f.elapsed), formatDuration(f.epochETA ?? .nan),
+                                f.imagesPerSecond, f.loss, f.accuracy))
+        }
+    }
+
+    /// The progress display's figures after a step. The ETAs assume the steps to come take
+    /// as long as this epoch's so far (in this attempt), and each epoch end as long as the
+    /// last one's evaluation and checkpoint did.
+    func progressFrame(_ state: TrainingState, speed: Throughput, l2: Double) -> ProgressFrame {
         let s = state.stepInEpoch, steps = stepsPerEpoch, elapsed = epochWatch.seconds
-        let eta = s > 0 ? elapsed / Double(s) * Double(steps - s) : .nan
-        let text = String(format: "epoch %d/%d %d/%d %@ eta %@ %.0f img/s loss %.4f acc %.4f",
-                          state.epoch + 1, config.epochs, s, steps, formatDuration(elapsed), formatDuration(eta),
-                          speed.imagesPerSecond, state.epochLossSum / max(state.epochSeen, 1) + l2,
-                          state.epochCorrect / max(state.epochSeen, 1))
-        if console.isTerminal { console.progress(text) } else { console.line(text) }
+        let perStep = stepsThisEpoch > 0 ? elapsed / Double(stepsThisEpoch) : .nan
+        var runETA: Double?
+        if config.epochs > 1 || config.maxSteps != nil {
+            var left = (config.epochs - state.epoch) * steps - s
+            var epochEnds = config.epochs - state.epoch
+            if let maxSteps = config.maxSteps, maxSteps - state.globalStep < left {
+                left = max(maxSteps - state.globalStep, 0)
+                epochEnds = (s + left) / max(steps, 1)
+            }
+            runETA = Double(left) * perStep + Double(epochEnds) * (lastEpochEndSeconds ?? 0)
+        }
+        return ProgressFrame(epoch: state.epoch + 1, epochs: config.epochs, step: s, steps: steps, elapsed: elapsed,
+                             epochETA: perStep * Double(steps - s), runETA: runETA, imagesPerSecond: speed.imagesPerSecond,
+                             loss: state.epochLossSum / max(state.epochSeen, 1) + l2,
+                             accuracy: state.epochCorrect / max(state.epochSeen, 1))
     }
 
     func epoch(_ m: EpochMetrics, state: TrainingState, speed: Throughput) throws {
