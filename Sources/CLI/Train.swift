@@ -38,6 +38,8 @@ struct Train: ParsableCommand {
     var restoreBestWeights = true
     @Option(parsing: .unconditional, help: "Random seed: initial weights, shuffling, dropout.") var seed: UInt64 = 1
     @Option(parsing: .unconditional, help: "Stop after this many global steps (evaluates and writes final files).") var maxSteps: Int?
+    @Flag(help: "Evaluate the test set after every epoch too (by default only once, at the end: choose by validation).")
+    var testEveryEpoch = false
     @Option(parsing: .unconditional, help: "Train on only the first N training examples.") var trainLimit: Int?
     @Option(parsing: .unconditional, help: "Evaluate on only the first N test examples.") var testLimit: Int?
     @Option(help: "Run folder (rank 0 writes it).") var runDir = "runs/latest"
@@ -116,6 +118,7 @@ struct Train: ParsableCommand {
         o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = step.threads; o.stepTimeout = stepTimeout
         o.bucketMiB = step.bucketMib
         o.logEvery = logEvery
+        o.testEveryEpoch = testEveryEpoch
         o.restarts = restarts
         o.level = quiet ? .quiet : verbose ? .verbose : .normal
         o.progress = progress

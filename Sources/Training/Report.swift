@@ -222,7 +222,7 @@ public enum RunReport {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
         guard let header = lines.first, !header.isEmpty else { throw ReportError(path: path, reason: "empty file, no header line") }
         let columns = header.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-        let required = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+        let required = ["epoch", "train_loss", "train_accuracy"]
         let missing = required.filter { !columns.contains($0) }
         guard missing.isEmpty else {
             throw ReportError(path: path, reason: "the header lacks \(missing.joined(separator: ", ")) (has \(columns.joined(separator: ",")))")
@@ -249,8 +249,10 @@ public enum RunReport {
                 globalStep: try wholeNumber(try value("global_step") ?? 0, stepRange, "line \(n + 1): global_step", path: path),
                 trainLoss: try need("train_loss"), trainAccuracy: try need("train_accuracy"),
                 valLoss: try value("val_loss"), valAccuracy: try value("val_accuracy"),
-                testLoss: try need("test_loss"), testAccuracy: try need("test_accuracy"),
-                learningRate: try value("learning_rate") ?? .nan, seconds: try value("seconds") ?? .nan))
+                testLoss: try value("test_loss"), testAccuracy: try value("test_accuracy"),
+                learningRate: try value("learning_rate") ?? .nan, seconds: try value("seconds") ?? .nan,
+                imagesPerSecond: try value("images_per_second"), evaluationSeconds: try value("evaluation_seconds"),
+                partial: try value("partial").map { $0 != 0 }))
         }
         return history
     }
@@ -301,6 +303,8 @@ public enum RunReport {
         } else if let last = history.last {
             add("status", "in progress or interrupted (no summary.json)")
             add("epochs", String(history.count))
+            add("validation accuracy (last epoch)", percent(last.valAccuracy))
+            add("validation loss (last epoch)", fixed(last.valLoss))
             add("test accuracy (last epoch)", percent(last.testAccuracy))
             add("test loss (last epoch)", fixed(last.testLoss))
         }

@@ -93,9 +93,17 @@ final class RankZeroRecorder: RunRecorder {
         for (k, v) in rows { console.line(k.padding(toLength: 11, withPad: " ", startingAt: 0) + v) }
     }
 
-    func startEpoch() {
-        if stepsThisEpoch > 0 { lastEpochEndSeconds = epochWatch.seconds - trainingSecondsThisEpoch }
-        epochWatch = Stopwatch(); stepsThisEpoch = 0
+    func startEpoch() { epochWatch = Stopwatch(); stepsThisEpoch = 0 }
+
+    /// `epoch 2/3 31.0s loss … acc … val_loss … val_acc …` (and test, when evaluated); a
+    /// partial epoch says how many of its steps ran.
+    func epochLine(_ m: EpochMetrics) -> String {
+        let steps = m.partial == true ? " (\(m.globalStep - (m.epoch - 1) * stepsPerEpoch) of \(stepsPerEpoch) steps)" : ""
+        var text = String(format: "epoch %d/%d%@ %@ loss %.4f acc %.4f", m.epoch, config.epochs, steps, formatDuration(m.seconds),
+                          m.trainLoss, m.trainAccuracy)
+        if let vl = m.valLoss, let va = m.valAccuracy { text += String(format: " val_loss %.4f val_acc %.4f", vl, va) }
+        if let tl = m.testLoss, let ta = m.testAccuracy { text += String(format: " test_loss %.4f test_acc %.4f", tl, ta) }
+        return text
     }
 
     func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws {
@@ -140,10 +148,8 @@ final class RankZeroRecorder: RunRecorder {
     }
 
     func epoch(_ m: EpochMetrics, state: TrainingState, speed: Throughput) throws {
-        var text = String(format: "epoch %d/%d %@ loss %.4f acc %.4f", m.epoch, config.epochs, formatDuration(m.seconds),
-                          m.trainLoss, m.trainAccuracy)
-        if let vl = m.valLoss, let va = m.valAccuracy { text += String(format: " val_loss %.4f val_acc %.4f", vl, va) }
-        text += String(format: " test_loss %.4f test_acc %.4f", m.testLoss, m.testAccuracy)
+        if stepsThisEpoch > 0 { lastEpochEndSeconds = epochWatch.seconds - trainingSecondsThisEpoch }
+        var text = epochLine(m)
         if config.patience > 0 {
             if state.earlyStopping.stopped {
                 text += " (early stop: no improvement of \(config.monitor.rawValue) for \(config.patience) epoch\(config.patience == 1 ? "" : "s"))"
@@ -171,10 +177,17 @@ final class RankZeroRecorder: RunRecorder {
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
                 testSet: Dataset) throws {
         guard let files else { return }
+        if let last = history.last, last.partial == true { console.line(epochLine(last)) }
         // The result: the weights evaluated (best or averaged), without optimizer state, so it
         // cannot be mistaken for a point to resume from (step checkpoints are).
         try files.writeCheckpoint(final(), name: "final.safetensors")
         try files.writeSummary(summary)
+        try files.writeMetrics(history)
+        if let last = history.last, last.partial == true {
+            try tensorBoard?.epoch(last)
+        } else if history.last?.testLoss == nil {
+            try tensorBoard?.test(step: summary.globalSteps, loss: test.loss, accuracy: test.accuracy)
+        }
         try tensorBoard?.flush()
         do {
             let data = RunReportData(confusion: test.confusion, mistakes: test.mistakes,

@@ -180,15 +180,20 @@ public final class TensorBoardLog {
         return w
     }
 
-    /// Logs an epoch's metrics (learning rate under train) and flushes.
+    /// Logs an epoch's metrics (learning rate under train; test only when it was evaluated) and flushes.
     public func epoch(_ m: EpochMetrics) throws {
         try writer("train").scalars([("epoch_loss", m.trainLoss), ("epoch_accuracy", m.trainAccuracy),
                                      ("epoch_learning_rate", m.learningRate)], step: m.globalStep)
         if let vl = m.valLoss, let va = m.valAccuracy {
             try writer("validation").scalars([("epoch_loss", vl), ("epoch_accuracy", va)], step: m.globalStep)
         }
-        try writer("test").scalars([("epoch_loss", m.testLoss), ("epoch_accuracy", m.testAccuracy)], step: m.globalStep)
+        if let tl = m.testLoss, let ta = m.testAccuracy { try test(step: m.globalStep, loss: tl, accuracy: ta) }
         try flush()
+    }
+
+    /// The test set's loss and accuracy at `step` (the run's end, unless `--test-every-epoch`).
+    public func test(step: Int, loss: Double, accuracy: Double) throws {
+        try writer("test").scalars([("epoch_loss", loss), ("epoch_accuracy", accuracy)], step: step)
     }
 
     /// Logs the training loss and accuracy (e.g. the running epoch averages) after global
