@@ -122,6 +122,8 @@ struct Train: ParsableCommand {
         o.restarts = restarts
         o.level = quiet ? .quiet : verbose ? .verbose : .normal
         o.progress = progress
+        o.commandLine = CommandLine.arguments
+        o.version = Distcnn.configuration.version
         return o
     }
 }

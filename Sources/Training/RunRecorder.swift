@@ -22,8 +22,9 @@ protocol RunRecorder: AnyObject {
     /// Writes `checkpoints/NAME` atomically; step checkpoints are pruned to `--keep`. Returns the path.
     func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String?
     /// However the run ended: final.safetensors, summary.json, the report.
+    /// `timing`: this attempt's seconds in training steps and in the final evaluation.
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
-                testSet: Dataset) throws
+                testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws
     /// Pushes buffered TensorBoard events to disk (before a preemption exit).
     func flush()
     /// The run stopped for a signal with `stop.checkpoint` written: `RUN_DIR/preempted.json`
@@ -45,7 +46,7 @@ extension RunRecorder {
     func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput) throws {}
     func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String? { nil }
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
-                testSet: Dataset) throws {}
+                testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws {}
     func flush() {}
     func preempted(_ stop: Preempted) throws {}
 }
@@ -77,6 +78,9 @@ final class RankZeroRecorder: RunRecorder {
     private var stepsThisEpoch = 0, trainingSecondsThisEpoch = 0.0
     /// What the last epoch end took (evaluation, checkpoints), for the run's ETA.
     private var lastEpochEndSeconds: Double?
+    /// This attempt: when it started, its set-up, and its evaluations so far (for report.html).
+    private let attemptWatch = Stopwatch(), startDate = Date()
+    private var startUpSeconds: Double?, evaluationSeconds = 0.0
 
     init(config: TrainConfig, options: RunOptions, console: Console) {
         self.config = config; self.options = options; self.console = console
@@ -89,6 +93,7 @@ final class RankZeroRecorder: RunRecorder {
 
     func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws {
         self.stepsPerEpoch = stepsPerEpoch
+        startUpSeconds = attemptWatch.seconds
         tensorBoard = TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: globalStep)
         for (k, v) in rows { console.line(k.padding(toLength: 11, withPad: " ", startingAt: 0) + v) }
     }
@@ -149,6 +154,7 @@ final class RankZeroRecorder: RunRecorder {
 
     func epoch(_ m: EpochMetrics, state: TrainingState, speed: Throughput) throws {
         if stepsThisEpoch > 0 { lastEpochEndSeconds = epochWatch.seconds - trainingSecondsThisEpoch }
+        evaluationSeconds += m.evaluationSeconds ?? 0
         var text = epochLine(m)
         if config.patience > 0 {
             if state.earlyStopping.stopped {
@@ -175,8 +181,9 @@ final class RankZeroRecorder: RunRecorder {
     }
 
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
-                testSet: Dataset) throws {
+                testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws {
         guard let files else { return }
+        let wall = attemptWatch.seconds
         if let last = history.last, last.partial == true { console.line(epochLine(last)) }
         // The result: the weights evaluated (best or averaged), without optimizer state, so it
         // cannot be mistaken for a point to resume from (step checkpoints are).
@@ -190,9 +197,15 @@ final class RankZeroRecorder: RunRecorder {
         }
         try tensorBoard?.flush()
         do {
-            let data = RunReportData(confusion: test.confusion, mistakes: test.mistakes,
+            var data = RunReportData(confusion: test.confusion, mistakes: test.mistakes,
                                      data: URL(fileURLWithPath: config.dataDirectory).standardized.path,
                                      title: "\(config.model.name), \(summary.worldSize) rank\(summary.worldSize == 1 ? "" : "s")")
+            data.run = RunFacts(
+                commandLine: options.commandLine, version: options.version, started: startDate, ended: Date(),
+                resumed: options.resume != .none, hosts: RunFacts.ranksPerHost(summary.hosts),
+                configuration: RunFacts.rows(config, options: options, threads: summary.threadsPerRank),
+                wallSeconds: wall, startUpSeconds: startUpSeconds ?? 0, trainingSeconds: timing.stepSeconds,
+                evaluationSeconds: evaluationSeconds + timing.finalEvaluationSeconds)
             try RunReport.save(data, runDirectory: options.runDirectory, history: history, testSet: testSet)
         } catch {
             warning("report.html not written: \(error)")

@@ -27,6 +27,9 @@ public struct RunOptions: Sendable {
     public var restarts: Int = 0
     public var level: Console.Level = .normal
     public var progress: Console.Progress = .auto
+    /// The command that started the run and the program's version, for report.html.
+    public var commandLine: [String] = []
+    public var version = ""
     public init() {}
 }
 
@@ -235,7 +238,8 @@ public final class Trainer {
         try verifyIdenticalWeights(summary.weightsSHA256)
         let final = state
         try recorder.finish(summary, final: { Checkpoint(model: model, adam: nil, state: final) }, test: test,
-                            history: state.history + (unfinished.map { [$0] } ?? []), testSet: run.test)
+                            history: state.history + (unfinished.map { [$0] } ?? []), testSet: run.test,
+                            timing: (stepSeconds: speed.stepSeconds, finalEvaluationSeconds: evaluation.seconds))
         return summary
     }
 
