@@ -169,6 +169,7 @@ public enum RunReport {
             for m in mistakes { out += mistakeFigure(m) + "\n" }
             out += "</div>\n"
         }
+        if let run { out += configurationSection(run) }
         out += "<footer>Written by <code>distcnn report</code>.</footer>\n</body>\n</html>\n"
         return out
     }
@@ -421,8 +422,7 @@ public enum RunReport {
         return rows
     }
 
-    /// The run's facts: the command, version, dates, hosts, where the wall time went, and
-    /// every setting.
+    /// The run's facts: the command, version, dates, hosts, where the wall time went.
     static func factsSection(_ run: RunFacts) -> String {
         var out = "<h2>Run</h2>\n<table class=\"summary\">\n"
         func row(_ k: String, _ v: String, code: Bool = false) {
@@ -438,9 +438,16 @@ public enum RunReport {
             "\(formatDuration(run.wallSeconds)): start-up \(formatDuration(run.startUpSeconds)), training steps "
             + "\(formatDuration(run.trainingSeconds)), evaluation \(formatDuration(run.evaluationSeconds)), "
             + "checkpoints and files \(formatDuration(other))")
-        out += "</table>\n<h2>Configuration</h2>\n<table class=\"summary config\">\n"
-        for pair in run.configuration where pair.count == 2 { row(pair[0], pair[1]) }
         return out + "</table>\n"
+    }
+
+    /// Every setting of the run, in columns.
+    static func configurationSection(_ run: RunFacts) -> String {
+        var out = "<h2>Configuration</h2>\n<div class=\"config\">\n"
+        for pair in run.configuration where pair.count == 2 {
+            out += "<div><span class=\"k\">\(escape(pair[0]))</span> \(escape(pair[1]))</div>\n"
+        }
+        return out + "</div>\n"
     }
 
     /// An argument as a shell would need it written.
@@ -540,6 +547,9 @@ public enum RunReport {
         table.summary th, table.summary td { text-align: left; padding: 1px 18px 1px 0; vertical-align: top; }
         table.summary th { font-weight: 600; color: #555; }
         table.summary code { font-size: 13px; word-break: break-all; }
+        .config { columns: 3 250px; column-gap: 28px; font-size: 13px; }
+        .config div { break-inside: avoid; padding: 1px 0; }
+        .config .k { font-weight: 600; color: #555; }
         .charts { display: flex; flex-wrap: wrap; gap: 16px; }
         .charts svg { border: 1px solid #e3e3e3; border-radius: 4px; max-width: 100%; height: auto; }
         table.confusion { border-collapse: collapse; font-variant-numeric: tabular-nums; }

@@ -164,7 +164,7 @@ final class ReportTests: XCTestCase {
         for text in ["<code>distcnn train --model ref --run-dir &#39;runs/it&#39;\\&#39;&#39;s&#39;</code>", "<td>1.2.3</td>",
                      "<td>2027-01-15T08:00:00Z</td>", "<td>2027-01-15T08:01:40Z</td>", "<td>a (2 ranks), b (1 rank)</td>",
                      "1m40s: start-up 4.0s, training steps 1m20s, evaluation 10.0s, checkpoints and files 6.0s",
-                     "<th>batch-size</th><td>128</td>", "<th>lr-schedule</th><td>cosine</td>",
+                     "<span class=\"k\">batch-size</span> 128", "<span class=\"k\">lr-schedule</span> cosine",
                      "<th>training images/s per epoch</th><td>median 1700, range 1094–1811 over 3 epochs</td>",
                      "<th>training images/s, all steps</th>"] {
             XCTAssertTrue(page.contains(text), "\(text) not in the page")
