@@ -48,7 +48,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run dir (starts fresh if there is none).") var resume = false
     @Option(help: "Continue from this checkpoint file.") var resumeFrom: String?
     @Option(parsing: .unconditional, help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
-    @Option(parsing: .unconditional, help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
+    @Option(parsing: .unconditional, help: "Log TensorBoard batch scalars every N steps; without a terminal, also print a progress line.")
+    var logEvery = 100
     @Option(help: "Progress display: auto (a bar on a terminal, lines in logs and under mpirun), bar or lines.")
     var progress: Console.Progress = .auto
     @Option(help: .hidden) var restarts = 0   // set by distcnn launch on each relaunch

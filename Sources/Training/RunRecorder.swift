@@ -13,12 +13,13 @@ protocol RunRecorder: AnyObject {
     /// A warning on rank 0's standard error, on a line of its own.
     func warning(_ text: String)
     /// The run is about to take its first step (global step `globalStep`): the configuration table.
-    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int, threads: Int) throws
     func startEpoch()
     /// After each step: the progress display and, every `--log-every` steps, TensorBoard.
     func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws
-    /// After each epoch's evaluation and decisions: its line, metrics.csv, TensorBoard.
-    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput) throws
+    /// After each epoch's evaluation and decisions: its line, metrics.csv, TensorBoard (with
+    /// histograms of `weights`, called only on rank 0).
+    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput, weights: () -> [NamedValues]) throws
     /// Writes `checkpoints/NAME` atomically; step checkpoints are pruned to `--keep`. Returns the path.
     func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String?
     /// However the run ended: final.safetensors, summary.json, the report.
@@ -40,10 +41,10 @@ extension RunRecorder {
     var files: RunFiles? { nil }
     func line(_ text: String, level: Console.Level) {}
     func warning(_ text: String) {}
-    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws {}
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int, threads: Int) throws {}
     func startEpoch() {}
     func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws {}
-    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput) throws {}
+    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput, weights: () -> [NamedValues]) throws {}
     func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String? { nil }
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
                 testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws {}
@@ -53,6 +54,9 @@ extension RunRecorder {
 
 /// Ranks other than 0.
 final class SilentRecorder: RunRecorder {}
+
+/// A tensor's name and its values, valid during the call that receives it.
+typealias NamedValues = (name: String, values: UnsafeBufferPointer<Float>)
 
 /// Images per second and the share of the step time spent exchanging, over the steps so far.
 struct Throughput {
@@ -91,10 +95,14 @@ final class RankZeroRecorder: RunRecorder {
 
     func warning(_ text: String) { console.warning(text) }
 
-    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws {
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int, threads: Int) throws {
         self.stepsPerEpoch = stepsPerEpoch
         startUpSeconds = attemptWatch.seconds
         tensorBoard = TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: globalStep)
+        if globalStep == 0 {   // a resumed run is the same session
+            try tensorBoard?.hparams(RankZeroRecorder.hparams(config, options: options, threads: threads),
+                                     startTime: startDate.timeIntervalSince1970)
+        }
         for (k, v) in rows { console.line(k.padding(toLength: 11, withPad: " ", startingAt: 0) + v) }
     }
 
@@ -152,7 +160,7 @@ final class RankZeroRecorder: RunRecorder {
                              accuracy: state.epochCorrect / max(state.epochSeen, 1))
     }
 
-    func epoch(_ m: EpochMetrics, state: TrainingState, speed: Throughput) throws {
+    func epoch(_ m: EpochMetrics, state: TrainingState, speed: Throughput, weights: () -> [NamedValues]) throws {
         if stepsThisEpoch > 0 { lastEpochEndSeconds = epochWatch.seconds - trainingSecondsThisEpoch }
         evaluationSeconds += m.evaluationSeconds ?? 0
         var text = epochLine(m)
@@ -169,6 +177,7 @@ final class RankZeroRecorder: RunRecorder {
                      level: .verbose)
         try files?.writeMetrics(state.history)
         try tensorBoard?.epoch(m)
+        try tensorBoard?.weights(step: m.globalStep, weights())
         try tensorBoard?.epochSpeed(step: state.globalStep, imagesPerSecond: speed.imagesPerSecond,
                                     allReduceShare: speed.allReduceShare)
     }
@@ -195,6 +204,7 @@ final class RankZeroRecorder: RunRecorder {
         } else if history.last?.testLoss == nil {
             try tensorBoard?.test(step: summary.globalSteps, loss: test.loss, accuracy: test.accuracy)
         }
+        try tensorBoard?.hparamsEnd(success: true, step: summary.globalSteps)
         try tensorBoard?.flush()
         do {
             var data = RunReportData(confusion: test.confusion, mistakes: test.mistakes,
@@ -213,6 +223,18 @@ final class RankZeroRecorder: RunRecorder {
         console.line(String(format: "test accuracy %.2f%%, loss %.4f; weights %@; run dir %@",
                             test.accuracy * 100, test.loss, String(summary.weightsSHA256.prefix(16)), options.runDirectory),
                      level: .quiet)
+    }
+
+    /// The settings as TensorBoard hyperparameters: numbers as numbers (so the HParams tab
+    /// can sort and plot them), true/false as booleans, the rest as text.
+    static func hparams(_ config: TrainConfig, options: RunOptions, threads: Int) -> [(String, TensorBoardWriter.HParam)] {
+        RunFacts.rows(config, options: options, threads: threads).compactMap { row in
+            let (name, value) = (row[0], row[1])
+            guard name != "run-dir" else { return nil }
+            if let x = Double(value), x.isFinite { return (name, .number(x)) }
+            if value == "true" || value == "false" { return (name, .bool(value == "true")) }
+            return (name, .string(value))
+        }
     }
 
     func flush() { try? tensorBoard?.flush() }

@@ -129,7 +129,7 @@ public final class Trainer {
         let run = try setUp()                      // data, model, optimizer; fresh or resumed; every rank agrees
         var state = run.state
         try recorder.start(configuration: configurationRows(run), globalStep: state.globalStep,
-                           stepsPerEpoch: run.sampler.stepsPerEpoch)
+                           stepsPerEpoch: run.sampler.stepsPerEpoch, threads: run.threads)
         var speed = Throughput()
         var epochWatch = Stopwatch(), epochSpeed = Throughput()   // the epoch under way
         var ended = RunEnd.epochs
@@ -185,7 +185,11 @@ public final class Trainer {
         if let best, config.keepsBestWeights { run.best = best }
         state.nextEpoch()
         state.trainSeconds = run.elapsed
-        try recorder.epoch(state.history.last!, state: state, speed: speed)
+        try recorder.epoch(state.history.last!, state: state, speed: speed) {
+            model.tensors.filter { $0.region == .parameters }.map {
+                (name: $0.name, values: UnsafeBufferPointer(start: UnsafePointer(model.parameters.pointer + $0.offset), count: $0.count))
+            }
+        }
         if let best {
             let snapshot = state
             _ = try recorder.checkpoint({ Checkpoint(model: model, weights: best, adam: nil, state: snapshot) },
