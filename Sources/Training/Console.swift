@@ -63,6 +63,12 @@ public final class Console {
         limiter.reset()
     }
 
+    /// Leaves the live line on screen as it is and moves below it (before an error is printed).
+    public func endProgress() {
+        if shownProgress != nil { print(""); fflush(stdout); shownProgress = nil }
+        limiter.reset()
+    }
+
     /// A warning on standard error on a line of its own: the live line is cleared first and
     /// drawn again after it.
     public func warning(_ text: String) {

@@ -28,6 +28,9 @@ protocol RunRecorder: AnyObject {
                 testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws
     /// Pushes buffered TensorBoard events to disk (before a preemption exit).
     func flush()
+    /// The run is leaving (however it ends): a live progress line stays as it was, and what
+    /// is printed next (an error, a stop) starts on a line of its own.
+    func endLiveLine()
     /// The run stopped for a signal with `stop.checkpoint` written: `RUN_DIR/preempted.json`
     /// tells a batch script to requeue, whatever exit code the launcher makes of it.
     func preempted(_ stop: Preempted) throws
@@ -49,6 +52,7 @@ extension RunRecorder {
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
                 testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws {}
     func flush() {}
+    func endLiveLine() {}
     func preempted(_ stop: Preempted) throws {}
 }
 
@@ -238,6 +242,8 @@ final class RankZeroRecorder: RunRecorder {
     }
 
     func flush() { try? tensorBoard?.flush() }
+
+    func endLiveLine() { console.endProgress() }
 
     func preempted(_ stop: Preempted) throws {
         try files?.writePreempted(stop)

@@ -126,6 +126,7 @@ public final class Trainer {
     }
 
     public func run() throws -> RunSummary {
+        defer { recorder.endLiveLine() }           // an error or a stop is printed on a line of its own
         let run = try setUp()                      // data, model, optimizer; fresh or resumed; every rank agrees
         var state = run.state
         try recorder.start(configuration: configurationRows(run), globalStep: state.globalStep,
