@@ -38,6 +38,8 @@ struct Train: ParsableCommand {
     var restoreBestWeights = true
     @Option(parsing: .unconditional, help: "Random seed: initial weights, shuffling, dropout.") var seed: UInt64 = 1
     @Option(parsing: .unconditional, help: "Stop after this many global steps (evaluates and writes final files).") var maxSteps: Int?
+    @Flag(help: "Evaluate the test set after every epoch too (by default only once, at the end: choose by validation).")
+    var testEveryEpoch = false
     @Option(parsing: .unconditional, help: "Train on only the first N training examples.") var trainLimit: Int?
     @Option(parsing: .unconditional, help: "Evaluate on only the first N test examples.") var testLimit: Int?
     @Option(help: "Run folder (rank 0 writes it).") var runDir = "runs/latest"
@@ -46,7 +48,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Continue from the newest valid checkpoint in the run dir (starts fresh if there is none).") var resume = false
     @Option(help: "Continue from this checkpoint file.") var resumeFrom: String?
     @Option(parsing: .unconditional, help: "Seconds a collective may make no progress before the rank ends with an error.") var stepTimeout: Double?
-    @Option(parsing: .unconditional, help: "Without a terminal, print a progress line every N steps.") var logEvery = 100
+    @Option(parsing: .unconditional, help: "Log TensorBoard batch scalars every N steps; without a terminal, also print a progress line.")
+    var logEvery = 100
     @Option(help: "Progress display: auto (a bar on a terminal, lines in logs and under mpirun), bar or lines.")
     var progress: Console.Progress = .auto
     @Option(help: .hidden) var restarts = 0   // set by distcnn launch on each relaunch
@@ -115,9 +118,12 @@ struct Train: ParsableCommand {
         o.resume = resumeFrom.map { .file($0) } ?? (resume ? .latest : .none)
         o.checkpointEvery = checkpointEvery; o.keep = keep; o.threads = step.threads; o.stepTimeout = stepTimeout
         o.logEvery = logEvery
+        o.testEveryEpoch = testEveryEpoch
         o.restarts = restarts
         o.level = quiet ? .quiet : verbose ? .verbose : .normal
         o.progress = progress
+        o.commandLine = CommandLine.arguments
+        o.version = Distcnn.configuration.version
         return o
     }
 }

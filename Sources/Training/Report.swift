@@ -13,8 +13,92 @@ public struct RunReportData: Codable, Sendable, Equatable {
     /// The data folder whose test set the indices refer to.
     public var data: String
     public var title: String
-    public init(confusion: [[Int]], mistakes: [Misclassification], data: String, title: String) {
-        self.confusion = confusion; self.mistakes = mistakes; self.data = data; self.title = title
+    /// Who ran what, where and when; nil in reports written before it was recorded.
+    public var run: RunFacts?
+    public init(confusion: [[Int]], mistakes: [Misclassification], data: String, title: String, run: RunFacts? = nil) {
+        self.confusion = confusion; self.mistakes = mistakes; self.data = data; self.title = title; self.run = run
+    }
+}
+
+/// What a reader needs to trust a report: the command, the program's version, when and where
+/// it ran, every setting of the run, and where this attempt's wall time went.
+public struct RunFacts: Codable, Sendable, Equatable {
+    public var commandLine: [String]
+    public var version: String
+    /// ISO 8601, UTC.
+    public var started: String, ended: String
+    /// This attempt continued from a checkpoint (its times are this attempt's alone).
+    public var resumed: Bool
+    public var hosts: [HostRanks]
+    /// Every setting, as (name, value) in a fixed order; names as the flags spell them.
+    public var configuration: [[String]]
+    /// This attempt: all of it, set-up (data, agreement, restore), training steps, evaluation.
+    public var wallSeconds: Double, startUpSeconds: Double, trainingSeconds: Double, evaluationSeconds: Double
+
+    public struct HostRanks: Codable, Sendable, Equatable {
+        public var host: String, ranks: Int
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case commandLine = "command_line", version, started, ended, resumed, hosts, configuration
+        case wallSeconds = "wall_seconds", startUpSeconds = "start_up_seconds", trainingSeconds = "training_seconds"
+        case evaluationSeconds = "evaluation_seconds"
+    }
+
+    public init(commandLine: [String], version: String, started: Date, ended: Date, resumed: Bool, hosts: [HostRanks],
+                configuration: [[String]], wallSeconds: Double, startUpSeconds: Double, trainingSeconds: Double,
+                evaluationSeconds: Double) {
+        let iso = ISO8601DateFormatter()
+        self.commandLine = commandLine; self.version = version
+        self.started = iso.string(from: started); self.ended = iso.string(from: ended); self.resumed = resumed
+        self.hosts = hosts; self.configuration = configuration
+        self.wallSeconds = wallSeconds; self.startUpSeconds = startUpSeconds; self.trainingSeconds = trainingSeconds
+        self.evaluationSeconds = evaluationSeconds
+    }
+
+    /// Hosts in the order of their first rank, with how many ranks each ran.
+    public static func ranksPerHost(_ hosts: [String]) -> [HostRanks] {
+        var out: [HostRanks] = []
+        for h in hosts {
+            if let i = out.firstIndex(where: { $0.host == h }) { out[i].ranks += 1 } else { out.append(HostRanks(host: h, ranks: 1)) }
+        }
+        return out
+    }
+
+    /// Every field of `config` (nested ones as `adam.beta1`; the model by name), with names
+    /// in the flags' spelling, then the run options that shape how it ran.
+    static func rows(_ config: TrainConfig, options: RunOptions, threads: Int) -> [[String]] {
+        var rows: [[String]] = []
+        func add(_ name: String, _ value: Any) {
+            let mirror = Mirror(reflecting: value)
+            if mirror.displayStyle == .optional {
+                if let some = mirror.children.first { add(name, some.value) } else { rows.append([name, "none"]) }
+            } else if let raw = value as? any RawRepresentable {
+                rows.append([name, "\(raw.rawValue)"])
+            } else if mirror.displayStyle == .struct, !mirror.children.isEmpty {
+                for child in mirror.children { add(name + "." + flagName(child.label ?? "?"), child.value) }
+            } else {
+                rows.append([name, "\(value)"])
+            }
+        }
+        for child in Mirror(reflecting: config).children {
+            let name = flagName(child.label ?? "?")
+            if child.label == "model" { rows.append(["model", "\(config.model.name)"]); continue }
+            add(name, child.value)
+        }
+        rows += [["threads-per-rank", "\(threads)"], ["test-every-epoch", "\(options.testEveryEpoch)"],
+                 ["checkpoint-every", options.checkpointEvery.map(String.init) ?? "each epoch"], ["keep", "\(options.keep)"],
+                 ["bucket-mib", "\(options.bucketMiB)"], ["log-every", "\(options.logEvery)"], ["run-dir", options.runDirectory]]
+        return rows
+    }
+
+    /// `batchSize` → `batch-size`.
+    static func flagName(_ label: String) -> String {
+        var out = ""
+        for ch in label {
+            if ch.isUppercase { out += "-" + ch.lowercased() } else { out.append(ch) }
+        }
+        return out
     }
 }
 
@@ -33,7 +117,7 @@ public enum RunReport {
     /// The page for a run's history, final confusion matrix (rows: true class) and mistakes
     /// (images (H, W, C) bytes, C = image.count / (H·W)), with `summary` as a key–value table.
     public static func html(history: [EpochMetrics], confusion: [[Int]], mistakes: [Mistake], title: String,
-                            summary: [(String, String)]) -> String {
+                            summary: [(String, String)], run: RunFacts? = nil) -> String {
         var out = """
             <!DOCTYPE html>
             <html lang="en">
@@ -52,6 +136,7 @@ public enum RunReport {
             for (k, v) in summary { out += "<tr><th>\(escape(k))</th><td>\(escape(v))</td></tr>\n" }
             out += "</table>\n"
         }
+        if let run { out += factsSection(run) }
 
         out += "<h2>Learning curves</h2>\n"
         if history.isEmpty {
@@ -84,6 +169,7 @@ public enum RunReport {
             for m in mistakes { out += mistakeFigure(m) + "\n" }
             out += "</div>\n"
         }
+        if let run { out += configurationSection(run) }
         out += "<footer>Written by <code>distcnn report</code>.</footer>\n</body>\n</html>\n"
         return out
     }
@@ -141,7 +227,7 @@ public enum RunReport {
         let summaryPath = dir + "/summary.json"
         let summary = FileManager.default.fileExists(atPath: summaryPath) ? try readRunFile(summaryPath, what: "summary") : nil
         let page = html(history: history, confusion: data?.confusion ?? [], mistakes: mistakes, title: title,
-                        summary: try summaryRows(summary: summary, path: summaryPath, history: history))
+                        summary: try summaryRows(summary: summary, path: summaryPath, history: history), run: data?.run)
         let path = dir + "/report.html"
         try AtomicFile.write(page, to: path)
         return path
@@ -204,6 +290,17 @@ public enum RunReport {
                 throw ReportError(path: path, reason: "mistake \(i) has label \(x.label), predicted \(x.predicted), confidence \(x.confidence): labels must be in 0...255 and the confidence in 0...1")
             }
         }
+        if let run = data.run {
+            for (name, v) in [("wall_seconds", run.wallSeconds), ("start_up_seconds", run.startUpSeconds),
+                              ("training_seconds", run.trainingSeconds), ("evaluation_seconds", run.evaluationSeconds)] {
+                guard v.isFinite, (0...1e9).contains(v) else {
+                    throw ReportError(path: path, reason: "run.\(name) is \(v), outside 0...1e9")
+                }
+            }
+            guard run.commandLine.count <= 10_000, run.configuration.count <= 10_000, run.hosts.count <= 1 << 20 else {
+                throw ReportError(path: path, reason: "run lists \(run.commandLine.count) arguments, \(run.configuration.count) settings and \(run.hosts.count) hosts; at most 10000, 10000 and 1048576 are accepted")
+            }
+        }
         return data
     }
 
@@ -222,7 +319,7 @@ public enum RunReport {
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.hasSuffix("\r") ? $0.dropLast() : $0 }
         guard let header = lines.first, !header.isEmpty else { throw ReportError(path: path, reason: "empty file, no header line") }
         let columns = header.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
-        let required = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy"]
+        let required = ["epoch", "train_loss", "train_accuracy"]
         let missing = required.filter { !columns.contains($0) }
         guard missing.isEmpty else {
             throw ReportError(path: path, reason: "the header lacks \(missing.joined(separator: ", ")) (has \(columns.joined(separator: ",")))")
@@ -249,8 +346,10 @@ public enum RunReport {
                 globalStep: try wholeNumber(try value("global_step") ?? 0, stepRange, "line \(n + 1): global_step", path: path),
                 trainLoss: try need("train_loss"), trainAccuracy: try need("train_accuracy"),
                 valLoss: try value("val_loss"), valAccuracy: try value("val_accuracy"),
-                testLoss: try need("test_loss"), testAccuracy: try need("test_accuracy"),
-                learningRate: try value("learning_rate") ?? .nan, seconds: try value("seconds") ?? .nan))
+                testLoss: try value("test_loss"), testAccuracy: try value("test_accuracy"),
+                learningRate: try value("learning_rate") ?? .nan, seconds: try value("seconds") ?? .nan,
+                imagesPerSecond: try value("images_per_second"), evaluationSeconds: try value("evaluation_seconds"),
+                partial: try value("partial").map { $0 != 0 }))
         }
         return history
     }
@@ -284,6 +383,15 @@ public enum RunReport {
         func fixed(_ v: Double?) -> String? { v.map { String(format: "%.4f", $0) } }
         func add(_ key: String, _ value: String?) { if let value { rows.append((key, value)) } }
         let loss = -1e12...1e12
+        // Per-epoch throughput: the median is what an epoch typically ran at; the range shows
+        // how much the epochs differed.
+        let rates = history.compactMap { $0.imagesPerSecond }.filter { $0.isFinite && $0 >= 0 && $0 <= 1e12 }.sorted()
+        var perEpoch: String?
+        if let lo = rates.first, let hi = rates.last {
+            let median = rates.count % 2 == 1 ? rates[rates.count / 2] : (rates[rates.count / 2 - 1] + rates[rates.count / 2]) / 2
+            perEpoch = rates.count == 1 ? String(format: "%.0f (1 epoch)", median)
+                : String(format: "median %.0f, range %.0f–%.0f over %d epochs", median, lo, hi, rates.count)
+        }
         if let json {
             add("model", json["model"] as? String)
             add("ranks", try whole("world_size", 1...(1 << 20)))
@@ -295,16 +403,57 @@ public enum RunReport {
             add("test loss", fixed(try real("test_loss", loss)))
             add("validation accuracy", percent(try real("val_accuracy", 0...1)))
             add("validation loss", fixed(try real("val_loss", loss)))
-            add("training time", try real("train_seconds", 0...1e9).map(formatDuration))
-            add("throughput", try real("images_per_second", 0...1e12).map { String(format: "%.0f images/s", $0) })
+            add("training images/s per epoch", perEpoch)
+            add("training images/s, all steps", try real("images_per_second", 0...1e12).map { String(format: "%.0f", $0) })
+            add("wall time from the first step, all attempts", try real("train_seconds", 0...1e9).map(formatDuration))
             add("weights SHA-256", (json["weights_sha256"] as? String).map { String($0.prefix(16)) + "…" })
+            if let partial = history.last, partial.partial == true {
+                add("stopped within", "epoch \(partial.epoch), at global step \(partial.globalStep) (its row covers the steps taken)")
+            }
         } else if let last = history.last {
             add("status", "in progress or interrupted (no summary.json)")
             add("epochs", String(history.count))
+            add("validation accuracy (last epoch)", percent(last.valAccuracy))
+            add("validation loss (last epoch)", fixed(last.valLoss))
             add("test accuracy (last epoch)", percent(last.testAccuracy))
             add("test loss (last epoch)", fixed(last.testLoss))
+            add("training images/s per epoch", perEpoch)
         }
         return rows
+    }
+
+    /// The run's facts: the command, version, dates, hosts, where the wall time went.
+    static func factsSection(_ run: RunFacts) -> String {
+        var out = "<h2>Run</h2>\n<table class=\"summary\">\n"
+        func row(_ k: String, _ v: String, code: Bool = false) {
+            out += "<tr><th>\(escape(k))</th><td>\(code ? "<code>\(escape(v))</code>" : escape(v))</td></tr>\n"
+        }
+        row("command", run.commandLine.map(shellQuoted).joined(separator: " "), code: true)
+        row("version", run.version.isEmpty ? "not recorded in this build" : run.version)
+        row("started", run.started)
+        row("ended", run.ended)
+        row("hosts", run.hosts.map { "\($0.host) (\($0.ranks) rank\($0.ranks == 1 ? "" : "s"))" }.joined(separator: ", "))
+        let other = max(run.wallSeconds - run.startUpSeconds - run.trainingSeconds - run.evaluationSeconds, 0)
+        row(run.resumed ? "wall time of this attempt (resumed)" : "wall time",
+            "\(formatDuration(run.wallSeconds)): start-up \(formatDuration(run.startUpSeconds)), training steps "
+            + "\(formatDuration(run.trainingSeconds)), evaluation \(formatDuration(run.evaluationSeconds)), "
+            + "checkpoints and files \(formatDuration(other))")
+        return out + "</table>\n"
+    }
+
+    /// Every setting of the run, in columns.
+    static func configurationSection(_ run: RunFacts) -> String {
+        var out = "<h2>Configuration</h2>\n<div class=\"config\">\n"
+        for pair in run.configuration where pair.count == 2 {
+            out += "<div><span class=\"k\">\(escape(pair[0]))</span> \(escape(pair[1]))</div>\n"
+        }
+        return out + "</div>\n"
+    }
+
+    /// An argument as a shell would need it written.
+    static func shellQuoted(_ s: String) -> String {
+        let plain = s.allSatisfy { $0.isLetter || $0.isNumber || "-_./=:,@+%".contains($0) }
+        return plain && !s.isEmpty ? s : "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
 
     static func jsonReason(_ error: Error) -> String {
@@ -397,6 +546,10 @@ public enum RunReport {
         table.summary { border-collapse: collapse; }
         table.summary th, table.summary td { text-align: left; padding: 1px 18px 1px 0; vertical-align: top; }
         table.summary th { font-weight: 600; color: #555; }
+        table.summary code { font-size: 13px; word-break: break-all; }
+        .config { columns: 3 250px; column-gap: 28px; font-size: 13px; }
+        .config div { break-inside: avoid; padding: 1px 0; }
+        .config .k { font-weight: 600; color: #555; }
         .charts { display: flex; flex-wrap: wrap; gap: 16px; }
         .charts svg { border: 1px solid #e3e3e3; border-radius: 4px; max-width: 100%; height: auto; }
         table.confusion { border-collapse: collapse; font-variant-numeric: tabular-nums; }

@@ -87,14 +87,21 @@ final class RunFiles {
     }
 
     /// Rewritten whole from the run's history, so a resumed run never duplicates or loses a row.
+    /// Figures not measured (test metrics of an epoch without `--test-every-epoch`, validation
+    /// without a split) are empty cells; `partial` is 1 on the row of an epoch the run ended in.
     func writeMetrics(_ history: [EpochMetrics]) throws {
-        var csv = "epoch,global_step,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,learning_rate,seconds\n"
+        var csv = RunFiles.metricsHeader + "\n"
+        func cell(_ v: Double?) -> String { v.map { String($0) } ?? "" }
         for h in history {
-            let v = [h.valLoss, h.valAccuracy].map { $0.map { String($0) } ?? "" }
-            csv += "\(h.epoch),\(h.globalStep),\(h.trainLoss),\(h.trainAccuracy),\(v[0]),\(v[1]),\(h.testLoss),\(h.testAccuracy),\(h.learningRate),\(h.seconds)\n"
+            let cells = ["\(h.epoch)", "\(h.globalStep)", cell(h.trainLoss), cell(h.trainAccuracy), cell(h.valLoss), cell(h.valAccuracy),
+                         cell(h.testLoss), cell(h.testAccuracy), cell(h.learningRate), cell(h.seconds), cell(h.imagesPerSecond),
+                         cell(h.evaluationSeconds), h.partial == true ? "1" : "0"]
+            csv += cells.joined(separator: ",") + "\n"
         }
         try AtomicFile.write(csv, to: directory + "/metrics.csv")
     }
+
+    static let metricsHeader = "epoch,global_step,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,learning_rate,seconds,images_per_second,evaluation_seconds,partial"
 
     /// `preempted.json`: `{"signal": "SIGUSR1", "global_step": 287, "checkpoint": "…"}`.
     func writePreempted(_ stop: Preempted) throws {

@@ -13,19 +13,24 @@ protocol RunRecorder: AnyObject {
     /// A warning on rank 0's standard error, on a line of its own.
     func warning(_ text: String)
     /// The run is about to take its first step (global step `globalStep`): the configuration table.
-    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int, threads: Int) throws
     func startEpoch()
     /// After each step: the progress display and, every `--log-every` steps, TensorBoard.
     func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws
-    /// After each epoch's evaluation and decisions: its line, metrics.csv, TensorBoard.
-    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput) throws
+    /// After each epoch's evaluation and decisions: its line, metrics.csv, TensorBoard (with
+    /// histograms of `weights`, called only on rank 0).
+    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput, weights: () -> [NamedValues]) throws
     /// Writes `checkpoints/NAME` atomically; step checkpoints are pruned to `--keep`. Returns the path.
     func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String?
     /// However the run ended: final.safetensors, summary.json, the report.
+    /// `timing`: this attempt's seconds in training steps and in the final evaluation.
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
-                testSet: Dataset) throws
+                testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws
     /// Pushes buffered TensorBoard events to disk (before a preemption exit).
     func flush()
+    /// The run is leaving (however it ends): a live progress line stays as it was, and what
+    /// is printed next (an error, a stop) starts on a line of its own.
+    func endLiveLine()
     /// The run stopped for a signal with `stop.checkpoint` written: `RUN_DIR/preempted.json`
     /// tells a batch script to requeue, whatever exit code the launcher makes of it.
     func preempted(_ stop: Preempted) throws
@@ -39,19 +44,23 @@ extension RunRecorder {
     var files: RunFiles? { nil }
     func line(_ text: String, level: Console.Level) {}
     func warning(_ text: String) {}
-    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws {}
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int, threads: Int) throws {}
     func startEpoch() {}
     func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws {}
-    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput) throws {}
+    func epoch(_ metrics: EpochMetrics, state: TrainingState, speed: Throughput, weights: () -> [NamedValues]) throws {}
     func checkpoint(_ make: () -> Checkpoint, name: String) throws -> String? { nil }
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
-                testSet: Dataset) throws {}
+                testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws {}
     func flush() {}
+    func endLiveLine() {}
     func preempted(_ stop: Preempted) throws {}
 }
 
 /// Ranks other than 0.
 final class SilentRecorder: RunRecorder {}
+
+/// A tensor's name and its values, valid during the call that receives it.
+typealias NamedValues = (name: String, values: UnsafeBufferPointer<Float>)
 
 /// Images per second and the share of the step time spent exchanging, over the steps so far.
 struct Throughput {
@@ -73,6 +82,13 @@ final class RankZeroRecorder: RunRecorder {
     private var tensorBoard: TensorBoardLog?
     private var epochWatch = Stopwatch()
     private var stepsPerEpoch = 0
+    /// Steps this attempt has taken in the current epoch, and their wall time.
+    private var stepsThisEpoch = 0, trainingSecondsThisEpoch = 0.0
+    /// What the last epoch end took (evaluation, checkpoints), for the run's ETA.
+    private var lastEpochEndSeconds: Double?
+    /// This attempt: when it started, its set-up, and its evaluations so far (for report.html).
+    private let attemptWatch = Stopwatch(), startDate = Date()
+    private var startUpSeconds: Double?, evaluationSeconds = 0.0
 
     init(config: TrainConfig, options: RunOptions, console: Console) {
         self.config = config; self.options = options; self.console = console
@@ -83,43 +99,78 @@ final class RankZeroRecorder: RunRecorder {
 
     func warning(_ text: String) {
         guard console.level > .quiet else { return }   // --quiet: errors and the final line only
-        console.clearProgress()
-        Console.warning(text)
+        console.warning(text)
     }
 
-    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int) throws {
+    func start(configuration rows: [(String, String)], globalStep: Int, stepsPerEpoch: Int, threads: Int) throws {
         self.stepsPerEpoch = stepsPerEpoch
+        startUpSeconds = attemptWatch.seconds
         tensorBoard = TensorBoardLog(directory: options.runDirectory + "/tensorboard", globalStep: globalStep)
+        if globalStep == 0 {   // a resumed run is the same session
+            try tensorBoard?.hparams(RankZeroRecorder.hparams(config, options: options, threads: threads),
+                                     startTime: startDate.timeIntervalSince1970)
+        }
         for (k, v) in rows { console.line(k.padding(toLength: 11, withPad: " ", startingAt: 0) + v) }
     }
 
-    func startEpoch() { epochWatch = Stopwatch() }
+    func startEpoch() { epochWatch = Stopwatch(); stepsThisEpoch = 0 }
+
+    /// `epoch 2/3 31.0s loss … acc … val_loss … val_acc …` (and test, when evaluated); a
+    /// partial epoch says how many of its steps ran.
+    func epochLine(_ m: EpochMetrics) -> String {
+        let steps = m.partial == true ? " (\(m.globalStep - (m.epoch - 1) * stepsPerEpoch) of \(stepsPerEpoch) steps)" : ""
+        var text = String(format: "epoch %d/%d%@ %@ loss %.4f acc %.4f", m.epoch, config.epochs, steps, formatDuration(m.seconds),
+                          m.trainLoss, m.trainAccuracy)
+        if let vl = m.valLoss, let va = m.valAccuracy { text += String(format: " val_loss %.4f val_acc %.4f", vl, va) }
+        if let tl = m.testLoss, let ta = m.testAccuracy { text += String(format: " test_loss %.4f test_acc %.4f", tl, ta) }
+        return text
+    }
 
     func step(_ state: TrainingState, _ step: StepTotals, learningRate: Double, speed: Throughput, l2: () -> Double) throws {
+        stepsThisEpoch += 1
+        trainingSecondsThisEpoch = epochWatch.seconds
         let logged = state.globalStep % options.logEvery == 0
-        let shown = console.isTerminal || state.stepInEpoch % options.logEvery == 0
-        guard logged || shown else { return }
-        let l2 = l2()
         if let tensorBoard, logged {
-            try tensorBoard.batch(step: state.globalStep, loss: step.lossSum / Double(step.count) + l2,
+            try tensorBoard.batch(step: state.globalStep, loss: step.lossSum / Double(step.count) + l2(),
                                   accuracy: step.correct / Double(step.count), learningRate: learningRate,
                                   imagesPerSecond: speed.imagesPerSecond, allReduceShare: speed.allReduceShare)
         }
-        guard shown else { return }
-        let s = state.stepInEpoch, steps = stepsPerEpoch, elapsed = epochWatch.seconds
-        let eta = s > 0 ? elapsed / Double(s) * Double(steps - s) : .nan
-        let text = String(format: "epoch %d/%d %d/%d %@ eta %@ %.0f img/s loss %.4f acc %.4f",
-                          state.epoch + 1, config.epochs, s, steps, formatDuration(elapsed), formatDuration(eta),
-                          speed.imagesPerSecond, state.epochLossSum / max(state.epochSeen, 1) + l2,
-                          state.epochCorrect / max(state.epochSeen, 1))
-        if console.isTerminal { console.progress(text) } else { console.line(text) }
+        if console.isTerminal {
+            console.progress { columns in progressFrame(state, speed: speed, l2: l2()).line(columns: columns) }
+        } else if state.stepInEpoch % options.logEvery == 0 {
+            let f = progressFrame(state, speed: speed, l2: l2())
+            console.line(String(format: "epoch %d/%d %d/%d %@ eta %@ %.0f img/s loss %.4f acc %.4f",
+                                f.epoch, f.epochs, f.step, f.steps, formatDuration(f.elapsed), formatDuration(f.epochETA ?? .nan),
+                                f.imagesPerSecond, f.loss, f.accuracy))
+        }
     }
 
-    func epoch(_ m: EpochMetrics, state: TrainingState, speed: Throughput) throws {
-        var text = String(format: "epoch %d/%d %@ loss %.4f acc %.4f", m.epoch, config.epochs, formatDuration(m.seconds),
-                          m.trainLoss, m.trainAccuracy)
-        if let vl = m.valLoss, let va = m.valAccuracy { text += String(format: " val_loss %.4f val_acc %.4f", vl, va) }
-        text += String(format: " test_loss %.4f test_acc %.4f", m.testLoss, m.testAccuracy)
+    /// The progress display's figures after a step. The ETAs assume the steps to come take
+    /// as long as this epoch's so far (in this attempt), and each epoch end as long as the
+    /// last one's evaluation and checkpoint did.
+    func progressFrame(_ state: TrainingState, speed: Throughput, l2: Double) -> ProgressFrame {
+        let s = state.stepInEpoch, steps = stepsPerEpoch, elapsed = epochWatch.seconds
+        let perStep = stepsThisEpoch > 0 ? elapsed / Double(stepsThisEpoch) : .nan
+        var runETA: Double?
+        if config.epochs > 1 || config.maxSteps != nil {
+            var left = (config.epochs - state.epoch) * steps - s
+            var epochEnds = config.epochs - state.epoch
+            if let maxSteps = config.maxSteps, maxSteps - state.globalStep < left {
+                left = max(maxSteps - state.globalStep, 0)
+                epochEnds = (s + left) / max(steps, 1)
+            }
+            runETA = Double(left) * perStep + Double(epochEnds) * (lastEpochEndSeconds ?? 0)
+        }
+        return ProgressFrame(epoch: state.epoch + 1, epochs: config.epochs, step: s, steps: steps, elapsed: elapsed,
+                             epochETA: perStep * Double(steps - s), runETA: runETA, imagesPerSecond: speed.imagesPerSecond,
+                             loss: state.epochLossSum / max(state.epochSeen, 1) + l2,
+                             accuracy: state.epochCorrect / max(state.epochSeen, 1))
+    }
+
+    func epoch(_ m: EpochMetrics, state: TrainingState, speed: Throughput, weights: () -> [NamedValues]) throws {
+        if stepsThisEpoch > 0 { lastEpochEndSeconds = epochWatch.seconds - trainingSecondsThisEpoch }
+        evaluationSeconds += m.evaluationSeconds ?? 0
+        var text = epochLine(m)
         if config.patience > 0 {
             if state.earlyStopping.stopped {
                 text += " (early stop: no improvement of \(config.monitor.rawValue) for \(config.patience) epoch\(config.patience == 1 ? "" : "s"))"
@@ -133,6 +184,7 @@ final class RankZeroRecorder: RunRecorder {
                      level: .verbose)
         try files?.writeMetrics(state.history)
         try tensorBoard?.epoch(m)
+        try tensorBoard?.weights(step: m.globalStep, weights())
         try tensorBoard?.epochSpeed(step: state.globalStep, imagesPerSecond: speed.imagesPerSecond,
                                     allReduceShare: speed.allReduceShare)
     }
@@ -145,17 +197,32 @@ final class RankZeroRecorder: RunRecorder {
     }
 
     func finish(_ summary: RunSummary, final: () -> Checkpoint, test: EvaluationResult, history: [EpochMetrics],
-                testSet: Dataset) throws {
+                testSet: Dataset, timing: (stepSeconds: Double, finalEvaluationSeconds: Double)) throws {
         guard let files else { return }
+        let wall = attemptWatch.seconds
+        if let last = history.last, last.partial == true { console.line(epochLine(last)) }
         // The result: the weights evaluated (best or averaged), without optimizer state, so it
         // cannot be mistaken for a point to resume from (step checkpoints are).
         try files.writeCheckpoint(final(), name: "final.safetensors")
         try files.writeSummary(summary)
+        try files.writeMetrics(history)
+        if let last = history.last, last.partial == true {
+            try tensorBoard?.epoch(last)
+        } else if history.last?.testLoss == nil {
+            try tensorBoard?.test(step: summary.globalSteps, loss: test.loss, accuracy: test.accuracy)
+        }
+        try tensorBoard?.hparamsEnd(success: true, step: summary.globalSteps)
         try tensorBoard?.flush()
         do {
-            let data = RunReportData(confusion: test.confusion, mistakes: test.mistakes,
+            var data = RunReportData(confusion: test.confusion, mistakes: test.mistakes,
                                      data: URL(fileURLWithPath: config.dataDirectory).standardized.path,
                                      title: "\(config.model.name), \(summary.worldSize) rank\(summary.worldSize == 1 ? "" : "s")")
+            data.run = RunFacts(
+                commandLine: options.commandLine, version: options.version, started: startDate, ended: Date(),
+                resumed: options.resume != .none, hosts: RunFacts.ranksPerHost(summary.hosts),
+                configuration: RunFacts.rows(config, options: options, threads: summary.threadsPerRank),
+                wallSeconds: wall, startUpSeconds: startUpSeconds ?? 0, trainingSeconds: timing.stepSeconds,
+                evaluationSeconds: evaluationSeconds + timing.finalEvaluationSeconds)
             try RunReport.save(data, runDirectory: options.runDirectory, history: history, testSet: testSet)
         } catch {
             warning("report.html not written: \(error)")
@@ -165,7 +232,21 @@ final class RankZeroRecorder: RunRecorder {
                      level: .quiet)
     }
 
+    /// The settings as TensorBoard hyperparameters: numbers as numbers (so the HParams tab
+    /// can sort and plot them), true/false as booleans, the rest as text.
+    static func hparams(_ config: TrainConfig, options: RunOptions, threads: Int) -> [(String, TensorBoardWriter.HParam)] {
+        RunFacts.rows(config, options: options, threads: threads).compactMap { row in
+            let (name, value) = (row[0], row[1])
+            guard name != "run-dir" else { return nil }
+            if let x = Double(value), x.isFinite { return (name, .number(x)) }
+            if value == "true" || value == "false" { return (name, .bool(value == "true")) }
+            return (name, .string(value))
+        }
+    }
+
     func flush() { try? tensorBoard?.flush() }
+
+    func endLiveLine() { console.endProgress() }
 
     func preempted(_ stop: Preempted) throws {
         try files?.writePreempted(stop)

@@ -47,8 +47,10 @@ enum StopSignal {
         // second later, srun at once), so a long step may not reach its checkpoint; SIGUSR1 to
         // the launcher is forwarded to the ranks and nothing else.
         let underLauncher = launchedByMPIRun()
+        // On a terminal a live progress line may be on screen: the notice starts below it.
+        let below = isatty(STDOUT_FILENO) == 1 && isatty(STDERR_FILENO) == 1 && !underLauncher ? "\n" : ""
         for (i, sig) in handled.enumerated() {
-            var text = "warning: \(name(sig)) received: the run stops with a checkpoint when this step ends"
+            var text = below + "warning: \(name(sig)) received: the run stops with a checkpoint when this step ends"
             if underLauncher && sig != SIGUSR1 {
                 text += " (if this signal went to mpirun or srun, it kills the ranks soon and the step's checkpoint is lost: --resume then continues from the newest one written; send the launcher SIGUSR1 to stop with a checkpoint)"
             }

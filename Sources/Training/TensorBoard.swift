@@ -67,6 +67,103 @@ public final class TensorBoardWriter {
         append(event)
     }
 
+    /// A histogram of `values` at `step` (TensorBoard's Histograms and Distributions tabs):
+    /// `buckets` equal-width buckets between the smallest and largest finite value; non-finite
+    /// values are left out.
+    public func histogram(_ tag: String, _ values: UnsafeBufferPointer<Float>, step: Int, buckets: Int = 30,
+                          wallTime: Double? = nil) {
+        var lo = Double.infinity, hi = -Double.infinity, sum = 0.0, squares = 0.0, n = 0
+        for v in values where v.isFinite {
+            let d = Double(v)
+            lo = min(lo, d); hi = max(hi, d); sum += d; squares += d * d; n += 1
+        }
+        var limits: [Double] = [], counts: [Double] = []
+        if n > 0 {
+            let k = hi > lo ? buckets : 1
+            let width = hi > lo ? (hi - lo) / Double(k) : 1
+            counts = [Double](repeating: 0, count: k)
+            for v in values where v.isFinite {
+                counts[min(Int((Double(v) - lo) / width), k - 1)] += 1
+            }
+            limits = (1...k).map { $0 == k ? hi : lo + Double($0) * width }
+        } else {
+            lo = 0; hi = 0
+        }
+        var histo = Protobuf()                       // HistogramProto
+        histo.double(1, lo); histo.double(2, hi); histo.double(3, Double(n))
+        histo.double(4, sum); histo.double(5, squares)
+        histo.packedDoubles(6, limits); histo.packedDoubles(7, counts)
+        var v = Protobuf()                           // Summary.Value
+        v.string(1, tag)
+        v.message(5, histo)                          // histo
+        var summary = Protobuf()
+        summary.message(1, v)
+        var event = Protobuf()
+        event.double(1, wallTime ?? Date().timeIntervalSince1970)
+        event.int64(2, Int64(step))
+        event.message(5, summary)
+        append(event)
+    }
+
+    /// A hyperparameter's value for the hparams plugin.
+    public enum HParam: Equatable, Sendable {
+        case number(Double), string(String), bool(Bool)
+    }
+
+    /// The hparams plugin's session start (tensorboard/plugins/hparams/plugin_data.proto): this
+    /// folder is one session with these hyperparameters, started at `startTime`.
+    public func hparamsSessionStart(_ hparams: [(String, HParam)], startTime: Double) {
+        var start = Protobuf()                       // SessionStartInfo
+        for (name, value) in hparams {
+            var v = Protobuf()                       // google.protobuf.Value
+            switch value {
+            case .number(let x): v.double(2, x)
+            case .string(let x): v.string(3, x)
+            case .bool(let x): v.int64(4, x ? 1 : 0)
+            }
+            var entry = Protobuf()                   // map<string, Value> entry
+            entry.string(1, name); entry.message(2, v)
+            start.message(1, entry)
+        }
+        start.double(5, startTime)                   // start_time_secs
+        var data = Protobuf()                        // HParamsPluginData (version 0)
+        data.message(3, start)                       // session_start_info
+        pluginSummary("_hparams_/session_start_info", plugin: "hparams", content: data, step: 0)
+    }
+
+    /// The hparams plugin's session end: STATUS_SUCCESS, or STATUS_FAILURE when not `success`.
+    public func hparamsSessionEnd(success: Bool, endTime: Double, step: Int) {
+        var end = Protobuf()                         // SessionEndInfo
+        end.int64(1, success ? 1 : 2)                // status
+        end.double(2, endTime)                       // end_time_secs
+        var data = Protobuf()
+        data.message(4, end)                         // session_end_info
+        pluginSummary("_hparams_/session_end_info", plugin: "hparams", content: data, step: step)
+    }
+
+    /// A summary whose meaning is in its metadata's plugin data, with the empty float tensor
+    /// the plugins expect as its value.
+    private func pluginSummary(_ tag: String, plugin: String, content: Protobuf, step: Int) {
+        var pluginData = Protobuf()                  // SummaryMetadata.PluginData
+        pluginData.string(1, plugin); pluginData.message(2, content)
+        var metadata = Protobuf()                    // SummaryMetadata
+        metadata.message(1, pluginData)
+        var shape = Protobuf()                       // TensorShapeProto with one dimension of size 0
+        shape.message(2, Protobuf())
+        var tensor = Protobuf()                      // TensorProto
+        tensor.int64(1, 1)                           // dtype DT_FLOAT
+        tensor.message(2, shape)
+        var v = Protobuf()
+        v.string(1, tag); v.message(9, metadata); v.message(8, tensor)
+        var summary = Protobuf()
+        summary.message(1, v)
+        var event = Protobuf()
+        event.double(1, Date().timeIntervalSince1970)
+        event.int64(2, Int64(step))
+        event.message(5, summary)
+        append(event)
+    }
+
     /// Marks a (re)start at `step`: TensorBoard drops the events logged earlier, in this
     /// folder, at `step` or later, since they belong to an attempt that was lost (the events
     /// a killed run logged after its last checkpoint).
@@ -145,6 +242,13 @@ struct Protobuf {
         let b = v.bitPattern
         for i in 0..<4 { bytes.append(UInt8(truncatingIfNeeded: b >> (8 * i))) }
     }
+    /// repeated double, packed: one length-delimited run of 8-byte little-endian values.
+    mutating func packedDoubles(_ field: Int, _ values: [Double]) {
+        var data: [UInt8] = []
+        data.reserveCapacity(8 * values.count)
+        for v in values { for i in 0..<8 { data.append(UInt8(truncatingIfNeeded: v.bitPattern >> (8 * i))) } }
+        lengthDelimited(field, data)
+    }
     /// string, bytes and messages: wire type 2, length-delimited.
     mutating func string(_ field: Int, _ s: String) { lengthDelimited(field, Array(s.utf8)) }
     mutating func message(_ field: Int, _ m: Protobuf) { lengthDelimited(field, m.bytes) }
@@ -171,24 +275,29 @@ public final class TensorBoardLog {
         startStep = globalStep
     }
 
-    /// The splits' event files, created on first use.
+    /// The splits' event files (`""`: the log folder itself), created on first use.
     func writer(_ split: String) throws -> TensorBoardWriter {
         if let w = writers[split] { return w }
-        let w = try TensorBoardWriter(directory: directory + "/" + split)
+        let w = try TensorBoardWriter(directory: split.isEmpty ? directory : directory + "/" + split)
         w.sessionStart(step: startStep + 1)
         writers[split] = w; order.append(split)
         return w
     }
 
-    /// Logs an epoch's metrics (learning rate under train) and flushes.
+    /// Logs an epoch's metrics (learning rate under train; test only when it was evaluated) and flushes.
     public func epoch(_ m: EpochMetrics) throws {
         try writer("train").scalars([("epoch_loss", m.trainLoss), ("epoch_accuracy", m.trainAccuracy),
                                      ("epoch_learning_rate", m.learningRate)], step: m.globalStep)
         if let vl = m.valLoss, let va = m.valAccuracy {
             try writer("validation").scalars([("epoch_loss", vl), ("epoch_accuracy", va)], step: m.globalStep)
         }
-        try writer("test").scalars([("epoch_loss", m.testLoss), ("epoch_accuracy", m.testAccuracy)], step: m.globalStep)
+        if let tl = m.testLoss, let ta = m.testAccuracy { try test(step: m.globalStep, loss: tl, accuracy: ta) }
         try flush()
+    }
+
+    /// The test set's loss and accuracy at `step` (the run's end, unless `--test-every-epoch`).
+    public func test(step: Int, loss: Double, accuracy: Double) throws {
+        try writer("test").scalars([("epoch_loss", loss), ("epoch_accuracy", accuracy)], step: step)
     }
 
     /// Logs the training loss and accuracy (e.g. the running epoch averages) after global
@@ -200,6 +309,27 @@ public final class TensorBoardLog {
         if let imagesPerSecond { values.append(("batch_images_per_second", imagesPerSecond)) }
         if let allReduceShare { values.append(("batch_all_reduce_share", allReduceShare)) }
         try writer("train").scalars(values, step: step)
+    }
+
+    /// Histograms of the weights under train/ at `step` (Keras's `histogram_freq=1`, one per
+    /// epoch), tagged with the tensors' checkpoint names.
+    public func weights(step: Int, _ tensors: [(name: String, values: UnsafeBufferPointer<Float>)]) throws {
+        let w = try writer("train")
+        for t in tensors { w.histogram(t.name, t.values, step: step) }
+    }
+
+    /// The run's hyperparameters for TensorBoard's HParams tab, in the log folder itself (the
+    /// session whose metrics are the train/ and validation/ scalars below it).
+    public func hparams(_ values: [(String, TensorBoardWriter.HParam)], startTime: Double) throws {
+        try writer("").hparamsSessionStart(values, startTime: startTime)
+        try flush()
+    }
+
+    /// Ends the HParams session (`success`: the run ended by itself, not by a signal or error).
+    public func hparamsEnd(success: Bool, step: Int) throws {
+        guard writers[""] != nil else { return }
+        try writer("").hparamsSessionEnd(success: success, endTime: Date().timeIntervalSince1970, step: step)
+        try flush()
     }
 
     /// Throughput figures of an epoch, under train/.

@@ -93,21 +93,33 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     }
 }
 
-/// Metrics of one finished epoch.
+/// Metrics of one epoch: a finished one, or (`partial`) the steps a run took of an epoch it
+/// did not finish (`--max-steps`), evaluated when the run ended.
 public struct EpochMetrics: Codable, Equatable, Sendable {
     public var epoch: Int            // 1-based, as printed
     public var globalStep: Int
     public var trainLoss: Double, trainAccuracy: Double
     public var valLoss: Double?, valAccuracy: Double?
-    public var testLoss: Double, testAccuracy: Double
+    /// Test metrics: evaluated every epoch only with `--test-every-epoch` (else once, at the end).
+    public var testLoss: Double?, testAccuracy: Double?
     public var learningRate: Double
+    /// Wall time of the epoch: its steps, its evaluation and its checkpoints.
     public var seconds: Double
+    /// Training images per second over the epoch's steps (in this attempt, for a resumed epoch);
+    /// nil in histories written before it was recorded.
+    public var imagesPerSecond: Double?
+    /// Wall time of the epoch's evaluation (validation, and test with `--test-every-epoch`).
+    public var evaluationSeconds: Double?
+    /// The run ended within this epoch; its figures cover the steps taken.
+    public var partial: Bool?
 
     public init(epoch: Int, globalStep: Int, trainLoss: Double, trainAccuracy: Double, valLoss: Double?, valAccuracy: Double?,
-                testLoss: Double, testAccuracy: Double, learningRate: Double, seconds: Double) {
+                testLoss: Double?, testAccuracy: Double?, learningRate: Double, seconds: Double,
+                imagesPerSecond: Double? = nil, evaluationSeconds: Double? = nil, partial: Bool? = nil) {
         self.epoch = epoch; self.globalStep = globalStep; self.trainLoss = trainLoss; self.trainAccuracy = trainAccuracy
         self.valLoss = valLoss; self.valAccuracy = valAccuracy; self.testLoss = testLoss; self.testAccuracy = testAccuracy
         self.learningRate = learningRate; self.seconds = seconds
+        self.imagesPerSecond = imagesPerSecond; self.evaluationSeconds = evaluationSeconds; self.partial = partial
     }
 }
 

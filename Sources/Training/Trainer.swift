@@ -18,10 +18,15 @@ public struct RunOptions: Sendable {
     public var threads: Int?
     public var stepTimeout: Double?
     public var logEvery: Int = 100
+    /// Evaluate the test set after every epoch too (it is always evaluated once, at the end).
+    public var testEveryEpoch = false
     /// Times `distcnn launch` relaunched this job after losing a node (recorded in summary.json).
     public var restarts: Int = 0
     public var level: Console.Level = .normal
     public var progress: Console.Progress = .auto
+    /// The command that started the run and the program's version, for report.html.
+    public var commandLine: [String] = []
+    public var version = ""
     public init() {}
 }
 
@@ -118,16 +123,18 @@ public final class Trainer {
     }
 
     public func run() throws -> RunSummary {
+        defer { recorder.endLiveLine() }           // an error or a stop is printed on a line of its own
         let run = try setUp()                      // data, model, optimizer; fresh or resumed; every rank agrees
         var state = run.state
         try recorder.start(configuration: configurationRows(run), globalStep: state.globalStep,
-                           stepsPerEpoch: run.sampler.stepsPerEpoch)
+                           stepsPerEpoch: run.sampler.stepsPerEpoch, threads: run.threads)
         var speed = Throughput()
+        var epochWatch = Stopwatch(), epochSpeed = Throughput()   // the epoch under way
         var ended = RunEnd.epochs
         training: while state.epoch < config.epochs && !state.earlyStopping.stopped {
             let epoch = run.sampler.epoch(state.epoch)
             recorder.startEpoch()
-            let epochWatch = Stopwatch()
+            epochWatch = Stopwatch(); epochSpeed = Throughput()
             while state.stepInEpoch < run.sampler.stepsPerEpoch {
                 if let maxSteps = config.maxSteps, state.globalStep >= maxSteps {
                     // A stopping point, not the run's end: a checkpoint here lets --resume go on.
@@ -141,7 +148,7 @@ public final class Trainer {
                                               augmenter: run.augmenter, globalStep: state.globalStep,
                                               learningRate: learningRate, stopRequested: StopSignal.requested)
                 run.ema?.update(from: run.model.parameters.pointer)
-                speed.add(totals, seconds: watch.seconds)
+                speed.add(totals, seconds: watch.seconds); epochSpeed.add(totals, seconds: watch.seconds)
                 try state.count(totals)
                 try recorder.step(state, totals, learningRate: learningRate, speed: speed, l2: run.model.l2Loss)
                 if totals.stopRequested { throw try preempted(run, &state) }
@@ -150,34 +157,37 @@ public final class Trainer {
                     try saveCheckpoint(run, &state)
                 }
             }
-            try endEpoch(run, &state, watch: epochWatch, speed: speed)
+            try endEpoch(run, &state, watch: epochWatch, speed: speed, epochSpeed: epochSpeed)
             if state.earlyStopping.stopped { ended = .earlyStopping }
         }
-        return try finish(run, &state, endedBy: ended, speed: speed)
+        return try finish(run, &state, endedBy: ended, speed: speed, partial: (epochWatch, epochSpeed))
     }
 
     // MARK: Phases of the loop
 
     /// Evaluates the weights the run would keep (the average, when there is one), decides early
     /// stopping, keeps the best weights, logs the epoch and writes its checkpoints.
-    func endEpoch(_ run: TrainingRun, _ state: inout TrainingState, watch: Stopwatch, speed: Throughput) throws {
+    func endEpoch(_ run: TrainingRun, _ state: inout TrainingState, watch: Stopwatch, speed: Throughput,
+                  epochSpeed: Throughput) throws {
         let model = run.model
-        let trainLoss = reportedLoss(state.epochLossSum / max(state.epochSeen, 1), of: model)
-        let trainAccuracy = state.epochCorrect / max(state.epochSeen, 1)
         let learningRate = run.policy.rate(at: max(state.globalStep - 1, 0))
         let best = try run.withEvaluatedWeights { () throws -> WeightsSnapshot? in
-            let (val, test) = try evaluateSplits(run)
-            let metrics = EpochMetrics(epoch: state.epoch + 1, globalStep: state.globalStep, trainLoss: trainLoss,
-                                       trainAccuracy: trainAccuracy, valLoss: val?.loss, valAccuracy: val?.accuracy,
-                                       testLoss: test.loss, testAccuracy: test.accuracy, learningRate: learningRate,
-                                       seconds: watch.seconds)
+            let evaluation = Stopwatch()
+            let val = try evaluateValidation(run)
+            let test = options.testEveryEpoch ? try evaluateTest(run) : nil
+            let metrics = epochMetrics(state, model: model, validation: val, test: test, learningRate: learningRate,
+                                       seconds: watch.seconds, speed: epochSpeed, evaluationSeconds: evaluation.seconds)
             state.history.append(metrics)
             return try decideEarlyStopping(&state, metrics: metrics) ? WeightsSnapshot(of: model) : nil
         }
         if let best, config.keepsBestWeights { run.best = best }
         state.nextEpoch()
         state.trainSeconds = run.elapsed
-        try recorder.epoch(state.history.last!, state: state, speed: speed)
+        try recorder.epoch(state.history.last!, state: state, speed: speed) {
+            model.tensors.filter { $0.region == .parameters }.map {
+                (name: $0.name, values: UnsafeBufferPointer(start: UnsafePointer(model.parameters.pointer + $0.offset), count: $0.count))
+            }
+        }
         if let best {
             let snapshot = state
             _ = try recorder.checkpoint({ Checkpoint(model: model, weights: best, adam: nil, state: snapshot) },
@@ -186,9 +196,24 @@ public final class Trainer {
         try saveCheckpoint(run, &state)
     }
 
+    /// The row of metrics.csv for the epoch under way in `state` (its running training sums).
+    func epochMetrics(_ state: TrainingState, model: Model, validation val: EvaluationResult?, test: EvaluationResult?,
+                      learningRate: Double, seconds: Double, speed: Throughput, evaluationSeconds: Double,
+                      partial: Bool = false) -> EpochMetrics {
+        EpochMetrics(epoch: state.epoch + 1, globalStep: state.globalStep,
+                     trainLoss: reportedLoss(state.epochLossSum / max(state.epochSeen, 1), of: model),
+                     trainAccuracy: state.epochCorrect / max(state.epochSeen, 1),
+                     valLoss: val?.loss, valAccuracy: val?.accuracy, testLoss: test?.loss, testAccuracy: test?.accuracy,
+                     learningRate: learningRate, seconds: seconds,
+                     imagesPerSecond: speed.stepSeconds > 0 ? speed.imagesPerSecond : nil,
+                     evaluationSeconds: evaluationSeconds, partial: partial ? true : nil)
+    }
+
     /// Ends the run however it ended: the result's weights (the best epoch's, the average, or the
-    /// last), evaluated; final.safetensors, summary.json and the report.
-    func finish(_ run: TrainingRun, _ state: inout TrainingState, endedBy: RunEnd, speed: Throughput) throws -> RunSummary {
+    /// last), evaluated; final.safetensors, summary.json and the report. A run that stopped
+    /// within an epoch (`--max-steps`) reports that epoch's steps as a partial row.
+    func finish(_ run: TrainingRun, _ state: inout TrainingState, endedBy: RunEnd, speed: Throughput,
+                partial: (watch: Stopwatch, speed: Throughput)) throws -> RunSummary {
         let model = run.model
         if let best = run.best, config.keepsBestWeights {
             best.restore(into: model)
@@ -196,7 +221,14 @@ public final class Trainer {
         } else if let ema = run.ema {
             model.parameters.pointer.update(from: ema.shadow.pointer, count: model.parameterCount)   // the average is the result
         }
-        let (val, test) = try evaluateSplits(run, mistakes: 64)
+        let evaluation = Stopwatch()
+        let val = try evaluateValidation(run)
+        let test = try evaluateTest(run, mistakes: 64)
+        let unfinished = state.stepInEpoch > 0
+            ? epochMetrics(state, model: model, validation: val, test: test,
+                           learningRate: run.policy.rate(at: max(state.globalStep - 1, 0)), seconds: partial.watch.seconds,
+                           speed: partial.speed, evaluationSeconds: evaluation.seconds, partial: true)
+            : nil
         state.trainSeconds = run.elapsed
         let summary = RunSummary(
             model: config.model.name, worldSize: comm.size, epochsRun: state.history.count, globalSteps: state.globalStep,
@@ -208,18 +240,23 @@ public final class Trainer {
         try verifyIdenticalWeights(summary.weightsSHA256)
         let final = state
         try recorder.finish(summary, final: { Checkpoint(model: model, adam: nil, state: final) }, test: test,
-                            history: state.history, testSet: run.test)
+                            history: state.history + (unfinished.map { [$0] } ?? []), testSet: run.test,
+                            timing: (stepSeconds: speed.stepSeconds, finalEvaluationSeconds: evaluation.seconds))
         return summary
     }
 
-    /// Validation (when there is a split) and test metrics of the weights now in the model; the
-    /// final test pass also keeps the most confident mistakes for report.html.
-    func evaluateSplits(_ run: TrainingRun, mistakes: Int = 0) throws -> (validation: EvaluationResult?, test: EvaluationResult) {
-        let val = run.validation.count > 0
-            ? try evaluate(model: run.model, dataset: run.validation, normalizer: run.normalizer, batchSize: config.evalBatchSize, comm: comm)
-            : nil
-        return (val, try evaluate(model: run.model, dataset: run.test, normalizer: run.normalizer, batchSize: config.evalBatchSize,
-                                  comm: comm, mistakes: mistakes))
+    /// Validation metrics of the weights now in the model; nil without a validation split.
+    func evaluateValidation(_ run: TrainingRun) throws -> EvaluationResult? {
+        guard run.validation.count > 0 else { return nil }
+        return try evaluate(model: run.model, dataset: run.validation, normalizer: run.normalizer,
+                            batchSize: config.evalBatchSize, comm: comm)
+    }
+
+    /// Test metrics of the weights now in the model; the final pass also keeps the most
+    /// confident `mistakes` for report.html.
+    func evaluateTest(_ run: TrainingRun, mistakes: Int = 0) throws -> EvaluationResult {
+        try evaluate(model: run.model, dataset: run.test, normalizer: run.normalizer, batchSize: config.evalBatchSize,
+                     comm: comm, mistakes: mistakes)
     }
 
     /// A step checkpoint of where the run is. Every rank calls it: Adam's moments are first

@@ -59,21 +59,31 @@ final class CommandLineMessagesTests: XCTestCase {
         XCTAssertEqual(r.stdout, "")
     }
 
-    /// `--quiet` prints errors and the final line only: a warning (here: a resumed run with
-    /// another thread count) is printed without it and not with it.
+    /// `--quiet` prints errors and the final line only: a warning (here: resuming skips a damaged
+    /// newest checkpoint) is printed without it and not with it.
     func testQuietSilencesWarnings() throws {
         let dir = temporaryDirectory(self)
         let base = ["train", "--model", "seed", "--data", Repo.mnist, "--run-dir", dir + "/run", "--batch-size", "8",
-                    "--max-steps", "1", "--train-limit", "16", "--test-limit", "16", "--validation-split", "0"]
-        let first = try runProcess(Repo.binary, base + ["--threads", "1", "--quiet"], timeout: 300)
+                    "--max-steps", "2", "--checkpoint-every", "1", "--train-limit", "16", "--test-limit", "16",
+                    "--validation-split", "0", "--threads", "1"]
+        let first = try runProcess(Repo.binary, base + ["--quiet"], timeout: 300)
         XCTAssertEqual(first.status, 0, first.stderr)
-        let loud = try runProcess(Repo.binary, base + ["--threads", "2", "--resume"], timeout: 300)
+        /// Truncates the step-2 checkpoint, so a resume skips it with a warning and starts from step 1.
+        func damageNewest() throws {
+            let newest = dir + "/run/checkpoints/step-00000002.safetensors"
+            let handle = try XCTUnwrap(FileHandle(forWritingAtPath: newest), "no \(newest)")
+            try handle.truncate(atOffset: 100)
+            try handle.close()
+        }
+        try damageNewest()
+        let loud = try runProcess(Repo.binary, base + ["--resume"], timeout: 300)
         XCTAssertEqual(loud.status, 0, loud.stderr)
-        XCTAssertTrue(loud.stderr.contains("warning: the checkpoint was written with 1 threads per rank"), loud.stderr)
-        let quiet = try runProcess(Repo.binary, base + ["--threads", "2", "--resume", "--quiet"], timeout: 300)
+        XCTAssertTrue(loud.stderr.contains("warning: skipping"), loud.stderr)
+        try damageNewest()
+        let quiet = try runProcess(Repo.binary, base + ["--resume", "--quiet"], timeout: 300)
         XCTAssertEqual(quiet.status, 0, quiet.stderr)
         XCTAssertEqual(quiet.stderr, "", "--quiet prints no warning")
-        XCTAssertTrue(quiet.stdout.contains("--max-steps 1"), "the final line is still printed: \(quiet.stdout)")
+        XCTAssertTrue(quiet.stdout.contains("--max-steps 2"), "the final line is still printed: \(quiet.stdout)")
     }
 
     /// Every option's description wraps into lines that fill the column: a line short of 60% of

@@ -145,6 +145,41 @@ final class ReportTests: XCTestCase {
         XCTAssertTrue(page.contains("1 → 0") && page.contains("<h1>saved</h1>"))
     }
 
+    /// The command, version, dates, hosts, every setting and where the time went; throughput
+    /// per epoch as a median with its range, not one epoch's value.
+    func testRunFactsAndThroughputAreLabelled() throws {
+        let dir = try makeRunDirectory()
+        let facts = RunFacts(commandLine: ["distcnn", "train", "--model", "ref", "--run-dir", "runs/it's"], version: "1.2.3",
+                             started: Date(timeIntervalSince1970: 1_800_000_000), ended: Date(timeIntervalSince1970: 1_800_000_100),
+                             resumed: false, hosts: RunFacts.ranksPerHost(["a", "b", "a"]),
+                             configuration: [["batch-size", "128"], ["lr-schedule", "cosine"]],
+                             wallSeconds: 100, startUpSeconds: 4, trainingSeconds: 80, evaluationSeconds: 10)
+        let data = RunReportData(confusion: [[5, 1], [0, 6]], mistakes: [], data: Repo.mnist, title: "facts", run: facts)
+        var rows = history
+        rows[0].imagesPerSecond = 1811; rows[1].imagesPerSecond = 1094; rows[2].imagesPerSecond = 1700
+        try RunReport.save(data, runDirectory: dir, history: rows)
+        let back = try JSONDecoder().decode(RunReportData.self, from: Data(contentsOf: URL(fileURLWithPath: dir + "/report.json")))
+        XCTAssertEqual(back.run, facts)
+        let page = try String(contentsOfFile: dir + "/report.html", encoding: .utf8)
+        for text in ["<code>distcnn train --model ref --run-dir &#39;runs/it&#39;\\&#39;&#39;s&#39;</code>", "<td>1.2.3</td>",
+                     "<td>2027-01-15T08:00:00Z</td>", "<td>2027-01-15T08:01:40Z</td>", "<td>a (2 ranks), b (1 rank)</td>",
+                     "1m40s: start-up 4.0s, training steps 1m20s, evaluation 10.0s, checkpoints and files 6.0s",
+                     "<span class=\"k\">batch-size</span> 128", "<span class=\"k\">lr-schedule</span> cosine",
+                     "<th>training images/s per epoch</th><td>median 1700, range 1094–1811 over 3 epochs</td>",
+                     "<th>training images/s, all steps</th>"] {
+            XCTAssertTrue(page.contains(text), "\(text) not in the page")
+        }
+        XCTAssertFalse(page.contains(">throughput<"), "no unlabelled throughput")
+
+        // A report.json with an impossible time is refused in one line.
+        var bad = data
+        bad.run?.trainingSeconds = -1
+        try JSONEncoder().encode(bad).write(to: URL(fileURLWithPath: dir + "/report.json"))
+        XCTAssertThrowsError(try RunReport.write(runDirectory: dir)) {
+            XCTAssertTrue("\($0)".contains("run.training_seconds is -1.0, outside 0...1e9"), "\($0)")
+        }
+    }
+
     func testRunWithoutReportJSONGetsCurvesOnly() throws {
         let dir = try makeRunDirectory()
         try FileManager.default.removeItem(atPath: dir + "/report.json")

@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import Training
 import XCTest
@@ -63,6 +64,41 @@ final class TensorBoardTests: XCTestCase {
         assertScalars(read[dir + "/test"]!.scalars["epoch_accuracy"], [(10, 0.3), (20, 0.6), (30, 9), (40, 12)])
     }
 
+    /// A run's log: the hparams plugin's session (the settings, numbers as numbers, ended with
+    /// success) in the log folder, a histogram of every weight tensor after each epoch under
+    /// train/, batch points every `--log-every` steps, and the test set once, at the end.
+    func testRunLogsHyperparametersAndWeightHistograms() throws {
+        let (s, run) = try trainInProcess(try seedConfig(), ranks: 1, test: self) { $0.logEvery = 4 }
+        let dir = run + "/tensorboard"
+        let read = try readWithTensorBoard([dir, dir + "/train", dir + "/test"])
+        let root = try XCTUnwrap(read[dir])
+        XCTAssertEqual(root.endStatus, 1, "STATUS_SUCCESS")
+        XCTAssertEqual(root.hparams["batch-size"] as? Double, 100)
+        XCTAssertEqual(root.hparams["adam.beta2"] as? Double, 0.999)
+        XCTAssertEqual(root.hparams["lr-schedule"] as? String, "constant")
+        XCTAssertEqual(root.hparams["standardize"] as? Bool, false)
+        XCTAssertEqual(root.hparams["model"] as? String, "seed")
+        XCTAssertNil(root.hparams["run-dir"])
+
+        let train = try XCTUnwrap(read[dir + "/train"])
+        let model = try Model(spec: try ModelSpec.load("seed"))
+        let weights = model.tensors.filter { $0.region == .parameters }
+        XCTAssertEqual(Set(train.histograms.keys), Set(weights.map(\.name)))
+        for t in weights {
+            let h = try XCTUnwrap(train.histograms[t.name])
+            XCTAssertEqual(h.map { Int($0[0]) }, [6, 12], "\(t.name): one per epoch, at its last step")
+            for point in h {
+                XCTAssertEqual(Int(point[3]), t.count, "\(t.name): every value counted")
+                XCTAssertEqual(Int(point[4]), t.count, "\(t.name): the buckets hold every value")
+                XCTAssertLessThanOrEqual(point[1], point[2])
+            }
+        }
+        XCTAssertEqual(train.scalars["batch_loss"]?.map(\.step), [4, 8, 12], "every --log-every steps")
+        let test = try XCTUnwrap(read[dir + "/test"])
+        XCTAssertEqual(test.scalars["epoch_accuracy"]?.map(\.step), [12], "the test set once, at the end")
+        XCTAssertEqual(try XCTUnwrap(test.scalars["epoch_accuracy"]?.first?.value), s[0].testAccuracy, accuracy: 1e-6)
+    }
+
     func testValidationFolderOnlyWithValidationMetrics() throws {
         let dir = temporaryDirectory(self) + "/tensorboard"
         var m = metrics(epoch: 1, step: 5, value: 1)
@@ -102,7 +138,14 @@ final class TensorBoardTests: XCTestCase {
 
     struct PythonFailed: Error, CustomStringConvertible { var description: String { "see the failure above" } }
 
-    struct RunRead { var files: [String]; var records: [Int]; var scalars: [String: [(step: Int, value: Double)]] }
+    struct RunRead {
+        var files: [String]; var records: [Int]; var scalars: [String: [(step: Int, value: Double)]]
+        /// Histograms: tag → [(step, min, max, num, sum of the bucket counts)].
+        var histograms: [String: [[Double]]] = [:]
+        /// The hparams plugin's session start (name → value) and end status, as the plugin parses them.
+        var hparams: [String: Any] = [:]
+        var endStatus: Int?
+    }
 
     /// Reads each folder twice with the `tensorboard` package: every record through its TFRecord
     /// reader (which checks both CRCs and raises on a mismatch) and as protobuf Events (the
@@ -134,10 +177,26 @@ final class TensorBoardTests: XCTestCase {
                             sys.exit("%s: first event is not file_version brain.Event:2: %s" % (f, event))
                         n += 1
                     records.append(n)
-                acc = EventAccumulator(d, size_guidance={"scalars": 0})
+                acc = EventAccumulator(d, size_guidance={"scalars": 0, "histograms": 0})
                 acc.Reload()
                 scalars = {t: [[s.step, s.value] for s in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
-                out[d] = {"files": files, "records": records, "scalars": scalars}
+                histograms = {t: [[h.step, h.histogram_value.min, h.histogram_value.max, h.histogram_value.num,
+                                   sum(h.histogram_value.bucket)] for h in acc.Histograms(t)] for t in acc.Tags()["histograms"]}
+                hparams, end = {}, None
+                from tensorboard.plugins.hparams import metadata
+                from google.protobuf import json_format
+                try:
+                    contents = acc.PluginTagToContent("hparams")
+                except KeyError:
+                    contents = {}
+                for tag, data in contents.items():
+                    if tag == metadata.SESSION_START_INFO_TAG:
+                        info = metadata.parse_session_start_info_plugin_data(data)
+                        hparams = {k: json_format.MessageToDict(v) for k, v in info.hparams.items()}
+                    elif tag == metadata.SESSION_END_INFO_TAG:
+                        end = metadata.parse_session_end_info_plugin_data(data).status
+                out[d] = {"files": files, "records": records, "scalars": scalars, "histograms": histograms,
+                          "hparams": hparams, "end": end}
             print(json.dumps(out))
             """
         let r = try runProcess("/usr/bin/env", ["python3", "-c", script] + dirs, timeout: 120)
@@ -158,7 +217,9 @@ final class TensorBoardTests: XCTestCase {
                 list.map { (step: $0[0].intValue, value: $0[1].doubleValue) }
             }
             return RunRead(files: run["files"] as? [String] ?? [], records: (run["records"] as? [NSNumber] ?? []).map(\.intValue),
-                           scalars: scalars)
+                           scalars: scalars,
+                           histograms: (run["histograms"] as? [String: [[NSNumber]]] ?? [:]).mapValues { $0.map { $0.map(\.doubleValue) } },
+                           hparams: run["hparams"] as? [String: Any] ?? [:], endStatus: (run["end"] as? NSNumber)?.intValue)
         }
     }
 }

@@ -95,6 +95,36 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(s[0].endedBy, "max-steps")
         XCTAssertEqual(s[0].epochsRun, 0, "no epoch finished")
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/final.safetensors"))
+        // What there is still reaches the files: the unfinished epoch as a partial row with its
+        // validation and test figures, and a report that `distcnn report` can rebuild.
+        let history = try RunReport.readMetrics(path: dir + "/metrics.csv")
+        XCTAssertEqual(history.count, 1)
+        let row = try XCTUnwrap(history.first)
+        XCTAssertEqual(row.epoch, 1); XCTAssertEqual(row.globalStep, 4); XCTAssertEqual(row.partial, true)
+        XCTAssertEqual(try XCTUnwrap(row.valLoss), try XCTUnwrap(s[0].valLoss), accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(row.testAccuracy), s[0].testAccuracy, accuracy: 1e-12)
+        XCTAssertTrue(try String(contentsOfFile: dir + "/report.html", encoding: .utf8).contains("<svg"), "the report has curves")
+        try FileManager.default.removeItem(atPath: dir + "/report.html")
+        let r = try runProcess(Repo.builtBinary, ["report", dir])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/report.html"))
+    }
+
+    /// The test set is evaluated once, at the end, unless asked for after every epoch.
+    func testTestSetOnceAtTheEndUnlessEveryEpoch() throws {
+        let (once, dirOnce) = try train(try config(), ranks: 1)
+        let (every, dirEvery) = try train(try config(), ranks: 1) { $0.testEveryEpoch = true }
+        let h1 = try RunReport.readMetrics(path: dirOnce + "/metrics.csv")
+        let h2 = try RunReport.readMetrics(path: dirEvery + "/metrics.csv")
+        XCTAssertEqual(h1.map(\.testLoss), [nil, nil])
+        XCTAssertNotNil(h1.last?.valLoss, "validation stays per epoch")
+        XCTAssertEqual(h2.compactMap(\.testLoss).count, 2)
+        for h in [h1, h2] {
+            XCTAssertTrue(h.allSatisfy { ($0.imagesPerSecond ?? 0) > 0 && ($0.evaluationSeconds ?? -1) >= 0 && $0.partial == false })
+        }
+        // Evaluating the test set changes nothing that is trained.
+        XCTAssertEqual(once[0].weightsSHA256, every[0].weightsSHA256)
+        XCTAssertEqual(once[0].testLoss, try XCTUnwrap(h2.last?.testLoss), accuracy: 1e-12)
     }
 
     /// With no improvement after the first epoch (min delta far above any change), patience 1
