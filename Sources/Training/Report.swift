@@ -88,7 +88,7 @@ public struct RunFacts: Codable, Sendable, Equatable {
         }
         rows += [["threads-per-rank", "\(threads)"], ["test-every-epoch", "\(options.testEveryEpoch)"],
                  ["checkpoint-every", options.checkpointEvery.map(String.init) ?? "each epoch"], ["keep", "\(options.keep)"],
-                 ["bucket-mib", "\(options.bucketMiB)"], ["log-every", "\(options.logEvery)"], ["run-dir", options.runDirectory]]
+                 ["log-every", "\(options.logEvery)"], ["run-dir", options.runDirectory]]
         return rows
     }
 
