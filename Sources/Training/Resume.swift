@@ -44,8 +44,8 @@ extension Trainer {
         case .latest:
             guard let files = recorder.files else { return nil }
             for path in files.stepCheckpoints().reversed() {
-                let bytes = try Checkpoint.readBytes(path: path)
                 do {
+                    let bytes = try Checkpoint.readBytes(path: path)   // a truncated file is skipped too
                     return (path, bytes, try Checkpoint.parse(bytes, source: path))
                 } catch {
                     recorder.warning("skipping \(path): \(error)")
