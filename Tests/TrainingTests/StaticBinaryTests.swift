@@ -4,6 +4,7 @@ import XCTest
 /// The binary shipped to compute nodes links the Swift runtime statically (`swift build -c
 /// release --static-swift-stdlib`, which scripts/test writes to .build-static): it needs only
 /// the system libraries (Open MPI, OpenBLAS, zlib, libpng, libcurl), not the toolchain's folder.
+/// scripts/test builds it for any x86-64 CPU (`DISTCNN_TARGET_CPU=x86-64`: SSE2 only).
 final class StaticBinaryTests: XCTestCase {
     static var binary: String { Repo.root + "/.build-static/release/distcnn" }
 
@@ -44,5 +45,24 @@ final class StaticBinaryTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let summary = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as? [String: Any])
         XCTAssertEqual(summary["global_steps"] as? Int, 32, "1000 images in batches of 32")
+    }
+
+    /// The engine's own arithmetic does not depend on the SIMD width it was compiled for: the
+    /// x86-64 build (SSE2) trains the bits of the build for this machine's CPU (AVX-512 here).
+    /// (OpenBLAS picks its kernels at run time, by CPU, so both use the same ones.)
+    func testPortableBuildTrainsTheNativeBits() throws {
+        XCTAssertTrue(FileManager.default.isExecutableFile(atPath: Self.binary), "\(Self.binary) is missing: scripts/test builds it")
+        let base = temporaryDirectory(self)
+        var hashes: [String] = []
+        for (name, binary) in [("native", Repo.binary), ("portable", Self.binary)] {
+            let dir = base + "/" + name
+            let r = try runProcess(binary, ["train", "--model", "ref", "--data", Repo.mnist, "--batch-size", "100", "--max-steps", "10",
+                                            "--train-limit", "1000", "--validation-split", "200", "--test-limit", "200",
+                                            "--augment", "standard", "--threads", "2", "--run-dir", dir, "--quiet"], timeout: 300)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let summary = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json"))) as? [String: Any])
+            hashes.append(try XCTUnwrap(summary["weights_sha256"] as? String))
+        }
+        XCTAssertEqual(hashes[0], hashes[1], "the x86-64 build trains other weights than the native one")
     }
 }
