@@ -164,7 +164,7 @@ extension Trainer {
                 + (config.emaDecay > 0 ? ", weight average \(config.emaDecay)" : "")
                 + (config.maxSteps.map { ", at most \($0) steps" } ?? "")),
             // The rate as the run resolved it (the schedule spans the epochs), and the flag that chose it.
-            ("learning rate", "\(run.policy) (--lr-schedule \(config.lrSchedule))"),
+            ("lr", "\(run.policy) (--lr-schedule \(config.lrSchedule))"),
             ("batch norm", "\(config.bnSync.rawValue) statistics"),
             ("inputs", (config.standardize ? "featurewise standardised" : "scaled to [0, 1]")
                 + (config.augmentation == .none ? ", no augmentation" : ", augmentation \(config.augment): \(describe(config.augmentation))")),

@@ -22,7 +22,7 @@ final class DefaultsTests: XCTestCase {
         let dir = temporaryDirectory(self) + "/cosine"
         let r = try runProcess(Repo.binary, args(dir))
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("cosine 0.001 → 0.0 over 20 steps (--lr-schedule cosine)"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("\nlr         cosine 0.001 → 0.0 over 20 steps (--lr-schedule cosine)\n"), r.stdout)
         // The update after s earlier ones has rate 0.001 · ½(1 + cos(π s / 20)): s = 9 ends epoch 1, s = 19 epoch 2.
         let rates = try recordedRates(dir)
         XCTAssertEqual(rates.count, 2)
@@ -42,7 +42,7 @@ final class DefaultsTests: XCTestCase {
         let dir = temporaryDirectory(self) + "/constant"
         let r = try runProcess(Repo.binary, args(dir, ["--lr-schedule", "constant"]))
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("constant 0.001 (--lr-schedule constant)"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("\nlr         constant 0.001 (--lr-schedule constant)\n"), r.stdout)
         XCTAssertEqual(try recordedRates(dir), [0.001, 0.001])
         let again = try runProcess(Repo.binary, args(dir, ["--lr-schedule", "constant", "--resume"]))
         XCTAssertEqual(again.status, 0, again.stderr)
