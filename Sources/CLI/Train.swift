@@ -20,8 +20,8 @@ struct Train: ParsableCommand {
     @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
     @Option(parsing: .unconditional, help: "Epochs to train.") var epochs = 3
     @Option(parsing: .unconditional, help: "Adam learning rate (default: the model's).") var lr: Double?
-    @Option(help: "Learning-rate schedule: constant, step:RATE:STEPS, exponential:RATE:STEPS, cosine[:MIN_FACTOR] or onecycle[:DIV[:PCT[:FINAL_DIV]]] (the last as PyTorch's OneCycleLR: div_factor, pct_start, final_div_factor).")
-    var lrSchedule = "constant"
+    @Option(help: "Learning-rate schedule: cosine[:MIN_FACTOR] (from --lr down to MIN_FACTOR × --lr, default 0, over the run's steps after the warm-up), constant, step:RATE:STEPS, exponential:RATE:STEPS or onecycle[:DIV[:PCT[:FINAL_DIV]]] (the last as PyTorch's OneCycleLR: div_factor, pct_start, final_div_factor).")
+    var lrSchedule = "cosine"
     @Option(parsing: .unconditional, help: "Linear learning-rate warm-up over the first N steps.") var warmupSteps = 0
     @Option(parsing: .unconditional, help: "Decoupled weight decay (AdamW) on conv and dense kernels; 0 is plain Adam.") var weightDecay = 0.0
     @Option(parsing: .unconditional, help: "Label smoothing of the training loss (evaluation reports plain cross-entropy).") var labelSmoothing = 0.0

@@ -34,6 +34,8 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var testLimit: Int?
     public var evalBatchSize: Int = 128
     /// Learning-rate schedule (`LearningRatePolicy.parse` forms) and linear warm-up steps.
+    /// `distcnn train` defaults to `cosine`; "constant" stays the default here because it is also
+    /// what a stored configuration without the key (an older checkpoint) was trained with.
     public var lrSchedule: String = "constant"
     public var warmupSteps: Int = 0
     /// Label smoothing ε of the training loss (evaluation reports plain cross-entropy).

@@ -124,7 +124,11 @@ extension Trainer {
     /// Why a run resumed from `state` has nothing left to do, or nil when it has.
     func finishedAlready(_ state: TrainingState) -> String? {
         if state.earlyStopping.stopped { return "it stopped early after epoch \(state.history.count)" }
-        if state.epoch >= config.epochs { return "it trained its \(config.epochs) epoch\(config.epochs == 1 ? "" : "s") (raise --epochs to train on)" }
+        if state.epoch >= config.epochs {
+            // A decaying schedule spans the epochs, so a resume with more of them is refused (`scheduleFields`).
+            let more = config.lrSchedule == "constant" ? "raise --epochs to train on" : "its --lr-schedule \(config.lrSchedule) spans them: train longer in a new run"
+            return "it trained its \(config.epochs) epoch\(config.epochs == 1 ? "" : "s") (\(more))"
+        }
         if let maxSteps = config.maxSteps, state.globalStep >= maxSteps {
             return "it reached --max-steps \(maxSteps) (raise --max-steps to train on)"
         }
@@ -155,11 +159,12 @@ extension Trainer {
             ("hosts", perHost.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),
             ("data", "\(config.dataDirectory): \(run.train.count) train, \(run.validation.count) validation, \(run.test.count) test"),
             ("batch", "\(config.batchSize) global (≤ \(run.sampler.largestShare) per rank), \(run.sampler.stepsPerEpoch) steps per epoch"),
-            ("schedule", "\(config.epochs) epoch\(config.epochs == 1 ? "" : "s"), Adam\(config.adam.weightDecay > 0 ? "W (decay \(config.adam.weightDecay))" : "") lr \(config.learningRate) \(config.lrSchedule)"
-                + (config.warmupSteps > 0 ? " after \(config.warmupSteps) warm-up steps" : "") + ", seed \(config.seed)"
+            ("schedule", "\(config.epochs) epoch\(config.epochs == 1 ? "" : "s"), Adam\(config.adam.weightDecay > 0 ? "W (decay \(config.adam.weightDecay))" : ""), seed \(config.seed)"
                 + (config.labelSmoothing > 0 ? ", label smoothing \(config.labelSmoothing)" : "")
                 + (config.emaDecay > 0 ? ", weight average \(config.emaDecay)" : "")
                 + (config.maxSteps.map { ", at most \($0) steps" } ?? "")),
+            // The rate as the run resolved it (the schedule spans the epochs), and the flag that chose it.
+            ("lr", "\(run.policy) (--lr-schedule \(config.lrSchedule))"),
             ("batch norm", "\(config.bnSync.rawValue) statistics"),
             ("inputs", (config.standardize ? "featurewise standardised" : "scaled to [0, 1]")
                 + (config.augmentation == .none ? ", no augmentation" : ", augmentation \(config.augment): \(describe(config.augmentation))")),
