@@ -43,7 +43,7 @@ public struct MicroBatchGradients {
         return tensors.map { range in
             var parts = [UInt32](repeating: 0, count: Parallel.workers)
             parts.withUnsafeMutableBufferPointer { parts in
-                Parallel.chunks(range.count, cost: 2 * slots) { t, part in
+                _ = Parallel.chunks(range.count, cost: 2 * slots) { t, part in
                     var m: UInt32 = 0
                     for k in 0..<slots {
                         let p = g + k * stride + range.lowerBound

@@ -468,14 +468,18 @@ extension Model {
     }
 
     /// Bytes `reserve(batch:)` and a training step allocate for `batch` (activations kept for
-    /// backward, two gradient buffers, column matrices, parameters, gradients, Adam moments), or
-    /// nil when the count overflows `Int`.
+    /// backward, two gradient buffers, column matrices, parameters, one gradient slot per
+    /// micro-batch, the Int64 fixed-point sum, Adam moments), or nil when the count overflows `Int`.
     public func trainingBytes(batch: Int) -> Int? {
         let kept = layers.reduce(inputShape.count) { $0 + $1.outputShape.count }
         let (perExample, o1) = (2 * widest).addingReportingOverflow(kept)
         let (activations, o2) = batch.multipliedReportingOverflow(by: perExample)
         guard !o1, !o2, batch >= 0 else { return nil }
-        let floats = [keptColumnFloats(batch: batch), 4 * parameterCount, stateCount].reduce(Optional(activations)) { sum, n in
+        let slots = max(1, (batch + microBatch - 1) / microBatch)
+        let (slotFloats, o4) = slots.multipliedReportingOverflow(by: parameterCount)
+        guard !o4 else { return nil }
+        // Parameters, two Adam moments, the Int64 sum (two floats' worth), and the slots.
+        let floats = [keptColumnFloats(batch: batch), 5 * parameterCount, slotFloats, stateCount].reduce(Optional(activations)) { sum, n in
             sum.flatMap { s in let (r, o) = s.addingReportingOverflow(n); return o ? nil : r }
         }
         guard let floats else { return nil }
@@ -500,7 +504,9 @@ extension Model {
 
 extension ModelSpec {
     /// `Model.checkMemory` for this spec (builds the model: parameters only, no activations).
-    public func checkMemory(batch: Int, copies: Int = 1) throws {
-        try Model(spec: self).checkMemory(batch: batch, copies: copies)
+    public func checkMemory(batch: Int, copies: Int = 1, microBatch: Int = Model.defaultMicroBatch) throws {
+        let model = try Model(spec: self)
+        model.microBatch = microBatch
+        try model.checkMemory(batch: batch, copies: copies)
     }
 }

@@ -94,7 +94,7 @@ extension Tool {
         Parallel.configure(threads: threads)
         let batch = options.batchSize ?? spec.batchSize ?? 128
         let steps = options.steps, warmup = options.warmup, eval = options.eval
-        try checkMemory(spec: spec, batch: batch, eval: eval, comm: comm)
+        try checkMemory(spec: spec, batch: batch, microBatch: options.microBatch, eval: eval, comm: comm)
         let model = try Model(spec: spec)
         model.microBatch = options.microBatch
         try requireClassifier(model)
@@ -197,14 +197,14 @@ extension Tool {
     /// Refuses, on every rank together and before anything is allocated, a batch whose buffers
     /// would not fit in this node's memory: each rank holds its share of the global batch, and
     /// the node holds its ranks (training buffers, or inference's with `eval`).
-    static func checkMemory(spec: ModelSpec, batch: Int, eval: Bool, comm: Communicator) throws {
+    static func checkMemory(spec: ModelSpec, batch: Int, microBatch: Int, eval: Bool, comm: Communicator) throws {
         var message = ""
         do {
-            let share = (batch + comm.size - 1) / comm.size
+            let share = microBatchShare(of: batch, microBatch: microBatch, part: 0, parts: comm.size).count
             if eval {
                 try Model(spec: spec).checkInferenceMemory(batch: share, copies: comm.localSize, hint: "use a smaller --batch-size")
             } else {
-                try spec.checkMemory(batch: share, copies: comm.localSize)
+                try spec.checkMemory(batch: share, copies: comm.localSize, microBatch: microBatch)
             }
         } catch { message = "\(error)" }
         if let d = try comm.firstRankDiffering(from: Array(message.utf8), phase: "memory check"),

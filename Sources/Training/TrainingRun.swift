@@ -59,7 +59,8 @@ extension Trainer {
         // A batch this node cannot hold is refused before any data is read: each rank holds its
         // share of the global batch, and the node holds its ranks.
         try collectively("memory check") {
-            try config.model.checkMemory(batch: (config.batchSize + comm.size - 1) / comm.size, copies: comm.localSize)
+            let share = microBatchShare(of: config.batchSize, microBatch: config.microBatch, part: 0, parts: comm.size).count
+            try config.model.checkMemory(batch: share, copies: comm.localSize, microBatch: config.microBatch)
         }
         comm.phase = "host names"
         let hosts = comm.size > 1 ? try comm.allGather(Array(comm.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) }
