@@ -19,6 +19,8 @@ struct Train: ParsableCommand {
     @OptionGroup var augmentation: AugmentationOverrides
     @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
     @Option(parsing: .unconditional, help: "Epochs to train.") var epochs = 3
+    @Option(parsing: .unconditional, help: "Gradient accumulation: run each global batch in N passes, holding one pass's activations; the gradients are summed exactly, so without batch norm the weights are those of the whole batch at once (batch-norm statistics are each pass's).")
+    var accumulate = 1
     @Option(parsing: .unconditional, help: "Adam learning rate (default: the model's).") var lr: Double?
     @Option(help: "Learning-rate schedule: cosine[:MIN_FACTOR] (from --lr down to MIN_FACTOR × --lr, default 0, over the run's steps after the warm-up), constant, step:RATE:STEPS, exponential:RATE:STEPS or onecycle[:DIV[:PCT[:FINAL_DIV]]] (the last as PyTorch's OneCycleLR: div_factor, pct_start, final_div_factor).")
     var lrSchedule = "cosine"
@@ -58,6 +60,7 @@ struct Train: ParsableCommand {
 
     func validate() throws {
         try check(epochs, "epochs", in: 1...1_000_000)
+        try check(accumulate, "accumulate", in: 1...65536)
         try check(lr, "lr", in: ModelSpec.learningRateRange)
         try check(warmupSteps, "warmup-steps", in: 0...1_000_000_000)
         try check(weightDecay, "weight-decay", in: 0..<1)
@@ -106,6 +109,7 @@ struct Train: ParsableCommand {
         c.standardize = standardize || step.augment == .seed
         c.bnSync = step.bnSync
         c.microBatch = step.microBatch
+        c.accumulate = accumulate
         c.patience = patience; c.minDelta = minDelta; c.monitor = monitor
         c.restoreBestWeights = restoreBestWeights; c.maxSteps = maxSteps; c.trainLimit = trainLimit; c.testLimit = testLimit
         return c

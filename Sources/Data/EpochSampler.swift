@@ -13,22 +13,30 @@ public struct EpochSampler: Sendable {
     public let rank: Int
     public let worldSize: Int
     public let microBatch: Int
+    /// Passes per step (gradient accumulation).
+    public let passes: Int
     let rng: CounterRNG
 
-    public init(count: Int, batchSize: Int, seed: UInt64, rank: Int, worldSize: Int, microBatch: Int) {
+    public init(count: Int, batchSize: Int, seed: UInt64, rank: Int, worldSize: Int, microBatch: Int, passes: Int = 1) {
         precondition(count >= 0 && batchSize >= 1 && worldSize >= 1 && (0..<worldSize).contains(rank) && microBatch >= 1,
                      "EpochSampler: count \(count), batch \(batchSize), rank \(rank) of \(worldSize), micro-batch \(microBatch)")
         self.count = count; self.batchSize = batchSize; self.rank = rank; self.worldSize = worldSize
-        self.microBatch = microBatch
+        self.microBatch = microBatch; self.passes = max(1, passes)
         rng = CounterRNG(seed: seed)
     }
 
     public var stepsPerEpoch: Int { (count + batchSize - 1) / batchSize }
 
     /// The most examples any rank holds of one global batch: what its buffers are sized for.
-    public var largestShare: Int {
-        let chunks = (batchSize + microBatch - 1) / microBatch
-        return min(batchSize, (chunks + worldSize - 1) / worldSize * microBatch)
+    public var largestShare: Int { fullBatch.share(pass: 0).count }
+
+    /// Gradient slots a rank needs: its micro-batches over all passes of a full batch.
+    public var largestMicroBatchCount: Int { (0..<passes).reduce(0) { $0 + fullBatch.localMicroBatches(pass: $1) } }
+
+    /// A full global batch as rank 0 (which holds the most) cuts it.
+    var fullBatch: GlobalBatch {
+        GlobalBatch(epoch: 0, step: 0, indices: Array(0..<batchSize)[...], microBatch: microBatch, rank: 0, worldSize: worldSize,
+                    passes: passes)
     }
 
     /// The global batches of epoch `epoch` (0-based).
@@ -47,25 +55,28 @@ public struct EpochSampler: Sendable {
             let lo = step * sampler.batchSize, hi = min(lo + sampler.batchSize, order.count)
             precondition(lo < hi, "EpochSampler: step \(step) is past the epoch's \(sampler.stepsPerEpoch)")
             return GlobalBatch(epoch: number, step: step, indices: order[lo..<hi], microBatch: sampler.microBatch,
-                               rank: sampler.rank, worldSize: sampler.worldSize)
+                               rank: sampler.rank, worldSize: sampler.worldSize, passes: sampler.passes)
         }
     }
 }
 
 /// One step's examples: `indices` (dataset indices, the whole global batch in schedule order),
-/// cut into micro-batches of `microBatch`, and the positions `share` of them that this rank
-/// computes: whole micro-batches (`microBatchShare`).
+/// cut into micro-batches of `microBatch`. The step runs them in `passes` passes (gradient
+/// accumulation: 1 unless asked), each pass a contiguous run of whole micro-batches, and in each
+/// pass this rank computes whole micro-batches (`microBatchShare`).
 public struct GlobalBatch: Sendable {
     public let epoch: Int
     /// The step within the epoch (0-based).
     public let step: Int
     public let indices: ArraySlice<Int>
     public let microBatch: Int
-    public let share: Range<Int>
+    public let passes: Int
+    let rank: Int, worldSize: Int
 
-    public init(epoch: Int, step: Int, indices: ArraySlice<Int>, microBatch: Int, rank: Int, worldSize: Int) {
+    public init(epoch: Int, step: Int, indices: ArraySlice<Int>, microBatch: Int, rank: Int, worldSize: Int, passes: Int = 1) {
+        precondition(passes >= 1, "GlobalBatch: \(passes) passes")
         self.epoch = epoch; self.step = step; self.indices = indices; self.microBatch = microBatch
-        share = microBatchShare(of: indices.count, microBatch: microBatch, part: rank, parts: worldSize)
+        self.rank = rank; self.worldSize = worldSize; self.passes = passes
     }
 
     /// Examples in the global batch (the loss is their mean).
@@ -74,15 +85,32 @@ public struct GlobalBatch: Sendable {
     /// Micro-batches in the global batch.
     public var microBatches: Int { (indices.count + microBatch - 1) / microBatch }
 
-    /// Micro-batches this rank computes.
-    public var localMicroBatches: Int { (share.count + microBatch - 1) / microBatch }
+    /// Positions (within the global batch) of pass `p`'s examples: whole micro-batches, the
+    /// earlier passes holding one more when they do not divide evenly.
+    public func positions(pass p: Int) -> Range<Int> {
+        let chunks = contiguousShare(of: microBatches, part: p, parts: passes)
+        return min(chunks.lowerBound * microBatch, size) ..< min(chunks.upperBound * microBatch, size)
+    }
 
-    /// Positions within this rank's share of its micro-batch `k`.
-    public func localMicroBatch(_ k: Int) -> Range<Int> { k * microBatch ..< min((k + 1) * microBatch, share.count) }
+    /// Positions (within the global batch) this rank computes in pass `p`.
+    public func share(pass p: Int = 0) -> Range<Int> {
+        let all = positions(pass: p)
+        let mine = microBatchShare(of: all.count, microBatch: microBatch, part: rank, parts: worldSize)
+        return all.lowerBound + mine.lowerBound ..< all.lowerBound + mine.upperBound
+    }
 
-    /// This rank's dataset indices.
-    public var mine: ArraySlice<Int> {
-        indices[(indices.startIndex + share.lowerBound)..<(indices.startIndex + share.upperBound)]
+    /// This rank's dataset indices in pass `p`.
+    public func mine(pass p: Int = 0) -> ArraySlice<Int> {
+        let s = share(pass: p)
+        return indices[(indices.startIndex + s.lowerBound)..<(indices.startIndex + s.upperBound)]
+    }
+
+    /// Micro-batches this rank computes in pass `p`.
+    public func localMicroBatches(pass p: Int = 0) -> Int { (share(pass: p).count + microBatch - 1) / microBatch }
+
+    /// Positions within this rank's share of pass `p` of its micro-batch `k`.
+    public func localMicroBatch(_ k: Int, pass p: Int = 0) -> Range<Int> {
+        k * microBatch ..< min((k + 1) * microBatch, share(pass: p).count)
     }
 }
 

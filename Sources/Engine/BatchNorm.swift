@@ -195,8 +195,8 @@ public final class BatchNorm: FoldsIntoConvolution {
                     sdy += Double(a); sdyx += Double(b)
                 }
                 rows[k * width + c] = sdy; rows[k * width + C + c] = sdyx
-                dBeta[k * context.gradientStride + c] = Float(sdy)
-                dGamma[k * context.gradientStride + c] = Float(sdyx)
+                dBeta[context.slotOffset(k) + c] = Float(sdy)
+                dGamma[context.slotOffset(k) + c] = Float(sdyx)
             }
           }
           }

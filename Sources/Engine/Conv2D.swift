@@ -250,7 +250,7 @@ public final class Conv2D: Layer {
         let kept = im2col?.holds(batch: batch, input: x) ?? false
         context.forEachMicroBatch(batch, cost: 3 * forwardFlops) { t, k, images in
             // Each micro-batch's gradients accumulate from zero in its own slot.
-            let dW = dWeight + k * context.gradientStride, dB = dBias.map { $0 + k * context.gradientStride }
+            let dW = dWeight + context.slotOffset(k), dB = dBias.map { $0 + context.slotOffset(k) }
             dW.update(repeating: 0, count: filters * patch)
             dB?.update(repeating: 0, count: filters)
             if let winograd {

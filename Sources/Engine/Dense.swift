@@ -59,7 +59,7 @@ public final class Dense: Layer {
         context.forEachMicroBatch(batch, cost: 3 * forwardFlops) { _, k, rows in
             let dyr = dy + rows.lowerBound * units, xr = x + rows.lowerBound * inputs
             ActivationFunction.backward(activation, alpha: 1, y: y + rows.lowerBound * units, dyr, count: rows.count * units)
-            let slot = k * context.gradientStride
+            let slot = context.slotOffset(k)
             if let dBias {
                 let db = dBias + slot
                 for u in 0..<units { db[u] = 0 }

@@ -45,6 +45,12 @@ public struct PassContext {
     public internal(set) var microBatch = Model.defaultMicroBatch
     /// Floats from micro-batch k's parameter gradients to micro-batch k+1's (set by the model).
     var gradientStride = 0
+    /// The gradient slot of this pass's first micro-batch: a step that runs its batch in several
+    /// passes (gradient accumulation) puts each pass's micro-batches after the last pass's.
+    public var firstSlot = 0
+
+    /// Floats from the bound gradients to micro-batch `k`'s slot.
+    func slotOffset(_ k: Int) -> Int { (firstSlot + k) * gradientStride }
     /// Whether `Model.backward` sums the micro-batches' gradients into `Model.gradients` itself
     /// (exactly, `MicroBatchGradients`); the trainer turns it off to sum them over ranks.
     public var sumsGradients = true

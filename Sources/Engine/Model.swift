@@ -154,7 +154,12 @@ public final class Model {
 
     /// Grows the gradient buffer to one slot per micro-batch of `batch` examples.
     private func reserveGradientSlots(batch: Int) {
-        let slots = max(1, (batch + microBatch - 1) / microBatch)
+        reserveGradientSlots(max(1, (batch + microBatch - 1) / microBatch))
+    }
+
+    /// Grows the gradient buffer to `slots` slots (a step accumulating several passes needs one
+    /// per micro-batch of all of them).
+    public func reserveGradientSlots(_ slots: Int) {
         guard slots > gradientSlots else { return }
         gradientSlots = slots
         gradientBuffer = FloatBuffer(count: slots * parameterCount)
@@ -325,7 +330,7 @@ public final class Model {
     public func backward(batch: Int, dlogits: UnsafePointer<Float>, context: PassContext,
                          inputGradient: UnsafeMutablePointer<Float>? = nil) throws {
         let context = prepared(context)
-        precondition(context.microBatchCount(batch) <= gradientSlots, "Model.backward: reserve(batch:) first")
+        precondition(context.firstSlot + context.microBatchCount(batch) <= gradientSlots, "Model.backward: reserve(batch:) first")
         var dy = gradA.pointer, spare = gradB.pointer
         dy.update(from: dlogits, count: batch * classes)
         for i in stride(from: layers.count - 1, through: 0, by: -1) where !fused[i] {
@@ -470,12 +475,13 @@ extension Model {
     /// Bytes `reserve(batch:)` and a training step allocate for `batch` (activations kept for
     /// backward, two gradient buffers, column matrices, parameters, one gradient slot per
     /// micro-batch, the Int64 fixed-point sum, Adam moments), or nil when the count overflows `Int`.
-    public func trainingBytes(batch: Int) -> Int? {
+    /// `gradientSlots`: when a step runs its batch in several passes, the slots of all of them.
+    public func trainingBytes(batch: Int, gradientSlots: Int? = nil) -> Int? {
         let kept = layers.reduce(inputShape.count) { $0 + $1.outputShape.count }
         let (perExample, o1) = (2 * widest).addingReportingOverflow(kept)
         let (activations, o2) = batch.multipliedReportingOverflow(by: perExample)
         guard !o1, !o2, batch >= 0 else { return nil }
-        let slots = max(1, (batch + microBatch - 1) / microBatch)
+        let slots = gradientSlots ?? max(1, (batch + microBatch - 1) / microBatch)
         let (slotFloats, o4) = slots.multipliedReportingOverflow(by: parameterCount)
         guard !o4 else { return nil }
         // Parameters, two Adam moments, the Int64 sum (two floats' worth), and the slots.
@@ -489,9 +495,9 @@ extension Model {
 
     /// Refuses, before anything is allocated, a training batch whose buffers (times `copies`:
     /// the ranks on this node) would need more than the machine's physical memory.
-    public func checkMemory(batch: Int, copies: Int = 1) throws {
+    public func checkMemory(batch: Int, copies: Int = 1, gradientSlots: Int? = nil) throws {
         let total = Model.physicalMemoryBytes
-        let needed = trainingBytes(batch: batch).flatMap { b in
+        let needed = trainingBytes(batch: batch, gradientSlots: gradientSlots).flatMap { b in
             let (r, o) = b.multipliedReportingOverflow(by: max(copies, 1)); return o ? nil : r
         }
         guard let needed, needed <= total else {
@@ -504,9 +510,10 @@ extension Model {
 
 extension ModelSpec {
     /// `Model.checkMemory` for this spec (builds the model: parameters only, no activations).
-    public func checkMemory(batch: Int, copies: Int = 1, microBatch: Int = Model.defaultMicroBatch) throws {
+    public func checkMemory(batch: Int, copies: Int = 1, microBatch: Int = Model.defaultMicroBatch,
+                            gradientSlots: Int? = nil) throws {
         let model = try Model(spec: self)
         model.microBatch = microBatch
-        try model.checkMemory(batch: batch, copies: copies)
+        try model.checkMemory(batch: batch, copies: copies, gradientSlots: gradientSlots)
     }
 }

@@ -14,6 +14,9 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// apart and added exactly (`TrainingStep`); the result depends on it, not on ranks or threads.
     public var microBatch: Int = TrainConfig.defaultMicroBatch
     public static let defaultMicroBatch = Model.defaultMicroBatch
+    /// Passes each step runs its global batch in (gradient accumulation): activations are held
+    /// for one pass only; gradients are summed exactly over all of them.
+    public var accumulate: Int = 1
     public var learningRate: Double = 1e-3
     public var adam = AdamConfig()
     public var seed: UInt64 = 1
@@ -46,7 +49,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public init(model: ModelSpec) { self.model = model }
 
     enum CodingKeys: String, CodingKey {
-        case model, dataDirectory, epochs, batchSize, microBatch, learningRate, adam, seed, validationSplit, standardize, augment
+        case model, dataDirectory, epochs, batchSize, microBatch, accumulate, learningRate, adam, seed, validationSplit, standardize, augment
         case augmentation, bnSync, patience, minDelta, monitor, restoreBestWeights, maxSteps, trainLimit, testLimit
         case evalBatchSize, lrSchedule, warmupSteps, labelSmoothing, emaDecay
     }
@@ -57,7 +60,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
         let d = TrainConfig(model: model)
         func get<T: Decodable>(_ key: CodingKeys, _ fallback: T) throws -> T { try c.decodeIfPresent(T.self, forKey: key) ?? fallback }
         dataDirectory = try get(.dataDirectory, d.dataDirectory); epochs = try get(.epochs, d.epochs)
-        batchSize = try get(.batchSize, d.batchSize); microBatch = try get(.microBatch, d.microBatch); learningRate = try get(.learningRate, d.learningRate)
+        batchSize = try get(.batchSize, d.batchSize); microBatch = try get(.microBatch, d.microBatch); accumulate = try get(.accumulate, d.accumulate); learningRate = try get(.learningRate, d.learningRate)
         adam = try get(.adam, d.adam); seed = try get(.seed, d.seed); validationSplit = try get(.validationSplit, d.validationSplit)
         standardize = try get(.standardize, d.standardize); augment = try get(.augment, d.augment)
         augmentation = try get(.augmentation, d.augmentation); bnSync = try get(.bnSync, d.bnSync)
@@ -78,7 +81,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// examples meet which weights), as name → value for a one-line diff.
     public var scheduleFields: [String: String] {
         var fields = [
-            "model": model.canonicalJSON(), "batch-size": "\(batchSize)", "micro-batch": "\(microBatch)", "seed": "\(seed)",
+            "model": model.canonicalJSON(), "batch-size": "\(batchSize)", "micro-batch": "\(microBatch)", "accumulate": "\(accumulate)", "seed": "\(seed)",
             "validation-split": "\(validationSplit)", "standardize": "\(standardize)",
             "augment": String(decoding: try! JSONEncoder.sorted.encode(augmentation), as: UTF8.self),
             "bn-sync": bnSync.rawValue, "lr": "\(learningRate)", "train-limit": "\(trainLimit.map(String.init) ?? "all")",

@@ -59,8 +59,15 @@ extension Trainer {
         // A batch this node cannot hold is refused before any data is read: each rank holds its
         // share of the global batch, and the node holds its ranks.
         try collectively("memory check") {
-            let share = microBatchShare(of: config.batchSize, microBatch: config.microBatch, part: 0, parts: comm.size).count
-            try config.model.checkMemory(batch: share, copies: comm.localSize, microBatch: config.microBatch)
+            let micro = config.microBatch, passes = config.accumulate
+            guard passes == 1 || (passes <= (config.batchSize + micro - 1) / micro && config.bnSync == .global) else {
+                throw RunError.config("--accumulate \(passes) needs at least \(passes) micro-batches of \(micro) in the global batch of \(config.batchSize) and --bn-sync global; use a smaller --accumulate or a larger --batch-size")
+            }
+            // Activations for one pass; gradient slots for the micro-batches of all passes.
+            let sampler = EpochSampler(count: config.batchSize, batchSize: config.batchSize, seed: 0, rank: 0,
+                                       worldSize: comm.size, microBatch: micro, passes: passes)
+            try config.model.checkMemory(batch: sampler.largestShare, copies: comm.localSize, microBatch: micro,
+                                         gradientSlots: sampler.largestMicroBatchCount)
         }
         comm.phase = "host names"
         let hosts = comm.size > 1 ? try comm.allGather(Array(comm.hostName.utf8)).map { String(decoding: $0, as: UTF8.self) }
@@ -106,10 +113,12 @@ extension Trainer {
         }
 
         let sampler = EpochSampler(count: train.count, batchSize: config.batchSize, seed: config.seed,
-                                   rank: comm.rank, worldSize: comm.size, microBatch: config.microBatch)
+                                   rank: comm.rank, worldSize: comm.size, microBatch: config.microBatch,
+                                   passes: config.accumulate)
         let step = TrainingStep(model: model, adam: adam, comm: comm, bnSync: config.bnSync, seed: config.seed)
         step.smoothing = Float(config.labelSmoothing)
         step.reserve(batch: sampler.largestShare)
+        step.reserve(microBatches: sampler.largestMicroBatchCount)
         // The schedule spans the epochs; --max-steps only stops the run early (so a capped run
         // resumed without the cap follows the same trajectory as one never capped).
         let policy = try collectively("learning-rate schedule") {

@@ -83,37 +83,48 @@ final class TrainingStep {
         for (j, i) in indices.enumerated() { labels[j] = Int32(dataset.labels[i]) }
     }
 
-    /// Runs global step `globalStep` on this rank's share of `batch`.
+    /// Sizes the gradient slots for `count` micro-batches per step (all passes).
+    func reserve(microBatches count: Int) { model.reserveGradientSlots(count) }
+
+    /// Runs global step `globalStep` on this rank's share of `batch`, pass after pass (one unless
+    /// gradients are accumulated): each pass's micro-batches fill the gradient slots after the
+    /// last pass's, and the exchange below sums them all at once.
     func run(_ batch: GlobalBatch, dataset: Dataset, normalizer: Normalizer, augmenter: Augmenter? = nil,
              globalStep: Int, learningRate: Double, stopRequested: Bool) throws -> StepTotals {
         let times = phaseTimes ?? unprofiled
-        let indices = batch.mine, n = indices.count, globalBatch = batch.size
+        let globalBatch = batch.size
         precondition(batch.microBatch == model.microBatch, "TrainingStep: batch cut into \(batch.microBatch), model runs \(model.microBatch)")
+        precondition(batch.passes == 1 || bnSync == .global, "TrainingStep: passes need --bn-sync global")
         var exchange = 0.0   // seconds in collectives, this step
         statistics.seconds = 0
-        Stopwatch.add(to: &times.input) {
-            fillInput(dataset: dataset, normalizer: normalizer, augmenter: augmenter, epoch: batch.epoch, indices: indices)
-        }
-        var context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: batch.share.lowerBound,
-                                  reducer: bnSync == .global ? statistics : nil)
-        context.sumsGradients = false
-        let logits = try model.forward(batch: n, context: context)
-        let chunks = batch.localMicroBatches
-        // Per micro-batch [loss sum | correct], added in micro-batch order over ranks below.
-        var rows = [Double](repeating: 0, count: 2 * chunks)
-        Stopwatch.add(to: &times.loss) {
-            labels.withUnsafeBufferPointer { labels in
-                for k in 0..<chunks {
-                    let r = batch.localMicroBatch(k), classes = model.classes
-                    let (loss, correct) = SoftmaxCrossEntropy.forwardBackward(
-                        logits: logits + r.lowerBound * classes, labels: labels.baseAddress! + r.lowerBound,
-                        batch: r.count, classes: classes, scale: 1 / Float(globalBatch),
-                        dlogits: dlogits.pointer + r.lowerBound * classes, smoothing: smoothing)
-                    rows[2 * k] = loss; rows[2 * k + 1] = Double(correct)
+        // Per micro-batch [global index | loss sum | correct], added in micro-batch order below.
+        var rows: [Double] = []
+        var chunks = 0, n = 0   // micro-batches and examples this rank ran, all passes
+        for pass in 0..<batch.passes {
+            let indices = batch.mine(pass: pass), share = batch.share(pass: pass), count = indices.count
+            Stopwatch.add(to: &times.input) {
+                fillInput(dataset: dataset, normalizer: normalizer, augmenter: augmenter, epoch: batch.epoch, indices: indices)
+            }
+            var context = PassContext(training: true, rng: rng, step: globalStep, exampleOffset: share.lowerBound,
+                                      reducer: bnSync == .global ? statistics : nil)
+            context.sumsGradients = false
+            context.firstSlot = chunks
+            let logits = try model.forward(batch: count, context: context)
+            Stopwatch.add(to: &times.loss) {
+                labels.withUnsafeBufferPointer { labels in
+                    for k in 0..<batch.localMicroBatches(pass: pass) {
+                        let r = batch.localMicroBatch(k, pass: pass), classes = model.classes
+                        let (loss, correct) = SoftmaxCrossEntropy.forwardBackward(
+                            logits: logits + r.lowerBound * classes, labels: labels.baseAddress! + r.lowerBound,
+                            batch: r.count, classes: classes, scale: 1 / Float(globalBatch),
+                            dlogits: dlogits.pointer + r.lowerBound * classes, smoothing: smoothing)
+                        rows += [Double((share.lowerBound + r.lowerBound) / batch.microBatch), loss, Double(correct)]
+                    }
                 }
             }
+            try model.backward(batch: count, dlogits: dlogits.pointer, context: context)
+            chunks += batch.localMicroBatches(pass: pass); n += count
         }
-        try model.backward(batch: n, dlogits: dlogits.pointer, context: context)
 
         let P = model.parameterCount
         var conversion = 0.0   // maxima and fixed-point conversions, counted with the exchange in profiles
@@ -126,7 +137,6 @@ final class TrainingStep {
             let w = Float(n) / Float(globalBatch), s = model.state.pointer
             runningStats = (0..<model.stateCount).map { s[$0] * w }
         }
-        var totals = [0.0, 0.0]
         let shard = comm.shard(of: P)
         try Stopwatch.add(to: &exchange) {
             comm.phase = "gradient maxima all-reduce"
@@ -139,11 +149,7 @@ final class TrainingStep {
             try comm.reduceScatterSum(fixedPoint)
         }
         Stopwatch.add(to: &conversion) { exact.fromFixedPoint(fixedPoint.baseAddress!, scales: scales, range: shard) }
-        try rows.withUnsafeBufferPointer { rows in
-            try totals.withUnsafeMutableBufferPointer {
-                try statistics.sumInOrder(rows, width: 2, into: $0, phase: "step totals")
-            }
-        }
+        let totals = try sumInMicroBatchOrder(rows)
         if bnSync == .local {
             try Stopwatch.add(to: &exchange) {
                 comm.phase = "running statistics all-reduce"
@@ -162,6 +168,25 @@ final class TrainingStep {
         times.gradientAllReduce += exchange + conversion
         return StepTotals(lossSum: totals[0], correct: totals[1], count: globalBatch, stopRequested: maxima.last! > 0,
                           exchangeSeconds: exchange + statistics.seconds)
+    }
+
+    /// [loss sum, correct] over every rank's `[index | loss | correct]` rows, added in global
+    /// micro-batch order (`index`): the same fold on every rank and for any world size or pass
+    /// count.
+    private func sumInMicroBatchOrder(_ rows: [Double]) throws -> [Double] {
+        var all = rows
+        if comm.size > 1 {
+            comm.phase = "step totals all-gather"
+            all = try Stopwatch.add(to: &statistics.seconds) {
+                try comm.allGather(rows.withUnsafeBytes { Array($0) }).flatMap { bytes in
+                    bytes.withUnsafeBytes { Array($0.bindMemory(to: Double.self)) }
+                }
+            }
+        }
+        let ordered = stride(from: 0, to: all.count, by: 3).sorted { all[$0] < all[$1] }
+        var totals = [0.0, 0.0]
+        for i in ordered { totals[0] += all[i + 1]; totals[1] += all[i + 2] }
+        return totals
     }
 
     /// Completes Adam's moments on every rank from their owners' shards (a collective: every

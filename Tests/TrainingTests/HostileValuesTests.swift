@@ -18,7 +18,7 @@ final class HostileValuesTests: XCTestCase {
             ("train", cheapStep + ["--data", Repo.mnist, "--run-dir", dir + "/run", "--max-steps", "1",
                                    "--train-limit", "16", "--test-limit", "16", "--validation-split", "0",
                                    "--epochs", "1", "--quiet"],
-             ["batch-size", "threads", "micro-batch", "rotation", "shift", "zoom", "shear", "epochs", "lr",
+             ["batch-size", "threads", "micro-batch", "accumulate", "rotation", "shift", "zoom", "shear", "epochs", "lr",
               "warmup-steps", "weight-decay", "label-smoothing", "ema-decay", "validation-split", "patience",
               "min-delta", "seed", "max-steps", "train-limit", "test-limit", "checkpoint-every", "keep",
               "step-timeout", "log-every"]),

@@ -174,3 +174,64 @@ final class WorldSizeTests: XCTestCase {
         XCTAssertLessThan(worst, 1e-6, "averaged running mean differs from the global one by \(worst)")
     }
 }
+
+/// `--accumulate N`: each global batch in N passes, gradients summed exactly over all of them.
+final class AccumulateTests: XCTestCase {
+    /// A model without batch norm (with dropout), where passes change nothing.
+    static let noBatchNorm = """
+        {"name": "nobn", "input": [28, 28, 1], "batch_size": 64,
+         "layers": [{"type": "conv2d", "filters": 8, "kernel": 3, "padding": "same", "activation": "relu"},
+                    {"type": "maxpool2d", "size": 2},
+                    {"type": "conv2d", "filters": 16, "kernel": 3, "padding": "same", "activation": "relu"},
+                    {"type": "maxpool2d", "size": 2},
+                    {"type": "flatten"}, {"type": "dense", "units": 64, "activation": "relu"},
+                    {"type": "dropout", "rate": 0.3}, {"type": "dense", "units": 10}]}
+        """
+
+    func run(ranks: Int, threads: Int, dir: String, _ extra: [String]) throws -> (status: Int32, stderr: String, summary: [String: Any]?) {
+        let mpirun = try XCTUnwrap(WorldSizeTests.mpirun, "mpirun is not installed (scripts/install-deps)")
+        let r = try runProcess(mpirun, ["--oversubscribe", "--bind-to", "none", "-np", "\(ranks)", Repo.binary, "train",
+                                        "--data", Repo.mnist, "--max-steps", "12", "--train-limit", "2000", "--test-limit", "300",
+                                        "--validation-split", "300", "--augment", "standard", "--threads", "\(threads)",
+                                        "--run-dir", dir, "--quiet"] + extra,
+                               environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
+        let summary = (try? Data(contentsOf: URL(fileURLWithPath: dir + "/summary.json")))
+            .flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+        return (r.status, r.stderr, summary)
+    }
+
+    /// Without batch norm, 4 passes in one process and 3 passes on 2 ranks give the bits of the
+    /// whole batch at once; the training loss in metrics.csv too.
+    func testPassesGiveTheWholeBatchBits() throws {
+        let base = temporaryDirectory(self)
+        let model = base + "/nobn.json"
+        try AccumulateTests.noBatchNorm.write(toFile: model, atomically: true, encoding: .utf8)
+        var hashes: [String] = [], losses: [String] = []
+        for (name, ranks, threads, passes) in [("whole", 1, 2, 1), ("four", 1, 2, 4), ("three-on-2", 2, 1, 3)] {
+            let r = try run(ranks: ranks, threads: threads, dir: base + "/" + name, ["--model", model, "--accumulate", "\(passes)"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            hashes.append(try XCTUnwrap(r.summary?["weights_sha256"] as? String))
+            losses.append(try String(contentsOfFile: base + "/\(name)/metrics.csv", encoding: .utf8)
+                .split(separator: "\n").dropFirst().map { String($0.split(separator: ",")[2]) }.joined(separator: ";"))
+        }
+        XCTAssertEqual(Set(hashes).count, 1, "passes changed the weights: \(hashes)")
+        XCTAssertEqual(Set(losses).count, 1, "passes changed the training loss: \(losses)")
+    }
+
+    /// With batch norm each pass has its own statistics, so the weights differ from the whole
+    /// batch's, but not with the number of ranks; too many passes are refused with one line.
+    func testPassesWithBatchNorm() throws {
+        let base = temporaryDirectory(self)
+        let whole = try run(ranks: 1, threads: 2, dir: base + "/whole", ["--model", "ref", "--batch-size", "64"])
+        let two = try run(ranks: 1, threads: 2, dir: base + "/two", ["--model", "ref", "--batch-size", "64", "--accumulate", "2"])
+        let twoOn3 = try run(ranks: 3, threads: 1, dir: base + "/two-on-3", ["--model", "ref", "--batch-size", "64", "--accumulate", "2"])
+        for r in [whole, two, twoOn3] { XCTAssertEqual(r.status, 0, r.stderr) }
+        XCTAssertNotEqual(two.summary?["weights_sha256"] as? String, whole.summary?["weights_sha256"] as? String)
+        XCTAssertEqual(two.summary?["weights_sha256"] as? String, twoOn3.summary?["weights_sha256"] as? String)
+        let bad = try run(ranks: 1, threads: 1, dir: base + "/bad", ["--model", "ref", "--batch-size", "64", "--accumulate", "5"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertEqual(bad.stderr.split(separator: "\n").filter { $0.hasPrefix("error:") }.count, 1, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--accumulate 5 needs at least 5 micro-batches of 16"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/bad/summary.json"))
+    }
+}
