@@ -20,7 +20,7 @@ struct Train: ParsableCommand {
     @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
     @Option(parsing: .unconditional, help: "Epochs to train.") var epochs = 3
     @Option(parsing: .unconditional, help: "Adam learning rate (default: the model's).") var lr: Double?
-    @Option(help: "Learning-rate schedule: constant, step:RATE:STEPS, exponential:RATE:STEPS, cosine[:MIN_FACTOR] or onecycle[:DIV[:PCT[:FINAL_DIV]]] (the last as PyTorch's OneCycleLR: div_factor, pct_start, final_div_factor).")
+    @Option(help: "Learning-rate schedule: constant, step:RATE:STEPS, exponential:RATE:STEPS, cosine[:MIN_FACTOR], onecycle[:DIV[:PCT[:FINAL_DIV]]] (PyTorch's OneCycleLR: div_factor, pct_start, final_div_factor) or plateau:FACTOR:PATIENCE (Keras's ReduceLROnPlateau on val_loss, min_delta 1e-4).")
     var lrSchedule = "constant"
     @Option(parsing: .unconditional, help: "Linear learning-rate warm-up over the first N steps.") var warmupSteps = 0
     @Option(parsing: .unconditional, help: "Decoupled weight decay (AdamW) on conv and dense kernels; 0 is plain Adam.") var weightDecay = 0.0
@@ -63,8 +63,12 @@ struct Train: ParsableCommand {
         try check(weightDecay, "weight-decay", in: 0..<1)
         try check(labelSmoothing, "label-smoothing", in: 0..<1)
         try check(emaDecay, "ema-decay", in: 0..<1)
-        do { _ = try LearningRatePolicy.parse(lrSchedule, base: lr ?? 1e-3, totalSteps: 1000, warmupSteps: 0) } catch {
+        let policy: LearningRatePolicy
+        do { policy = try LearningRatePolicy.parse(lrSchedule, base: lr ?? 1e-3, totalSteps: 1000, warmupSteps: 0) } catch {
             throw ValidationError("\(error)")
+        }
+        if case .plateau = policy.schedule, validationSplit == 0 {
+            throw ValidationError("--lr-schedule plateau watches val_loss and needs a validation set; set --validation-split above 0")
         }
         try check(validationSplit, "validation-split", in: 0...Int(UInt32.max))
         try check(patience, "patience", in: 0...1_000_000)

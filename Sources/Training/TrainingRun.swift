@@ -39,6 +39,12 @@ final class TrainingRun {
         earlierSeconds = state.trainSeconds
     }
 
+    /// The rate of the update that follows `step` earlier updates: the policy's, times the
+    /// reduction `--lr-schedule plateau` has reached (1 for the other schedules, an exact no-op).
+    func rate(at step: Int, _ state: TrainingState) -> Double {
+        policy.rate(at: step) * (state.plateau?.factor ?? 1)
+    }
+
     /// Runs `body` with the weights the run evaluates and keeps in the model: the average when
     /// there is one (restored to the live weights afterwards, however `body` ends).
     func withEvaluatedWeights<T>(_ body: () throws -> T) rethrows -> T {
@@ -156,6 +162,7 @@ extension Trainer {
             ("data", "\(config.dataDirectory): \(run.train.count) train, \(run.validation.count) validation, \(run.test.count) test"),
             ("batch", "\(config.batchSize) global (≤ \(run.sampler.largestShare) per rank), \(run.sampler.stepsPerEpoch) steps per epoch"),
             ("schedule", "\(config.epochs) epoch\(config.epochs == 1 ? "" : "s"), Adam\(config.adam.weightDecay > 0 ? "W (decay \(config.adam.weightDecay))" : "") lr \(config.learningRate) \(config.lrSchedule)"
+                + (config.lrSchedule.lowercased().hasPrefix("plateau") ? " (on val_loss, min delta \(PlateauState.minDelta))" : "")
                 + (config.warmupSteps > 0 ? " after \(config.warmupSteps) warm-up steps" : "") + ", seed \(config.seed)"
                 + (config.labelSmoothing > 0 ? ", label smoothing \(config.labelSmoothing)" : "")
                 + (config.emaDecay > 0 ? ", weight average \(config.emaDecay)" : "")
