@@ -15,6 +15,8 @@ struct Train: ParsableCommand {
             mpirun, send mpirun SIGUSR1: it kills its ranks soon after a SIGTERM or SIGINT of its own).
             """)
 
+    @Option(name: .customLong("config"), help: "Take flags from this JSON file: flag names and values, as RUN_DIR/config.json holds; flags on the command line win.")
+    var configFile: String?
     @OptionGroup var step: StepOptions
     @OptionGroup var augmentation: AugmentationOverrides
     @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
@@ -91,7 +93,32 @@ struct Train: ParsableCommand {
         do { spec = try ModelSpec.load(step.model) } catch {
             Console.error("\(error)"); throw ExitCode(1)
         }
-        try finish(Tool.train(config: try config(model: spec), options: runOptions()))
+        let config = try config(model: spec)
+        var options = runOptions()
+        options.configurationFile = try configurationFile(config)
+        try finish(Tool.train(config: config, options: options))
+    }
+
+    /// The settings that shape the run, resolved (the model's rate and batch size filled in),
+    /// as `--config` reads them: the run dir, resuming and the output are left out, so
+    /// `train --config RUN_DIR/config.json --run-dir OTHER` trains the same weights again.
+    func configurationFile(_ c: TrainConfig) throws -> String {
+        var s: [String: Any] = [
+            "model": step.model, "data": data, "epochs": epochs, "lr": c.learningRate, "lr-schedule": lrSchedule,
+            "warmup-steps": warmupSteps, "weight-decay": weightDecay, "label-smoothing": labelSmoothing, "ema-decay": emaDecay,
+            "standardize": standardize, "validation-split": validationSplit, "patience": patience, "min-delta": minDelta,
+            "monitor": monitor.rawValue, "restore-best-weights": restoreBestWeights, "seed": NSNumber(value: seed),
+            "batch-size": c.batchSize, "micro-batch": c.microBatch, "augment": step.augment.rawValue, "bn-sync": c.bnSync.rawValue,
+            "test-every-epoch": testEveryEpoch, "keep": keep, "log-every": logEvery,
+        ]
+        let optional: [String: Any?] = [
+            "max-steps": maxSteps, "train-limit": trainLimit, "test-limit": testLimit, "checkpoint-every": checkpointEvery,
+            "step-timeout": stepTimeout, "rotation": augmentation.rotation, "shift": augmentation.shift, "zoom": augmentation.zoom,
+            "shear": augmentation.shear, "fill": augmentation.fill, "elastic": augmentation.elastic,
+        ]
+        for case let (key, value?) in optional { s[key] = value }
+        let data = try JSONSerialization.data(withJSONObject: s, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// What is trained: every flag that reaches `TrainConfig` is read here.

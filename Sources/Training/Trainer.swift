@@ -27,6 +27,8 @@ public struct RunOptions: Sendable {
     /// The command that started the run and the program's version, for report.html.
     public var commandLine: [String] = []
     public var version = ""
+    /// The run's settings as `train --config` reads them, written to `RUN_DIR/config.json`.
+    public var configurationFile: String?
     public init() {}
 }
 

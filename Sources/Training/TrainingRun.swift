@@ -92,7 +92,10 @@ extension Trainer {
         var best: WeightsSnapshot?
 
         // Rank 0's weights, fresh or from a checkpoint, reach every rank.
-        try collectively("preparing the run dir") { try recorder.files?.prepare(fresh: options.resume == .none) }
+        try collectively("preparing the run dir") {
+            try recorder.files?.prepare(fresh: options.resume == .none)
+            if let json = options.configurationFile { try recorder.files?.writeConfiguration(json) }
+        }
         if let ckpt = try loadCheckpointForResume() {
             if config.keepsBestWeights && ckpt.hasBest { best = WeightsSnapshot(of: model) }
             try collectively("restoring the checkpoint") {
