@@ -12,19 +12,33 @@ enum ConfigFile {
     /// Keys that are not settings.
     static let refused: Set<String> = ["config", "help", "version", "restarts"]
 
-    /// `arguments` (after `train`) with the flags of the `--config` file they name put first.
-    static func expanding(_ arguments: [String]) throws -> [String] {
+    /// Parses `train`'s `arguments` with the `--config` file's flags put first. A refusal the
+    /// file causes (a combination of its settings, such as plateau without a validation set)
+    /// names the file.
+    static func parseTrain(_ arguments: [String]) throws -> ParsableCommand {
+        let (path, expanded) = try expanding(arguments)
+        do {
+            return try Distcnn.parseAsRoot(["train"] + expanded)
+        } catch {
+            guard let path, Distcnn.exitCode(for: error) != .success, (try? Distcnn.parseAsRoot(["train"] + arguments)) != nil else { throw error }
+            throw ValidationError("--config \(path): \(Distcnn.line(for: error))")
+        }
+    }
+
+    /// `arguments` (after `train`) with the flags of the `--config` file they name put first,
+    /// and the file's path.
+    static func expanding(_ arguments: [String]) throws -> (path: String?, arguments: [String]) {
         var path: String?
         for (i, a) in arguments.enumerated() {
             if a == "--" { break }
             if a == "--config" {
-                guard i + 1 < arguments.count else { return arguments }   // ArgumentParser names the missing value
+                guard i + 1 < arguments.count else { return (nil, arguments) }   // ArgumentParser names the missing value
                 path = arguments[i + 1]; break
             }
             if a.hasPrefix("--config=") { path = String(a.dropFirst("--config=".count)); break }
         }
-        guard let path else { return arguments }
-        return try flags(in: path) + arguments
+        guard let path else { return (nil, arguments) }
+        return (path, try flags(in: path) + arguments)
     }
 
     /// The file's keys and values as an argument vector, each key checked on its own so an

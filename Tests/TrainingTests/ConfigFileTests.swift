@@ -51,6 +51,7 @@ final class ConfigFileTests: XCTestCase {
             (#"{"augment": ["standard"]}"#, "key 'augment' must be a string, a number or true/false"),
             (#"{"config": "x.json"}"#, "key 'config' is not a setting of train"),
             (#"["epochs", 2]"#, "not a JSON object of flag names and values"),
+            (#"{"lr-schedule": "plateau:0.5:2", "validation-split": 0}"#, "--lr-schedule plateau watches val_loss and needs a validation set"),
         ]
         for (i, (text, message)) in cases.enumerated() {
             let path = base + "/bad\(i).json"
