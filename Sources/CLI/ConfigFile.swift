@@ -51,8 +51,14 @@ enum ConfigFile {
         }
         guard let data = FileManager.default.contents(atPath: path) else { throw fail("cannot be read") }
         guard data.count <= sizeLimit else { throw fail("\(data.count) bytes, more than a configuration's \(sizeLimit)") }
-        guard let object = try? JSONSerialization.jsonObject(with: data), let entries = object as? [String: Any] else {
-            throw fail("not a JSON object of flag names and values, e.g. {\"model\": \"ref\", \"epochs\": 3}")
+        let entries: [String: Any]
+        if path.lowercased().hasSuffix(".toml") {
+            entries = try toml(data, fail)
+        } else {
+            guard let object = try? JSONSerialization.jsonObject(with: data), let json = object as? [String: Any] else {
+                throw fail("not a JSON object of flag names and values, e.g. {\"model\": \"ref\", \"epochs\": 3}")
+            }
+            entries = json
         }
         var arguments: [String] = []
         for key in entries.keys.sorted() {
@@ -94,5 +100,51 @@ enum ConfigFile {
             arguments += argv
         }
         return arguments
+    }
+
+    /// The TOML subset a flat list of settings needs: `key = value` lines with bare keys,
+    /// basic strings ("…" with \\ and \" escapes), true/false, integers and floats; `#` comments.
+    static func toml(_ data: Data, _ fail: (String) -> ValidationError) throws -> [String: Any] {
+        guard let text = String(data: data, encoding: .utf8) else { throw fail("not UTF-8 text") }
+        var entries: [String: Any] = [:]
+        for (i, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let where_ = "line \(i + 1)"
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            guard let eq = line.firstIndex(of: "=") else { throw fail("\(where_): not key = value (this TOML subset has no tables or arrays)") }
+            let key = line[..<eq].trimmingCharacters(in: .whitespaces)
+            var rest = Substring(line[line.index(after: eq)...].trimmingCharacters(in: .whitespaces))
+            guard !key.isEmpty, key.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+                throw fail("\(where_): key '\(key)' is not a bare key")
+            }
+            guard entries[key] == nil else { throw fail("\(where_): key '\(key)' appears twice") }
+            let value: Any
+            if rest.first == "\"" {
+                var out = "", escaped = false, closed = false
+                rest = rest.dropFirst()
+                while let c = rest.first {
+                    rest = rest.dropFirst()
+                    if escaped { guard c == "\"" || c == "\\" else { throw fail("\(where_): only \\\\ and \\\" escapes are read") }; out.append(c); escaped = false }
+                    else if c == "\\" { escaped = true }
+                    else if c == "\"" { closed = true; break }
+                    else { out.append(c) }
+                }
+                guard closed else { throw fail("\(where_): unterminated string") }
+                value = out
+            } else {
+                let word = rest.prefix { $0 != "#" && !$0.isWhitespace }
+                rest = rest.dropFirst(word.count)
+                let number = word.replacingOccurrences(of: "_", with: "")
+                if word == "true" || word == "false" { value = word == "true" }
+                else if let n = Int64(number) { value = NSNumber(value: n) }
+                else if let n = UInt64(number) { value = NSNumber(value: n) }
+                else if let d = Double(number), d.isFinite { value = NSNumber(value: d) }
+                else { throw fail("\(where_): value '\(word)' of key '\(key)' is not a string, number or true/false") }
+            }
+            let tail = rest.trimmingCharacters(in: .whitespaces)
+            guard tail.isEmpty || tail.hasPrefix("#") else { throw fail("\(where_): unexpected '\(tail)' after the value") }
+            entries[key] = value
+        }
+        return entries
     }
 }

@@ -15,7 +15,7 @@ struct Train: ParsableCommand {
             mpirun, send mpirun SIGUSR1: it kills its ranks soon after a SIGTERM or SIGINT of its own).
             """)
 
-    @Option(name: .customLong("config"), help: "Take flags from this JSON file: flag names and values, as RUN_DIR/config.json holds; flags on the command line win.")
+    @Option(name: .customLong("config"), help: "Take flags from this file: a JSON object of flag names and values, as RUN_DIR/config.json holds, or TOML key = value lines (a .toml name); flags on the command line win.")
     var configFile: String?
     @OptionGroup var step: StepOptions
     @OptionGroup var augmentation: AugmentationOverrides

@@ -30,6 +30,26 @@ final class ConfigFileTests: XCTestCase {
         XCTAssertEqual(try String(contentsOfFile: base + "/b/config.json", encoding: .utf8),
                        try String(contentsOfFile: base + "/a/config.json", encoding: .utf8))
 
+        // The same settings as TOML lines train the same weights.
+        let toml = """
+            # run a, by hand
+            model = "seed"
+            data = "\(Repo.mnist)"   # the test data
+            epochs = 2
+            train-limit = 2_000
+            validation-split = 500
+            test-limit = 500
+            lr-schedule = "cosine:0.1"
+            augment = "standard"
+            shift = 0.05
+            standardize = true
+            seed = 7
+            """
+        try Data(toml.utf8).write(to: URL(fileURLWithPath: base + "/a.toml"))
+        let fromTOML = try runProcess(Repo.binary, ["train", "--config", base + "/a.toml", "--run-dir", base + "/t", "--quiet"])
+        XCTAssertEqual(fromTOML.status, 0, fromTOML.stderr)
+        XCTAssertEqual(try json(base + "/t/summary.json")["weights_sha256"] as? String, a["weights_sha256"] as? String)
+
         // The command line wins over the file.
         let other = try runProcess(Repo.binary, ["train", "--config", base + "/a/config.json", "--epochs", "1", "--seed", "8",
                                                  "--run-dir", base + "/c", "--quiet"])
@@ -53,8 +73,15 @@ final class ConfigFileTests: XCTestCase {
             (#"["epochs", 2]"#, "not a JSON object of flag names and values"),
             (#"{"lr-schedule": "plateau:0.5:2", "validation-split": 0}"#, "--lr-schedule plateau watches val_loss and needs a validation set"),
         ]
-        for (i, (text, message)) in cases.enumerated() {
-            let path = base + "/bad\(i).json"
+        let tomlCases: [(String, String)] = [
+            ("epochs = [1]", "line 1: value '[1]' of key 'epochs' is not a string, number or true/false"),
+            ("# ok\nmodel = \"seed", "line 2: unterminated string"),
+            ("[train]", "line 1: not key = value (this TOML subset has no tables or arrays)"),
+            ("epochs = 0", "key 'epochs': --epochs must be in 1...1000000, got 0"),
+        ]
+        let all = cases.map { (text: $0.0, message: $0.1, ext: "json") } + tomlCases.map { (text: $0.0, message: $0.1, ext: "toml") }
+        for (i, (text, message, ext)) in all.enumerated() {
+            let path = base + "/bad\(i).\(ext)"
             try Data(text.utf8).write(to: URL(fileURLWithPath: path))
             let r = try runProcess(Repo.binary, ["train", "--config", path, "--data", Repo.mnist, "--run-dir", base + "/run\(i)"])
             XCTAssertEqual(r.status, 64, text)
