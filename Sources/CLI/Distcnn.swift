@@ -71,6 +71,7 @@ extension Distcnn {
                 throw ValidationError("unknown command '\(first)'\(suggestion)")
             }
         }
+        if arguments.first == "train" { return try ConfigFile.parseTrain(Array(arguments.dropFirst())) }
         return try parseAsRoot(arguments)
     }
 

@@ -15,6 +15,8 @@ struct Train: ParsableCommand {
             mpirun, send mpirun SIGUSR1: it kills its ranks soon after a SIGTERM or SIGINT of its own).
             """)
 
+    @Option(name: .customLong("config"), help: "Take flags from this file: a JSON object of flag names and values, as RUN_DIR/config.json holds, or TOML key = value lines (a .toml name); flags on the command line win.")
+    var configFile: String?
     @OptionGroup var step: StepOptions
     @OptionGroup var augmentation: AugmentationOverrides
     @Option(help: "Folder with the four IDX files (gzipped or raw).") var data = "data/mnist"
@@ -22,7 +24,7 @@ struct Train: ParsableCommand {
     @Option(parsing: .unconditional, help: "Gradient accumulation: run each global batch in N passes, holding one pass's activations; the gradients are summed exactly, so without batch norm the weights are those of the whole batch at once (batch-norm statistics are each pass's).")
     var accumulate = 1
     @Option(parsing: .unconditional, help: "Adam learning rate (default: the model's).") var lr: Double?
-    @Option(help: "Learning-rate schedule: cosine[:MIN_FACTOR] (from --lr down to MIN_FACTOR × --lr, default 0, over the run's steps after the warm-up), constant, step:RATE:STEPS, exponential:RATE:STEPS or onecycle[:DIV[:PCT[:FINAL_DIV]]] (the last as PyTorch's OneCycleLR: div_factor, pct_start, final_div_factor).")
+    @Option(help: "Learning-rate schedule: cosine[:MIN_FACTOR] (from --lr down to MIN_FACTOR × --lr, default 0, over the run's steps after the warm-up), constant, step:RATE:STEPS, exponential:RATE:STEPS, onecycle[:DIV[:PCT[:FINAL_DIV]]] (PyTorch's OneCycleLR: div_factor, pct_start, final_div_factor) or plateau:FACTOR:PATIENCE (Keras's ReduceLROnPlateau on val_loss, min_delta 1e-4).")
     var lrSchedule = "cosine"
     @Option(parsing: .unconditional, help: "Linear learning-rate warm-up over the first N steps.") var warmupSteps = 0
     @Option(parsing: .unconditional, help: "Decoupled weight decay (AdamW) on conv and dense kernels; 0 is plain Adam.") var weightDecay = 0.0
@@ -66,8 +68,12 @@ struct Train: ParsableCommand {
         try check(weightDecay, "weight-decay", in: 0..<1)
         try check(labelSmoothing, "label-smoothing", in: 0..<1)
         try check(emaDecay, "ema-decay", in: 0..<1)
-        do { _ = try LearningRatePolicy.parse(lrSchedule, base: lr ?? 1e-3, totalSteps: 1000, warmupSteps: 0) } catch {
+        let policy: LearningRatePolicy
+        do { policy = try LearningRatePolicy.parse(lrSchedule, base: lr ?? 1e-3, totalSteps: 1000, warmupSteps: 0) } catch {
             throw ValidationError("\(error)")
+        }
+        if case .plateau = policy.schedule, validationSplit == 0 {
+            throw ValidationError("--lr-schedule plateau watches val_loss and needs a validation set; set --validation-split above 0")
         }
         try check(validationSplit, "validation-split", in: 0...Int(UInt32.max))
         try check(patience, "patience", in: 0...1_000_000)
@@ -90,7 +96,32 @@ struct Train: ParsableCommand {
         do { spec = try ModelSpec.load(step.model) } catch {
             Console.error("\(error)"); throw ExitCode(1)
         }
-        try finish(Tool.train(config: try config(model: spec), options: runOptions()))
+        let config = try config(model: spec)
+        var options = runOptions()
+        options.configurationFile = try configurationFile(config)
+        try finish(Tool.train(config: config, options: options))
+    }
+
+    /// The settings that shape the run, resolved (the model's rate and batch size filled in),
+    /// as `--config` reads them: the run dir, resuming and the output are left out, so
+    /// `train --config RUN_DIR/config.json --run-dir OTHER` trains the same weights again.
+    func configurationFile(_ c: TrainConfig) throws -> String {
+        var s: [String: Any] = [
+            "model": step.model, "data": data, "epochs": epochs, "lr": c.learningRate, "lr-schedule": lrSchedule,
+            "warmup-steps": warmupSteps, "weight-decay": weightDecay, "label-smoothing": labelSmoothing, "ema-decay": emaDecay,
+            "standardize": standardize, "validation-split": validationSplit, "patience": patience, "min-delta": minDelta,
+            "monitor": monitor.rawValue, "restore-best-weights": restoreBestWeights, "seed": NSNumber(value: seed),
+            "batch-size": c.batchSize, "micro-batch": c.microBatch, "augment": step.augment.rawValue, "bn-sync": c.bnSync.rawValue,
+            "test-every-epoch": testEveryEpoch, "keep": keep, "log-every": logEvery,
+        ]
+        let optional: [String: Any?] = [
+            "max-steps": maxSteps, "train-limit": trainLimit, "test-limit": testLimit, "checkpoint-every": checkpointEvery,
+            "step-timeout": stepTimeout, "rotation": augmentation.rotation, "shift": augmentation.shift, "zoom": augmentation.zoom,
+            "shear": augmentation.shear, "fill": augmentation.fill, "elastic": augmentation.elastic,
+        ]
+        for case let (key, value?) in optional { s[key] = value }
+        let data = try JSONSerialization.data(withJSONObject: s, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        return String(decoding: data, as: UTF8.self)
     }
 
     /// What is trained: every flag that reaches `TrainConfig` is read here.

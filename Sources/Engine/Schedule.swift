@@ -22,12 +22,17 @@ public enum LearningRateSchedule: Codable, Equatable, Sendable {
     /// `pctStart · totalSteps − 1`, and falls by a cosine to `base / peakFactor / finalFactor`
     /// at step `totalSteps − 1`, where it stays.
     case oneCycle(totalSteps: Int, peakFactor: Double, pctStart: Double, finalFactor: Double)
+    /// Keras `ReduceLROnPlateau` on `val_loss` (`min_delta` 1e-4, `cooldown` 0, `min_lr` 0):
+    /// `base` here; the trainer multiplies it by `PlateauState.factor`, which drops by `factor`
+    /// after `patience` epochs without an improvement (the one schedule that is not a function
+    /// of the step alone, so its state lives in the checkpoint).
+    case plateau(factor: Double, patience: Int)
 
     /// The rate at `t` steps after the warm-up, for a base rate of `base`.
     public func rate(base: Double, at t: Int) -> Double {
         let t = max(t, 0)
         switch self {
-        case .constant:
+        case .constant, .plateau:
             return base
         case .exponential(let decayRate, let decaySteps, let staircase):
             var p = Double(t) / Double(max(decaySteps, 1))
@@ -88,11 +93,13 @@ public struct LearningRatePolicy: Codable, Equatable, Sendable, CustomStringConv
             return "cosine \(base) → \(base * m) over \(n) steps\(warm)"
         case .oneCycle(let n, let peak, let pct, let fin):
             return "one-cycle \(base / peak) → \(base) → \(base / peak / fin) over \(n) steps, peak at \(pct)\(warm)"
+        case .plateau(let f, let p):
+            return "\(base) × \(f) after \(p) epoch\(p == 1 ? "" : "s") without a val_loss improvement\(warm)"
         }
     }
 
     /// The command-line forms, for help texts and errors.
-    public static let forms = "constant, exponential:RATE:STEPS, step:RATE:STEPS, cosine[:MIN_FACTOR], onecycle[:PEAK_FACTOR[:PCT_START[:FINAL_FACTOR]]]"
+    public static let forms = "constant, exponential:RATE:STEPS, step:RATE:STEPS, cosine[:MIN_FACTOR], onecycle[:PEAK_FACTOR[:PCT_START[:FINAL_FACTOR]]], plateau:FACTOR:PATIENCE"
 
     /// Reads a command-line schedule. `totalSteps` is the run's length in updates (cosine and
     /// one-cycle span it, minus the warm-up):
@@ -103,6 +110,7 @@ public struct LearningRatePolicy: Codable, Equatable, Sendable, CustomStringConv
     /// - `cosine`, `cosine:MIN_FACTOR` — to `base · MIN_FACTOR` (default 0) at the end
     /// - `onecycle`, `onecycle:PEAK_FACTOR[:PCT_START[:FINAL_FACTOR]]` — PyTorch's defaults
     ///   25, 0.3, 1e4; `base` is the peak rate
+    /// - `plateau:FACTOR:PATIENCE` — Keras `ReduceLROnPlateau(factor, patience)` on val_loss
     public static func parse(_ text: String, base: Double, totalSteps: Int, warmupSteps: Int = 0) throws -> LearningRatePolicy {
         func fail(_ why: String) -> ScheduleError {
             ScheduleError(message: "learning-rate schedule '\(text)': \(why) (forms: \(forms))")
@@ -150,10 +158,40 @@ public struct LearningRatePolicy: Codable, Equatable, Sendable, CustomStringConv
             let fin = try number(2, "the final factor", default: 1e4, { $0 >= 1 }, "≥ 1")
             guard span >= 2 else { throw fail("onecycle needs a run of at least 2 steps after the warm-up") }
             schedule = .oneCycle(totalSteps: span, peakFactor: peak, pctStart: pct, finalFactor: fin)
+        case "plateau":
+            try arity(2)
+            let factor = try number(0, "the factor", { $0 > 0 && $0 < 1 }, "in (0, 1)")
+            schedule = .plateau(factor: factor, patience: try steps(1, "the patience in epochs"))
         default:
             throw fail("unknown schedule '\(name)'")
         }
         return LearningRatePolicy(base: base, schedule: schedule, warmupSteps: warmupSteps)
+    }
+}
+
+/// `ReduceLROnPlateau`'s state between epochs: the best validation loss, the epochs since it
+/// improved and the multiplier of the base rate so far. Saved in checkpoints, so a resumed run
+/// reduces the rate at the same epochs as an uninterrupted one.
+public struct PlateauState: Codable, Equatable, Sendable {
+    /// Keras's default `min_delta`: a loss must fall below `best − minDelta` to count.
+    public static let minDelta = 1e-4
+    public var best: Double?
+    public var wait: Int = 0
+    public var factor: Double = 1
+
+    public init() {}
+
+    /// Keras's `on_epoch_end` (mode min, cooldown 0, min_lr 0) for an epoch that ended with
+    /// validation loss `loss`; returns whether the rate was reduced. A NaN loss is no improvement.
+    public mutating func update(loss: Double, factor reduction: Double, patience: Int) -> Bool {
+        if loss < (best ?? .infinity) - Self.minDelta {   // Keras starts from best = inf
+            best = loss; wait = 0
+            return false
+        }
+        wait += 1
+        guard wait >= patience else { return false }
+        factor *= reduction; wait = 0
+        return true
     }
 }
 

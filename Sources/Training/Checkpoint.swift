@@ -148,6 +148,9 @@ public struct Checkpoint {
             real("trainSeconds", s.trainSeconds), real("config.learningRate", c.learningRate),
             real("config.minDelta", c.minDelta, min: -.greatestFiniteMagnitude),
             s.earlyStopping.best.flatMap { real("earlyStopping.best", $0, min: -.greatestFiniteMagnitude) },
+            s.plateau.flatMap { int("plateau.wait", $0.wait, epochs) },
+            s.plateau.flatMap { $0.factor > 0 && $0.factor <= 1 ? nil : "plateau.factor is \($0.factor), outside (0, 1]" },
+            s.plateau?.best.flatMap { real("plateau.best", $0, min: -.greatestFiniteMagnitude) },
             s.history.count <= 1 << 20 ? nil : "history has \(s.history.count) epochs, more than \(1 << 20)",
         ]
         for (i, m) in s.history.enumerated() {

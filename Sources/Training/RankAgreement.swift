@@ -1,4 +1,5 @@
 import Collective
+import Engine
 import Foundation
 
 extension Communicator {
@@ -96,11 +97,18 @@ extension Trainer {
         }
     }
 
-    /// Keras's EarlyStopping, decided on rank 0 and broadcast so every rank leaves together.
+    /// Keras's EarlyStopping and ReduceLROnPlateau, decided on rank 0 and broadcast (one
+    /// message) so every rank leaves together and trains on at the same rate.
     /// Returns whether the monitored metric improved.
-    func decideEarlyStopping(_ state: inout TrainingState, metrics: EpochMetrics) throws -> Bool {
+    func decideEarlyStopping(_ state: inout TrainingState, metrics: EpochMetrics, schedule: LearningRateSchedule) throws -> Bool {
         var es = state.earlyStopping
+        var plateau = state.plateau
         var improved = false
+        if comm.rank == 0, case .plateau(let factor, let patience) = schedule, let loss = metrics.valLoss {
+            var p = plateau ?? PlateauState()
+            _ = p.update(loss: loss, factor: factor, patience: patience)
+            plateau = p
+        }
         if comm.rank == 0, let current = config.monitor == .valLoss ? metrics.valLoss : metrics.valAccuracy {
             let delta = abs(config.minDelta)
             es.wait += 1
@@ -112,13 +120,14 @@ extension Trainer {
             if improved { es.best = current; es.bestEpoch = metrics.epoch; es.wait = 0 }
             if config.patience > 0 && es.wait >= config.patience && metrics.epoch > 1 { es.stopped = true }
         }
-        var bytes = [UInt8](try JSONEncoder.distcnn.encode(EarlyStoppingDecision(state: es, improved: improved)))
+        var bytes = [UInt8](try JSONEncoder.distcnn.encode(EarlyStoppingDecision(state: es, improved: improved, plateau: plateau)))
         comm.phase = "early-stopping decision"
         try comm.broadcast(&bytes, root: 0)
         let decision = try JSONDecoder.distcnn.decode(EarlyStoppingDecision.self, from: Data(bytes))
         state.earlyStopping = decision.state
+        state.plateau = decision.plateau
         return decision.improved
     }
 
-    struct EarlyStoppingDecision: Codable { var state: EarlyStoppingState; var improved: Bool }
+    struct EarlyStoppingDecision: Codable { var state: EarlyStoppingState; var improved: Bool; var plateau: PlateauState? }
 }

@@ -111,6 +111,11 @@ final class RunFiles {
         try AtomicFile.write(Array(json) + [0x0A], to: preemptedPath)
     }
 
+    /// `RUN_DIR/config.json`: the settings that repeat the run (`distcnn train --config`).
+    func writeConfiguration(_ json: String) throws {
+        try AtomicFile.write(Array(json.utf8) + [0x0A], to: directory + "/config.json")
+    }
+
     func writeSummary(_ s: RunSummary) throws {
         let enc = JSONEncoder.distcnn
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]

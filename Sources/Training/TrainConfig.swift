@@ -145,6 +145,8 @@ public struct TrainingState: Codable, Equatable, Sendable {
     public var globalStep: Int = 0
     public var adamStep: Int = 0
     public var earlyStopping = EarlyStoppingState()
+    /// `--lr-schedule plateau`'s state (nil for the other schedules, and in older checkpoints).
+    public var plateau: PlateauState?
     public var history: [EpochMetrics] = []
     /// Running sums of the current epoch's training metrics, so a mid-epoch resume reports
     /// the same epoch averages.

@@ -27,6 +27,8 @@ public struct RunOptions: Sendable {
     /// The command that started the run and the program's version, for report.html.
     public var commandLine: [String] = []
     public var version = ""
+    /// The run's settings as `train --config` reads them, written to `RUN_DIR/config.json`.
+    public var configurationFile: String?
     public init() {}
 }
 
@@ -143,7 +145,7 @@ public final class Trainer {
                     break training
                 }
                 let watch = Stopwatch()
-                let learningRate = run.policy.rate(at: state.globalStep)
+                let learningRate = run.rate(at: state.globalStep, state)
                 let totals = try run.step.run(epoch.batch(state.stepInEpoch), dataset: run.train, normalizer: run.normalizer,
                                               augmenter: run.augmenter, globalStep: state.globalStep,
                                               learningRate: learningRate, stopRequested: StopSignal.requested)
@@ -170,7 +172,7 @@ public final class Trainer {
     func endEpoch(_ run: TrainingRun, _ state: inout TrainingState, watch: Stopwatch, speed: Throughput,
                   epochSpeed: Throughput) throws {
         let model = run.model
-        let learningRate = run.policy.rate(at: max(state.globalStep - 1, 0))
+        let learningRate = run.rate(at: max(state.globalStep - 1, 0), state)
         let best = try run.withEvaluatedWeights { () throws -> WeightsSnapshot? in
             let evaluation = Stopwatch()
             let val = try evaluateValidation(run)
@@ -178,7 +180,7 @@ public final class Trainer {
             let metrics = epochMetrics(state, model: model, validation: val, test: test, learningRate: learningRate,
                                        seconds: watch.seconds, speed: epochSpeed, evaluationSeconds: evaluation.seconds)
             state.history.append(metrics)
-            return try decideEarlyStopping(&state, metrics: metrics) ? WeightsSnapshot(of: model) : nil
+            return try decideEarlyStopping(&state, metrics: metrics, schedule: run.policy.schedule) ? WeightsSnapshot(of: model) : nil
         }
         if let best, config.keepsBestWeights { run.best = best }
         state.nextEpoch()
@@ -226,7 +228,7 @@ public final class Trainer {
         let test = try evaluateTest(run, mistakes: 64)
         let unfinished = state.stepInEpoch > 0
             ? epochMetrics(state, model: model, validation: val, test: test,
-                           learningRate: run.policy.rate(at: max(state.globalStep - 1, 0)), seconds: partial.watch.seconds,
+                           learningRate: run.rate(at: max(state.globalStep - 1, 0), state), seconds: partial.watch.seconds,
                            speed: partial.speed, evaluationSeconds: evaluation.seconds, partial: true)
             : nil
         state.trainSeconds = run.elapsed

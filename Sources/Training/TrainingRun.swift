@@ -39,6 +39,12 @@ final class TrainingRun {
         earlierSeconds = state.trainSeconds
     }
 
+    /// The rate of the update that follows `step` earlier updates: the policy's, times the
+    /// reduction `--lr-schedule plateau` has reached (1 for the other schedules, an exact no-op).
+    func rate(at step: Int, _ state: TrainingState) -> Double {
+        policy.rate(at: step) * (state.plateau?.factor ?? 1)
+    }
+
     /// Runs `body` with the weights the run evaluates and keeps in the model: the average when
     /// there is one (restored to the live weights afterwards, however `body` ends).
     func withEvaluatedWeights<T>(_ body: () throws -> T) rethrows -> T {
@@ -94,7 +100,10 @@ extension Trainer {
         var best: WeightsSnapshot?
 
         // Rank 0's weights, fresh or from a checkpoint, reach every rank.
-        try collectively("preparing the run dir") { try recorder.files?.prepare(fresh: options.resume == .none) }
+        try collectively("preparing the run dir") {
+            try recorder.files?.prepare(fresh: options.resume == .none)
+            if let json = options.configurationFile { try recorder.files?.writeConfiguration(json) }
+        }
         if let ckpt = try loadCheckpointForResume() {
             if config.keepsBestWeights && ckpt.hasBest { best = WeightsSnapshot(of: model) }
             try collectively("restoring the checkpoint") {
@@ -174,7 +183,8 @@ extension Trainer {
                 + (config.emaDecay > 0 ? ", weight average \(config.emaDecay)" : "")
                 + (config.maxSteps.map { ", at most \($0) steps" } ?? "")),
             // The rate as the run resolved it (the schedule spans the epochs), and the flag that chose it.
-            ("lr", "\(run.policy) (--lr-schedule \(config.lrSchedule))"),
+            ("lr", "\(run.policy) (--lr-schedule \(config.lrSchedule))"
+                + (config.lrSchedule.lowercased().hasPrefix("plateau") ? ", cut on val_loss (min delta \(PlateauState.minDelta))" : "")),
             ("batch norm", "\(config.bnSync.rawValue) statistics"),
             ("inputs", (config.standardize ? "featurewise standardised" : "scaled to [0, 1]")
                 + (config.augmentation == .none ? ", no augmentation" : ", augmentation \(config.augment): \(describe(config.augmentation))")),

@@ -121,6 +121,11 @@ final class ScheduleTests: XCTestCase {
             ("onecycle:0.5", "the peak factor 0.5 must be ≥ 1"),
             ("onecycle:10:1", "the warm-up fraction 1 must be in (0, 1)"),
             ("onecycle:10:nan", "the warm-up fraction 'nan' is not a number"),
+            ("plateau", "plateau needs the factor"),
+            ("plateau:0.5", "plateau needs the patience in epochs"),
+            ("plateau:1:2", "the factor 1 must be in (0, 1)"),
+            ("plateau:0.5:0", "the patience in epochs '0' must be a whole number ≥ 1"),
+            ("plateau:0.5:2:1", "plateau takes at most 2 values, got 3"),
         ]
         for (text, why) in bad {
             XCTAssertThrowsError(try LearningRatePolicy.parse(text, base: 0.01, totalSteps: 1000)) {
@@ -148,5 +153,30 @@ final class ScheduleTests: XCTestCase {
             XCTAssertEqual(back, p)
             for s in [0, 1, 5, 50, 99, 150] { XCTAssertEqual(back.rate(at: s).bitPattern, p.rate(at: s).bitPattern) }
         }
+    }
+
+    /// `ReduceLROnPlateau` as Keras's `on_epoch_end` (mode min, min_delta 1e-4, cooldown 0):
+    /// a hand trace with an improvement smaller than min_delta and a NaN loss.
+    func testPlateauIsKerasReduceLROnPlateau() throws {
+        XCTAssertEqual(try LearningRatePolicy.parse("plateau:0.5:2", base: 0.01, totalSteps: 1000).schedule, .plateau(factor: 0.5, patience: 2))
+        let p = try LearningRatePolicy.parse("Plateau:0.2:1", base: 0.01, totalSteps: 1000, warmupSteps: 10)
+        XCTAssertEqual(p.rate(at: 500), 0.01, "the policy's part is constant; the trainer applies the factor")
+        XCTAssertEqual(p.rate(at: 5), 0.005)
+        var state = PlateauState()
+        let losses = [1.0, 0.9, 0.95, 0.92, 0.85, 0.84995, 0.86, 0.87, .nan]
+        //             best  best  wait1 cut   best  <1e-4 wait1 cut  wait1 cut
+        let reduced = losses.map { state.update(loss: $0, factor: 0.5, patience: 2) }
+        XCTAssertEqual(reduced, [false, false, false, true, false, false, true, false, true])
+        XCTAssertEqual(state.factor, 0.125)
+        XCTAssertEqual(state.best, 0.85)
+        XCTAssertEqual(state.wait, 0)
+        // A first NaN is no improvement either (Keras starts from best = inf).
+        var first = PlateauState()
+        XCTAssertFalse(first.update(loss: .nan, factor: 0.5, patience: 2))
+        XCTAssertNil(first.best)
+        XCTAssertEqual(first.wait, 1)
+        // The state survives a JSON round trip bit for bit (it lives in checkpoints).
+        let back = try JSONDecoder().decode(PlateauState.self, from: JSONEncoder().encode(state))
+        XCTAssertEqual(back, state)
     }
 }

@@ -35,7 +35,7 @@ final class HostileValuesTests: XCTestCase {
 
     /// Options of the help that take no number (names, paths, enumerations, flags).
     static let notNumeric: [String: Set<String>] = [
-        "train": ["model", "augment", "bn-sync", "fill", "elastic", "data", "lr-schedule", "standardize", "monitor",
+        "train": ["config", "model", "augment", "bn-sync", "fill", "elastic", "data", "lr-schedule", "standardize", "monitor",
                   "restore-best-weights", "run-dir", "resume", "resume-from", "progress", "quiet", "verbose", "test-every-epoch"],
         "bench": ["model", "augment", "bn-sync", "profile", "eval", "convolution", "json"],
         "summary": ["model", "json"],

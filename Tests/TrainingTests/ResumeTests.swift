@@ -110,6 +110,37 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(b["weights_sha256"] as? String, a["weights_sha256"] as? String)
     }
 
+    /// `--lr-schedule plateau`'s state (best val_loss, epochs waited, factor) lives in the
+    /// checkpoint: a run stopped mid-epoch 3, after its first cut of the rate, and resumed ends
+    /// with the uninterrupted run's weights and rates. Without a validation set it is refused.
+    func testPlateauScheduleResumesExactly() throws {
+        let base = temporaryDirectory(self)
+        func args(_ dir: String, _ more: [String] = []) -> [String] {
+            ["train", "--model", "seed", "--data", Repo.mnist, "--epochs", "5", "--train-limit", "3008", "--validation-split", "1000",
+             "--test-limit", "500", "--lr", "0.02", "--lr-schedule", "plateau:0.5:1", "--run-dir", dir, "--quiet"] + more
+        }
+        let whole = try runProcess(Repo.binary, args(base + "/whole"))
+        XCTAssertEqual(whole.status, 0, whole.stderr)
+        func rates(_ dir: String) throws -> [String] {
+            let csv = try String(contentsOfFile: dir + "/metrics.csv", encoding: .utf8).split(separator: "\n")
+            let column = try XCTUnwrap(csv.first?.split(separator: ",").firstIndex(of: "learning_rate"))
+            return csv.dropFirst().map { String($0.split(separator: ",", omittingEmptySubsequences: false)[column]) }
+        }
+        // val_loss rises in epochs 2 and 4 (measured), so the rate halves after each.
+        XCTAssertEqual(try rates(base + "/whole"), ["0.02", "0.02", "0.01", "0.01", "0.005"])
+        let part = try runProcess(Repo.binary, args(base + "/part", ["--max-steps", "230"]))   // 94 steps per epoch
+        XCTAssertEqual(part.status, 0, part.stderr)
+        let resumed = try runProcess(Repo.binary, args(base + "/part", ["--resume"]))
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try summary(base + "/part")["weights_sha256"] as? String, try summary(base + "/whole")["weights_sha256"] as? String)
+        XCTAssertEqual(try rates(base + "/part"), try rates(base + "/whole"))
+
+        let refused = try runProcess(Repo.binary, args(base + "/noval", ["--validation-split", "0"]))
+        XCTAssertEqual(refused.status, 64)
+        XCTAssertTrue(refused.stderr.contains("--lr-schedule plateau watches val_loss and needs a validation set"), refused.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: base + "/noval"))
+    }
+
     func testResumeWithNoCheckpointStartsFresh() throws {
         let dir = temporaryDirectory(self) + "/fresh"
         let r = try runProcess(Repo.binary, ["train", "--model", "seed", "--data", Repo.mnist, "--max-steps", "5",
