@@ -111,7 +111,7 @@ struct Train: ParsableCommand {
             "warmup-steps": warmupSteps, "weight-decay": weightDecay, "label-smoothing": labelSmoothing, "ema-decay": emaDecay,
             "standardize": standardize, "validation-split": validationSplit, "patience": patience, "min-delta": minDelta,
             "monitor": monitor.rawValue, "restore-best-weights": restoreBestWeights, "seed": NSNumber(value: seed),
-            "batch-size": c.batchSize, "micro-batch": c.microBatch, "augment": step.augment.rawValue, "bn-sync": c.bnSync.rawValue,
+            "batch-size": c.batchSize, "micro-batch": c.microBatch, "accumulate": c.accumulate, "augment": step.augment.rawValue, "bn-sync": c.bnSync.rawValue,
             "test-every-epoch": testEveryEpoch, "keep": keep, "log-every": logEvery,
         ]
         let optional: [String: Any?] = [
