@@ -77,11 +77,6 @@ public struct PassContext {
             for k in ks { body(t, k, microBatchRange(k, of: batch)) }
         }
     }
-
-    /// Like `forEachMicroBatch`, for work that can throw (run one micro-batch after another).
-    func forEachMicroBatchInOrder(_ batch: Int, _ body: (Int, Range<Int>) throws -> Void) rethrows {
-        for k in 0..<microBatchCount(batch) { try body(k, microBatchRange(k, of: batch)) }
-    }
 }
 
 /// Where a named tensor of a layer lives: in the trainable parameters or in the state
