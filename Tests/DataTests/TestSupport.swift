@@ -107,3 +107,29 @@ func assertDataError<T>(_ body: @autoclosure () throws -> T, file: StaticString 
     }
     return nil
 }
+
+/// Centre of mass of a side × side image in pixel indices (row, column); MNIST's digits have
+/// theirs at (14, 14).
+func centreOfMass(_ image: [UInt8], side: Int = 28) -> (Double, Double) {
+    var m = 0.0, y = 0.0, x = 0.0
+    for (i, v) in image.enumerated() {
+        m += Double(v); y += Double(v) * Double(i / side); x += Double(v) * Double(i % side)
+    }
+    return (y / m, x / m)
+}
+
+/// Height and width of the box around an image's lit pixels.
+func boundingBox(_ image: [UInt8], side: Int = 28) -> (height: Int, width: Int) {
+    let lit = image.indices.filter { image[$0] > 0 }
+    let ys = lit.map { $0 / side }, xs = lit.map { $0 % side }
+    return (ys.max()! - ys.min()! + 1, xs.max()! - xs.min()! + 1)
+}
+
+/// Pearson correlation of two images' pixels.
+func correlation(_ a: [UInt8], _ b: [UInt8]) -> Double {
+    let x = a.map(Double.init), y = b.map(Double.init)
+    let mx = x.reduce(0, +) / Double(x.count), my = y.reduce(0, +) / Double(y.count)
+    var sxy = 0.0, sxx = 0.0, syy = 0.0
+    for i in x.indices { sxy += (x[i] - mx) * (y[i] - my); sxx += (x[i] - mx) * (x[i] - mx); syy += (y[i] - my) * (y[i] - my) }
+    return sxy / (sxx * syy).squareRoot()
+}

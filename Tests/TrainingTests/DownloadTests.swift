@@ -61,13 +61,7 @@ final class DownloadTests: XCTestCase {
         XCTAssertEqual(made.status, 0, made.stderr)
         let server = try HTTPServer(directory: served, test: self)
         let dir = temporaryDirectory(self) + "/mnist"
-        let r = try download(server, to: dir, retries: 2)
-        XCTAssertEqual(r.status, 1)
-        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
-        XCTAssertTrue(r.stderr.hasPrefix("error: " + dir + "/t10k-labels-idx1-ubyte.gz: download failed"), r.stderr)
-        XCTAssertTrue(r.stderr.contains("fails its SHA-256 check"), r.stderr)
-        XCTAssertEqual(contents(dir), Array(Self.names.prefix(3)).sorted(), "the three valid files only, no part file")
-        XCTAssertEqual(server.requests().filter { $0.contains("t10k-labels") }.count, 1, "a wrong file is not fetched again")
+        try assertTestLabelsRefused(server, dir, saying: "fails its SHA-256 check")
     }
 
     /// A response longer than any gzip of the file can be (the training labels, 29 KB, under the
@@ -78,13 +72,21 @@ final class DownloadTests: XCTestCase {
         try FileManager.default.copyItem(atPath: served + "/train-labels-idx1-ubyte.gz", toPath: served + "/t10k-labels-idx1-ubyte.gz")
         let server = try HTTPServer(directory: served, test: self)
         let dir = temporaryDirectory(self) + "/mnist"
+        try assertTestLabelsRefused(server, dir, saying: "response is larger than 14260 bytes")
+    }
+
+    /// Downloads into `dir` and checks that the test labels (the fourth file) are refused with
+    /// one line saying `reason`, fetched once (not again on retry), and that only the three
+    /// files before them are left, no part file.
+    func assertTestLabelsRefused(_ server: HTTPServer, _ dir: String, saying reason: String,
+                                 file: StaticString = #filePath, line: UInt = #line) throws {
         let r = try download(server, to: dir, retries: 2)
-        XCTAssertEqual(r.status, 1)
-        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
-        XCTAssertTrue(r.stderr.hasPrefix("error: " + dir + "/t10k-labels-idx1-ubyte.gz: download failed"), r.stderr)
-        XCTAssertTrue(r.stderr.contains("response is larger than 14260 bytes"), r.stderr)
-        XCTAssertEqual(contents(dir), Array(Self.names.prefix(3)).sorted(), "the three valid files only, no part file")
-        XCTAssertEqual(server.requests().filter { $0.contains("t10k-labels") }.count, 1, "not fetched again")
+        XCTAssertEqual(r.status, 1, file: file, line: line)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr, file: file, line: line)
+        XCTAssertTrue(r.stderr.hasPrefix("error: " + dir + "/t10k-labels-idx1-ubyte.gz: download failed"), r.stderr, file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(reason), r.stderr, file: file, line: line)
+        XCTAssertEqual(contents(dir), Array(Self.names.prefix(3)).sorted(), "the three valid files only, no part file", file: file, line: line)
+        XCTAssertEqual(server.requests().filter { $0.contains("t10k-labels") }.count, 1, "fetched again", file: file, line: line)
     }
 
     func testTruncatedGzipIsRefused() throws {
